@@ -1,0 +1,106 @@
+"""``digan-bench`` command line: a thin typer app over importable library functions.
+
+Each area registers its commands from its own module (``digan/cli/<area>.py``) so the CLI holds
+no logic of its own: parse options, build a typed config, call the library, print a summary.
+
+Errors: a :class:`digan.errors.DiganError` or a usage error (unknown option, bad value) is printed
+as one line on stderr and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+try:  # typer >= 0.2x vendors its own click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click import exceptions as _cx
+
+from digan.errors import DiganError
+
+app = typer.Typer(
+    name="digan-bench",
+    help="Train, run and benchmark 3D-aware face GANs (DIGAN, baselines, metrics, reports).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+
+def _version_cb(value: bool) -> None:
+    if value:
+        from digan import __version__
+
+        print(f"digan-bench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_cb, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train, run and benchmark 3D-aware face GANs (DIGAN, baselines, metrics, reports)."""
+
+
+# Sub-command modules, in the order they appear in --help. A module that is missing from a
+# partial install is skipped; one that fails to import for another reason is a real error.
+COMMAND_MODULES = (
+    "digan.cli.data",
+    "digan.cli.teacher",
+    "digan.cli.student",
+    "digan.cli.sample",
+    "digan.cli.evaluate",
+    "digan.cli.reports",
+    "digan.cli.bench",
+)
+
+for _mod in COMMAND_MODULES:
+    try:
+        importlib.import_module(_mod)
+    except ModuleNotFoundError as _e:
+        if _e.name != _mod:
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``digan-bench`` console script; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = app(args=args, prog_name="digan-bench", standalone_mode=False)
+        return int(rv or 0)
+    except DiganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except _cx.NoArgsIsHelpError as e:
+        # --help output for a group called without a command; not an error by itself
+        if e.ctx is not None:
+            print(e.ctx.get_help())
+        return 0
+    except _cx.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx is not None else "digan-bench"
+        print(f"error: {e.format_message()} (see '{cmd} --help')", file=sys.stderr)
+        return 2
+    except (typer.Abort, getattr(_cx, "Abort", typer.Abort)):
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except (typer.Exit, getattr(_cx, "Exit", typer.Exit)) as e:
+        return int(e.exit_code or 0)
+    except _cx.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; completed outputs were kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from digan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared plumbing: atomic I/O, provenance, progress bars, images, seeding, distributed helpers."""
