@@ -1,0 +1,1 @@
+"""Data sets: synthetic ground-truth heads and real-photo folders."""

@@ -1,0 +1,1 @@
+"""DIGAN student (G3D)."""

@@ -1,0 +1,1 @@
+"""StyleGAN2 teacher (G2D)."""

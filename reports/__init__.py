@@ -1,0 +1,1 @@
+"""Paper-style tables, figures, the HTML report and metric regression checks."""
