@@ -47,24 +47,17 @@ def _root(
     """Train, run and benchmark 3D-aware face GANs (DIGAN, baselines, metrics, reports)."""
 
 
-# Sub-command modules, in the order they appear in --help. A module that is missing from a
-# partial install is skipped; one that fails to import for another reason is a real error.
-COMMAND_MODULES = (
-    "digan.cli.data",
-    "digan.cli.teacher",
-    "digan.cli.student",
-    "digan.cli.sample",
-    "digan.cli.evaluate",
-    "digan.cli.reports",
-    "digan.cli.bench",
-)
+# Sub-command modules: every module in digan/cli except the shared ones registers its commands
+# on import (sorted by name so --help is stable). Groups used by several areas ("data", "bench")
+# live in digan/cli/groups.py.
+import pkgutil as _pkgutil
 
-for _mod in COMMAND_MODULES:
-    try:
-        importlib.import_module(_mod)
-    except ModuleNotFoundError as _e:
-        if _e.name != _mod:
-            raise
+from digan.cli import groups as _groups  # noqa: E402,F401  (registers the shared groups first)
+
+_SKIP = {"common", "groups", "__main__"}
+for _m in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _m.name not in _SKIP and not _m.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 
 def main(argv: list[str] | None = None) -> int:
