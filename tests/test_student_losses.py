@@ -1,0 +1,161 @@
+"""Student losses against direct computations; the nuclear-norm term's gradient by finite
+differences; the perceptual loss's VGG16 loading path with a VGG-shaped state dict built here."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from digan.errors import DiganError, MissingAssetError
+from digan.student import losses as L
+from digan.student.perceptual import LaplacianPyramidLoss, VGG16Perceptual, build_perceptual
+
+
+def test_photometric_and_symmetric_reconstruction_direct():
+    torch.manual_seed(0)
+    a, af, t = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    m = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    an, tn, mn = a.numpy(), t.numpy(), np.repeat(m.numpy(), 3, 1)
+    assert L.photometric_loss(a, t).item() == pytest.approx(np.abs(an - tn).mean(), rel=1e-6)
+    assert L.photometric_loss(a, t, m).item() == pytest.approx((np.abs(an - tn) * mn).sum() / mn.sum(), rel=1e-6)
+    perc = lambda x, y, mask=None: ((x - y) ** 2).mean()  # noqa: E731
+    total, parts = L.symmetric_reconstruction(a, af, t, perc, lam_perc=0.5, lam_flip=0.8)
+    rec = np.abs(an - tn).mean() + 0.5 * ((an - tn) ** 2).mean()
+    flip = np.abs(af.numpy() - tn).mean() + 0.5 * ((af.numpy() - tn) ** 2).mean()
+    assert total.item() == pytest.approx(rec + 0.8 * flip, rel=1e-6)
+    assert parts["rec"].item() == pytest.approx(rec, rel=1e-6)
+    total0, parts0 = L.symmetric_reconstruction(a, af, t, perc, lam_perc=0.5, lam_flip=0.0)
+    assert "flip" not in parts0 and total0.item() == pytest.approx(rec, rel=1e-6)
+
+
+def test_identity_loss_direct_and_yaw_gate():
+    torch.manual_seed(0)
+    P = torch.randn(12, 5)
+    embed = lambda x: x.flatten(1) @ P  # noqa: E731
+    c, r = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    yaw = torch.tensor([10.0, -30.0, -24.0, 40.0])
+    got = L.identity_loss(embed, c, r, yaw, max_yaw=25)
+    e1 = embed(c).numpy()
+    e2 = embed(r).numpy()
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 /= np.linalg.norm(e2, axis=1, keepdims=True)
+    ref = ((e1 - e2) ** 2).sum(1)[[0, 2]].mean()
+    assert got.item() == pytest.approx(ref, rel=1e-5)
+    rr = r.clone().requires_grad_(True)
+    zero = L.identity_loss(embed, c, rr, torch.tensor([30.0, 50.0, -26.0, 90.0]))
+    assert zero.item() == 0.0
+    zero.backward()  # still part of the graph
+
+
+def test_albedo_rank_loss_matches_numpy():
+    torch.manual_seed(0)
+    alb = torch.rand(3, 3, 16, 16) * 2 - 1
+    mask = (torch.rand(3, 1, 16, 16) > 0.3).float()
+    got = L.albedo_rank_loss(alb, mask, pool=4).item()
+    grey = alb.numpy().mean(1)
+    k = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]) / 4
+    lap = np.stack([ndimage.correlate(g, k, mode="mirror") for g in grey]) * mask.numpy()[:, 0]
+    pooled = lap.reshape(3, 4, 4, 4, 4).mean(axis=(2, 4))
+    ref = np.linalg.svd(pooled.reshape(3, -1), compute_uv=False).sum()
+    assert got == pytest.approx(ref, rel=1e-5)
+    # LiftedGAN's blur-residual variant
+    got2 = L.albedo_rank_loss(alb, None, pool=1, filter="blur_residual", blur_radius=2, blur_sigma=1.0).item()
+    g1 = np.exp(-np.arange(-2, 3) ** 2 / 2.0)
+    kk = np.outer(g1, g1)
+    kk /= kk.sum()
+    res = grey - np.stack([ndimage.correlate(g, kk, mode="mirror") for g in grey])
+    assert got2 == pytest.approx(np.linalg.svd(res.reshape(3, -1), compute_uv=False).sum(), rel=1e-5)
+
+
+def test_albedo_rank_loss_gradient_finite_differences():
+    torch.manual_seed(0)
+    alb = (torch.rand(3, 3, 8, 8, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    mask = (torch.rand(3, 1, 8, 8, dtype=torch.float64) > 0.2).double()
+    assert torch.autograd.gradcheck(lambda a: L.albedo_rank_loss(a, mask, pool=2), (alb,), eps=1e-6, atol=1e-5)
+
+
+def test_cycle_and_w_regularizer_direct():
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    v1, v2 = torch.randn(5, 6), torch.randn(5, 6)
+    la, lv = L.cycle_loss(a, b, v1, v2)
+    assert la.item() == pytest.approx(((a - b) ** 2).mean().item())
+    assert lv.item() == pytest.approx(((v1[:, :3] - v2[:, :3]) ** 2).mean().item())
+    w, mu = torch.randn(5, 8), torch.randn(1, 8)
+    assert L.w_regularizer(w, mu, 0.3).item() == pytest.approx((((w - mu) ** 2).mean() * 0.3).item())
+
+
+def test_gaussian_blur_matches_scipy():
+    x = torch.rand(1, 2, 12, 12, dtype=torch.float64)
+    got = L.gaussian_blur(x, 3, 1.5).numpy()
+    g = np.exp(-np.arange(-3, 4) ** 2 / (2 * 1.5**2))
+    k = np.outer(g, g) / np.outer(g, g).sum()
+    for c in range(2):
+        np.testing.assert_allclose(got[0, c], ndimage.correlate(x[0, c].numpy(), k, mode="mirror"), atol=1e-12)
+
+
+# ---------------------------------------------------------------- perceptual
+def _vgg_state(upto: int = 22) -> dict[str, torch.Tensor]:
+    from torchvision.models.vgg import cfgs, make_layers
+
+    feats = make_layers(cfgs["D"])[: upto + 1]
+    return {f"features.{k}": v for k, v in feats.state_dict().items()}
+
+
+def test_vgg16_loading_path_and_value(tmp_path):
+    torch.manual_seed(0)
+    sd = _vgg_state()
+    p = tmp_path / "vgg16-397923af.pth"
+    torch.save(sd, p)
+    mod, info = build_perceptual("vgg16", str(p), n_scale=2)
+    assert isinstance(mod, VGG16Perceptual) and info["perceptual"] == "vgg16"
+    torch.testing.assert_close(mod.slices[0][0].weight, sd["features.0.weight"])
+    torch.testing.assert_close(mod.slices[3][-2].weight, sd["features.21.weight"])
+    # direct computation with torchvision's layer list
+    from torchvision.models.vgg import cfgs, make_layers
+
+    ref = make_layers(cfgs["D"])[:23]
+    ref.load_state_dict({k[len("features."):]: v for k, v in sd.items()})
+    a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    vals = []
+    for s in range(2):
+        xa, xb = (F.avg_pool2d(a, 2**s) if s else a), (F.avg_pool2d(b, 2**s) if s else b)
+        fa, fb = ((xa + 1) / 2 - mean) / std, ((xb + 1) / 2 - mean) / std
+        for i, layer in enumerate(ref):
+            fa, fb = layer(fa), layer(fb)
+            if i in (8, 15, 22):
+                vals.append((F.normalize(fa, dim=1) - F.normalize(fb, dim=1)).pow(2).sum(1).mean())
+    with torch.no_grad():
+        assert mod(a, b).item() == pytest.approx(torch.stack(vals).mean().item(), rel=1e-5)
+    assert not any(p.requires_grad for p in mod.parameters())
+
+
+def test_vgg16_bad_state_dict_and_missing_file(tmp_path, monkeypatch):
+    sd = _vgg_state(15)  # stops before relu4_3
+    with pytest.raises(DiganError, match="lack"):
+        VGG16Perceptual(sd)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(MissingAssetError):
+        build_perceptual("vgg16")
+    with pytest.raises(MissingAssetError):
+        build_perceptual("auto", str(tmp_path / "nope.pth"))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        mod, info = build_perceptual("auto")
+    assert isinstance(mod, LaplacianPyramidLoss) and info["perceptual"] == "laplacian_pyramid"
+    assert any("Laplacian" in str(w.message) for w in rec)
+    assert build_perceptual("none")[0] is None
+
+
+def test_laplacian_pyramid_loss_values():
+    lp = LaplacianPyramidLoss(n_scale=3)
+    a = torch.rand(2, 3, 32, 32)
+    assert lp(a, a).item() == 0.0
+    # a constant offset lives only in the low-pass level: loss = c / (n_scale + 1)
+    assert lp(a + 0.4, a).item() == pytest.approx(0.4 / 4, rel=1e-4)
