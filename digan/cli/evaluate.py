@@ -1,0 +1,138 @@
+"""``digan-bench run``: benchmark methods on metrics and write result records (thin CLI).
+
+Everything happens in :func:`evaluate.engine.run_benchmark`; this module only turns options
+into an :class:`evaluate.engine.RunConfig`. Precedence: defaults (or ``--preset``) <- ``--config``
+file <- explicit options <- ``--set key=value``. Exit status: 0 when every record is ``ok`` or
+``n/a``, 1 when a metric failed (its ``error`` record says why), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digan.cli import app
+from digan.cli.common import ConfigOption, SetOption, parse_float_list
+from digan.errors import DiganError
+
+_MODEL_ROLES = ("detector", "recognizer", "inception")
+
+
+def _parse_pairs(items: Optional[list[str]], what: str, example: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise DiganError(f"bad {what} {item!r}: write it as NAME=PATH, e.g. {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _split_names(text: str, what: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise DiganError(f"--{what} is empty; give comma-separated names")
+    return names
+
+
+@app.command("run")
+def run_cmd(
+    methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma-separated method specs: name[@variant][:arg], e.g. digan,teacher,liftgan."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics, e.g. fid,kid,identity,pose,side,mad,speed."),
+    n_faces: Optional[int] = typer.Option(None, "--n-faces", "-n", help="Faces per method and metric (paper FID: 50000)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Latent seed (face i is the same in every run)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Faces per batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    yaws: Optional[str] = typer.Option(None, "--yaws", help="Yaw angles in degrees, e.g. -45,-30,-15,15,30,45."),
+    pitches: Optional[str] = typer.Option(None, "--pitches", help="Pitch angles in degrees, e.g. 0 or -15,0,15."),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="Data set NAME=PATH (repeatable), e.g. ffhq=data/ffhq256, synth=data/synth."),
+    model: Optional[list[str]] = typer.Option(None, "--model", help="Model file ROLE=PATH (repeatable): detector, recognizer, inception."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default results/)."),
+    force: bool = typer.Option(False, "--force", help="Recompute everything, even finished work with the same config."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Start from a named preset: demo (tiny bundled models, synthetic data, CPU minutes)."),
+    list_: bool = typer.Option(False, "--list", help="List the registered methods, metrics and presets, then exit."),
+    config: Optional[Path] = ConfigOption,
+    set_: Optional[list[str]] = SetOption,
+) -> None:
+    """Run the benchmark plan and write one record per (method, metric, setting) to --out.
+
+    Work already done with the same configuration is skipped (resume); records go to
+    OUT/records/<method>/<metric>.json, OUT/records.jsonl, OUT/records.csv and OUT/summary.md.
+    Under torchrun every process renders its share of the faces and rank 0 writes.
+    """
+    from digan.config import apply_overrides, load_config
+    from evaluate.engine import RunConfig, has_errors, run_benchmark
+    from evaluate.presets import available_presets, build_preset
+
+    if list_:
+        from evaluate.methods import available_methods
+        from evaluate.metrics import available_metrics
+        from digan.utils.progress import console
+
+        console.print("[bold]methods[/bold]")
+        for k, v in available_methods().items():
+            console.print(f"  {k:14s} {v}")
+        console.print("[bold]metrics[/bold]")
+        for k, v in available_metrics().items():
+            console.print(f"  {k:14s} {v}")
+        console.print("[bold]presets[/bold]")
+        for k, v in available_presets().items():
+            console.print(f"  {k:14s} {v}")
+        return
+
+    if preset:
+        # the preset prepares its data in the cache folder: honour --set cache_dir=... already here
+        cache = [s.split("=", 1)[1] for s in (set_ or []) if s.strip().startswith("cache_dir=")]
+        cfg = build_preset(preset, **({"cache_dir": cache[-1]} if cache else {}))
+    else:
+        cfg = RunConfig()
+    if config is not None:
+        from digan.config import from_dict, to_dict
+
+        file_cfg = load_config(RunConfig, config)
+        # a config file overrides only the keys it names
+        import yaml
+
+        named = yaml.safe_load(Path(config).read_text()) or {}
+        merged = to_dict(cfg)
+        merged.update({k: v for k, v in to_dict(file_cfg).items() if k in named})
+        cfg = from_dict(RunConfig, merged)
+    if methods is not None:
+        cfg.methods = _split_names(methods, "methods")
+    if metrics is not None:
+        cfg.metrics = _split_names(metrics, "metrics")
+    if n_faces is not None:
+        cfg.n_faces = n_faces
+    if seed is not None:
+        cfg.seed = seed
+    if batch_size is not None:
+        cfg.batch_size = batch_size
+    if device is not None:
+        cfg.device = device
+    if yaws is not None:
+        cfg.yaws = tuple(parse_float_list(yaws, "--yaws"))
+    if pitches is not None:
+        cfg.pitches = tuple(parse_float_list(pitches, "--pitches"))
+    if data:
+        cfg.data = {**cfg.data, **_parse_pairs(data, "--data", "ffhq=data/ffhq256")}
+    if model:
+        models = _parse_pairs(model, "--model", "inception=~/models/inception-2015-12-05.pt")
+        for role in models:
+            if role not in _MODEL_ROLES:
+                raise DiganError(f"unknown model role '{role}' in --model; choose from: {', '.join(_MODEL_ROLES)}")
+        cfg.models = {**cfg.models, **models}
+    if out is not None:
+        cfg.out = str(out)
+    if force:
+        cfg.force = True
+    cfg = apply_overrides(cfg, set_)
+
+    records = run_benchmark(cfg)
+    if has_errors(records):
+        from digan.utils.progress import err_console
+
+        n = sum(1 for r in records if r.status == "error")
+        err_console.print(f"error: {n} measurement(s) failed; see the error records in {cfg.out}/summary.md")
+        raise typer.Exit(1)

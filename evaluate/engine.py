@@ -1,0 +1,591 @@
+"""The benchmark engine behind ``digan-bench run``: plan, resume, sharding, records, summary.
+
+:func:`run_benchmark` evaluates every requested metric on every requested method and returns the
+:class:`~evaluate.records.Record` list of the plan. For each (method, variant, metric) it
+
+1. builds the method once (``evaluate.methods.create_method``) and moves it to the device;
+2. computes a **config hash** over everything that can change the numbers: the metric's protocol
+   (``metric.config(ctx)``), the run context (n_faces, seed, yaws, pitches, data and model paths),
+   the method (spec, ``method.info()``) and the hashes of its weights. Batch size and device are
+   not part of it (they do not change the numbers), except for metrics that put them in their own
+   ``config`` (speed does);
+3. **resume**: when ``RESULTS/records/<method>/<metric>.json`` exists, holds no error record and
+   carries the same hash, the work is skipped and the stored records are reused; a changed hash
+   reruns it; ``force`` reruns everything;
+4. asks ``metric.applicable`` first: a reason becomes one ``"n/a"`` record (``reason`` filled);
+5. runs ``metric.compute`` under a progress bar (one per method and metric); a
+   :class:`~digan.errors.DiganError` becomes an ``"error"`` record with its message and the run
+   goes on with the rest (the exit status is non-zero at the end, see :func:`has_errors`);
+   programming errors propagate;
+6. fills provenance into every record (method label/variant, seeds, merged config with the hash,
+   package versions, weight hashes, timestamp) and writes the metric's records atomically, so a
+   crash never leaves half-written results. An error never replaces an earlier successful
+   result file: the old file is kept and the error is only reported.
+
+At the end it writes ``run.json`` (provenance), ``plan.json`` (what was run, skipped or failed),
+rebuilds ``records.jsonl`` / ``records.csv`` and prints a rich summary table (method x metric,
+the ``overall`` values, ``n/a`` shown as n/a), also saved as ``summary.md``.
+
+**torchrun**: every rank builds the methods and runs every metric on its shard of the faces
+(``ctx.shard``); per-face results are gathered (``ctx.gather``) so all ranks see the same numbers;
+only rank 0 decides resume (its decision is broadcast), writes files and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from rich.progress import Progress
+
+from digan.config import config_hash, to_dict
+from digan.errors import DiganError
+from digan.utils import dist
+from digan.utils.io import write_json, write_text
+from digan.utils.progress import console, progress
+from digan.utils.provenance import package_versions, weights_hashes, write_run_info
+from evaluate.methods import Method, available_methods, create_method, parse_method_spec
+from evaluate.metrics.base import EvalContext, Metric, available_metrics, metric_class
+from evaluate.records import (
+    Record,
+    method_key,
+    read_records,
+    rebuild_flat_views,
+    record_path,
+    write_records,
+)
+
+__all__ = [
+    "RunConfig",
+    "PlanItem",
+    "run_benchmark",
+    "has_errors",
+    "method_label",
+    "summary_table",
+    "summary_markdown",
+    "resolve_device",
+]
+
+DEFAULT_METRICS = ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
+
+
+@dataclass
+class RunConfig:
+    """Everything ``digan-bench run`` needs; saved in ``run.json`` and ``plan.json``.
+
+    Attributes
+    ----------
+    methods: method specs ``name[@variant][:arg]`` (``digan``, ``digan@no_flip``, ``teacher:ckpt.pt``).
+    metrics: metric names (see ``digan-bench run --help`` for the registered ones).
+    n_faces: faces per method and metric (FID: paper numbers use 50,000; FID depends on it).
+    seed: latent seed; face ``i`` of a seed is the same in every run, shard and resume.
+    batch_size: faces rendered per batch (does not change the numbers except speed).
+    device: ``auto`` (CUDA when present, else CPU; ``cuda:LOCAL_RANK`` under torchrun), ``cpu``, ``cuda``.
+    yaws, pitches: degrees for pose-dependent metrics (identity, pose).
+    data: ``{name: folder}`` data sets (FID reference images, the synthetic ground-truth set ``synth``).
+    models: ``{role: file}`` model files (``detector``, ``recognizer``, ``inception``).
+    out: results folder.
+    cache_dir: reusable statistics (FID reference features), shared between runs.
+    force: rerun everything, even work whose records and config hash already exist.
+    method_options: ``{method name: {option: value}}`` passed to the method factory
+        (e.g. ``{"teacher": {"truncation": 0.7}}``).
+    metric_options: ``{metric name: {option: value}}`` passed to the metric's constructor and
+        visible as ``ctx.options`` (e.g. ``{"fid": {"dataset": "ffhq"}}``).
+    preset: name of the preset this config came from (informational).
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["digan"])
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    n_faces: int = 1000
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "auto"
+    yaws: tuple[float, ...] = (-45.0, -30.0, -15.0, 15.0, 30.0, 45.0)
+    pitches: tuple[float, ...] = (0.0,)
+    data: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    out: str = "results"
+    cache_dir: str = "~/.cache/digan-bench"
+    force: bool = False
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset: str = ""
+
+
+@dataclass
+class PlanItem:
+    """One (method, variant, metric) unit of work and what happened to it."""
+
+    spec: str
+    method: str
+    variant: str
+    metric: str
+    action: str = "pending"  # run | skip (resume) | rerun (config changed) | n/a | error | force
+    config_hash: str = ""
+    records_file: str = ""
+    message: str = ""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else CPU; otherwise the named device.
+
+    An explicit ``cuda`` without a GPU is a user error (one line naming the fix).
+    """
+    if device in ("", "auto"):
+        return dist.device_for_rank()
+    d = torch.device(device)
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiganError("--device cuda was requested but no CUDA GPU is visible; use --device cpu or auto")
+        if d.index is None:
+            d = torch.device("cuda", dist.local_rank())
+    return d
+
+
+def method_label(spec: str) -> str:
+    """The method name stored in records: ``name``, or ``name:ARG`` with a path argument
+    shortened to its file stem (``teacher:/ckpt/ffhq256.pt`` -> ``teacher:ffhq256``)."""
+    name, arg, _ = parse_method_spec(spec)
+    if arg is None:
+        return name
+    a = arg.rstrip("/\\")
+    if "/" in a or "\\" in a or a.endswith((".pt", ".pth", ".pkl", ".ckpt")):
+        a = Path(a).stem or Path(a).name
+    return f"{name}:{a}"
+
+
+def has_errors(records: Iterable[Record]) -> bool:
+    """True when any record of the run has status ``error`` (the CLI then exits non-zero)."""
+    return any(r.status == "error" for r in records)
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def _validate_names(cfg: RunConfig) -> None:
+    if not cfg.methods:
+        raise DiganError("no methods given; pass e.g. --methods digan,teacher")
+    if not cfg.metrics:
+        raise DiganError("no metrics given; pass e.g. --metrics fid,identity,pose")
+    valid_methods = available_methods()
+    for spec in cfg.methods:
+        name, _, _ = parse_method_spec(spec)
+        if name not in valid_methods:
+            raise DiganError(f"unknown method '{name}'; choose from: {', '.join(valid_methods) or '(none registered)'}")
+    valid_metrics = available_metrics()
+    for m in cfg.metrics:
+        if m not in valid_metrics:
+            raise DiganError(f"unknown metric '{m}'; choose from: {', '.join(valid_metrics) or '(none registered)'}")
+    seen: set[tuple[str, str]] = set()
+    for spec in cfg.methods:
+        key = (method_label(spec), parse_method_spec(spec)[2])
+        if key in seen:
+            raise DiganError(f"method '{spec}' is listed twice; list each method once")
+        seen.add(key)
+    if len(set(cfg.metrics)) != len(cfg.metrics):
+        raise DiganError("a metric is listed twice in --metrics; list each metric once")
+    if cfg.n_faces < 1:
+        raise DiganError(f"--n-faces must be at least 1, got {cfg.n_faces}")
+    if cfg.batch_size < 1:
+        raise DiganError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    unknown_m = sorted(set(cfg.metric_options) - set(valid_metrics))
+    if unknown_m:
+        raise DiganError(f"metric_options names unknown metric '{unknown_m[0]}'; choose from: {', '.join(valid_metrics)}")
+
+
+def _make_metric(name: str, options: dict[str, Any]) -> Metric:
+    """Build metric ``name``; its options go to the constructor when it accepts them."""
+    cls = metric_class(name)
+    if not options:
+        return cls()
+    params = inspect.signature(cls.__init__).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = {k for k, p in params.items() if k != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    if accepts_any:
+        return cls(**options)
+    unknown = sorted(set(options) - names)
+    if unknown and not names:
+        # a metric without constructor options reads them from ctx.options
+        return cls()
+    if unknown:
+        raise DiganError(
+            f"metric '{name}' has no option '{unknown[0]}'; valid options: {', '.join(sorted(names))}"
+        )
+    return cls(**options)
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _context_for_hash(ctx: EvalContext) -> dict[str, Any]:
+    return {
+        "n_faces": ctx.n_faces,
+        "seed": ctx.seed,
+        "yaws": list(ctx.yaws),
+        "pitches": list(ctx.pitches),
+        "data": dict(sorted(ctx.data.items())),
+        "models": dict(sorted(ctx.models.items())),
+    }
+
+
+def _existing(path: Path) -> list[Record] | None:
+    if not path.is_file():
+        return None
+    try:
+        return read_records(path)
+    except DiganError:
+        return None  # damaged file: recompute (it is replaced atomically)
+
+
+def _finish_records(
+    records: list[Record],
+    *,
+    label: str,
+    variant: str,
+    metric: Metric,
+    metric_name: str,
+    ctx: EvalContext,
+    method_info: dict[str, Any],
+    weights: dict[str, str],
+    chash: str,
+    versions: dict[str, Any],
+) -> list[Record]:
+    base_cfg = _safe_metric_config(metric, ctx)
+    created = _now()
+    out = []
+    for r in records:
+        r.method = label
+        r.variant = variant
+        if not r.metric:
+            r.metric = metric_name
+        if r.higher_is_better is None:
+            r.higher_is_better = metric.higher_is_better
+        if not r.unit and r.metric == metric_name:
+            r.unit = metric.unit
+        r.seeds = {"latents": ctx.seed, **(r.seeds or {})}
+        r.config = {
+            **base_cfg,
+            **(r.config or {}),
+            "metric_class": metric_name,
+            "method": method_info,
+            "context": _context_for_hash(ctx),
+            "config_hash": chash,
+        }
+        r.versions = versions
+        r.weights = {**weights, **(r.weights or {})}
+        r.created = r.created or created
+        out.append(r)
+    return out
+
+
+def _safe_metric_config(metric: Metric, ctx: EvalContext) -> dict[str, Any]:
+    try:
+        return dict(metric.config(ctx))
+    except DiganError:
+        return {"n_faces": ctx.n_faces, "seed": ctx.seed}
+
+
+def _status_record(label: str, variant: str, metric_name: str, status: str, reason: str, metric: Metric | None) -> Record:
+    return Record(
+        method=label,
+        variant=variant,
+        metric=metric_name,
+        setting="overall",
+        status=status,
+        reason=reason,
+        unit=metric.unit if metric else "",
+        higher_is_better=metric.higher_is_better if metric else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# main loop
+
+
+def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
+    """Run the plan of ``cfg`` (see the module docstring) and return its records.
+
+    Records of skipped (resumed) work are read back from their files, so the returned list is
+    always the complete result of the plan. ``echo`` prints the summary table on rank 0.
+    """
+    _validate_names(cfg)
+    distributed = dist.init_distributed()
+    main = dist.is_main()
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out).expanduser()
+    cache_dir = Path(cfg.cache_dir).expanduser()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    plan = [
+        PlanItem(spec=s, method=method_label(s), variant=parse_method_spec(s)[2], metric=m)
+        for s in cfg.methods
+        for m in cfg.metrics
+    ]
+    if main:
+        _write_plan(out, cfg, plan, device)
+
+    versions = package_versions()
+    all_records: list[Record] = []
+    used_weights: dict[str, Any] = {}
+
+    base_ctx = EvalContext(
+        out_dir=out,
+        n_faces=cfg.n_faces,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        device=str(device),
+        yaws=tuple(float(y) for y in cfg.yaws),
+        pitches=tuple(float(p) for p in cfg.pitches),
+        data={k: str(Path(v).expanduser()) for k, v in cfg.data.items()},
+        models={k: str(Path(v).expanduser()) for k, v in cfg.models.items()},
+        cache_dir=cache_dir,
+    )
+
+    # one bar per (method, metric); ranks other than 0 stay silent
+    with (progress() if main else Progress(disable=True)) as bar:
+        bar_enabled = main
+
+        for spec in cfg.methods:
+            label = method_label(spec)
+            name, _, variant = parse_method_spec(spec)
+            items = [p for p in plan if p.spec == spec]
+            # ---- build the method; a user-facing failure fails all its metrics
+            try:
+                method = create_method(spec, **dict(cfg.method_options.get(name, {})))
+                method = method.to(device) or method
+                info = method.info()
+                weights_used = method.weights()
+                whash = weights_hashes(weights_used)
+            except DiganError as e:
+                for it in items:
+                    it.action, it.message = "error", f"method could not be built: {e}"
+                    rec = _status_record(label, variant, it.metric, "error", f"method {spec} could not be built: {e}", None)
+                    rec.created = _now()
+                    rec.versions = versions
+                    all_records.append(rec)
+                    if main:
+                        _write_error(out, rec, it)
+                continue
+            for k, v in weights_used.items():
+                used_weights[f"{method_key(label, variant)}/{k}"] = v
+
+            for it in items:
+                opts = dict(cfg.metric_options.get(it.metric, {}))
+                metric = _make_metric(it.metric, opts)
+                ctx = dataclasses.replace(base_ctx, options=opts)
+                chash = config_hash(
+                    {
+                        "metric": it.metric,
+                        "metric_config": _safe_metric_config(metric, ctx),
+                        "metric_options": opts,
+                        "context": _context_for_hash(ctx),
+                        "method": {"spec": spec, "info": info, "weights": whash},
+                    }
+                )
+                it.config_hash = chash
+                rpath = record_path(out, label, it.metric, variant)
+                it.records_file = str(rpath.relative_to(out))
+
+                # ---- resume decision (rank 0 reads, everyone follows)
+                decision: tuple[str, list[dict] | None] = ("run", None)
+                if main:
+                    old = _existing(rpath)
+                    if old is not None and not cfg.force:
+                        if all(r.config.get("config_hash") == chash for r in old) and not any(
+                            r.status == "error" for r in old
+                        ):
+                            decision = ("skip", [r.to_dict() for r in old])
+                        else:
+                            decision = ("rerun", None)
+                    elif old is not None:
+                        decision = ("force", None)
+                if distributed:
+                    decision = dist.all_gather_objects(decision)[0]
+                action, stored = decision
+                if action == "skip":
+                    it.action = "skip (resume)"
+                    all_records.extend(Record.from_dict(d) for d in stored or [])
+                    continue
+                it.action = {"run": "run", "rerun": "rerun (config changed)", "force": "rerun (--force)"}[action]
+
+                # ---- applicability
+                reason = metric.applicable(method, ctx)
+                if reason is not None:
+                    rec = _status_record(label, variant, it.metric, "n/a", reason, metric)
+                    recs = _finish_records(
+                        [rec], label=label, variant=variant, metric=metric, metric_name=it.metric, ctx=ctx,
+                        method_info=info, weights=whash, chash=chash, versions=versions,
+                    )
+                    it.action, it.message = "n/a", reason
+                    if main:
+                        write_records(rpath, recs)
+                    all_records.extend(recs)
+                    continue
+
+                # ---- compute under a progress bar
+                total = max(1, int(metric.work_units(method, ctx)))
+                task = bar.add_task(f"{label}{'' if variant == 'full' else '@' + variant} {it.metric}", total=total, info="")
+
+                def _adv(k: int, _task=task) -> None:
+                    if bar_enabled:
+                        bar.advance(_task, k)
+
+                ctx = dataclasses.replace(ctx, advance=_adv)
+                try:
+                    recs = metric.compute(method, ctx)
+                except DiganError as e:
+                    rec = _status_record(label, variant, it.metric, "error", str(e), metric)
+                    recs = _finish_records(
+                        [rec], label=label, variant=variant, metric=metric, metric_name=it.metric, ctx=ctx,
+                        method_info=info, weights=whash, chash=chash, versions=versions,
+                    )
+                    it.action, it.message = "error", str(e)
+                    all_records.extend(recs)
+                    if main:
+                        _write_error(out, recs[0], it)
+                    bar.update(task, completed=total, info="[red]error")
+                    continue
+                if not isinstance(recs, list) or not all(isinstance(r, Record) for r in recs) or not recs:
+                    raise TypeError(f"metric {it.metric}.compute must return a non-empty list of Record")
+                recs = _finish_records(
+                    recs, label=label, variant=variant, metric=metric, metric_name=it.metric, ctx=ctx,
+                    method_info=info, weights=whash, chash=chash, versions=versions,
+                )
+                if main:
+                    write_records(rpath, recs)
+                all_records.extend(recs)
+                bar.update(task, completed=total)
+            del method
+
+    if main:
+        _write_plan(out, cfg, plan, device)
+        write_run_info(
+            out / "run.json",
+            "run",
+            config=cfg,
+            seeds={"latents": cfg.seed},
+            weights=used_weights,
+            extra={"device_used": str(device), "world_size": dist.world_size(), "plan": [dataclasses.asdict(p) for p in plan]},
+        )
+        rebuild_flat_views(out)
+        md = summary_markdown(all_records, cfg.metrics)
+        write_text(out / "summary.md", md)
+        if echo:
+            console.print(summary_table(all_records, cfg.metrics))
+            n_err = sum(1 for p in plan if p.action == "error")
+            skipped = sum(1 for p in plan if p.action.startswith("skip"))
+            console.print(
+                f"results in {out} ({len(plan)} method x metric, {skipped} resumed, {n_err} failed)"
+            )
+    dist.barrier()
+    return all_records
+
+
+def _write_error(out: Path, rec: Record, it: PlanItem) -> None:
+    """Write an error record unless an earlier successful result exists (never destroy results)."""
+    path = record_path(out, rec.method, rec.metric, rec.variant)
+    it.records_file = str(path.relative_to(out))
+    old = _existing(path)
+    if old is not None and any(r.status == "ok" for r in old):
+        it.message += " (earlier results kept)"
+        return
+    write_records(path, [rec])
+
+
+def _write_plan(out: Path, cfg: RunConfig, plan: list[PlanItem], device: torch.device) -> None:
+    write_json(
+        out / "plan.json",
+        {
+            "config": to_dict(cfg),
+            "device": str(device),
+            "world_size": dist.world_size(),
+            "items": [dataclasses.asdict(p) for p in plan],
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+
+
+def _fmt(v: float) -> str:
+    a = abs(v)
+    if a != 0 and (a < 1e-3 or a >= 1e5):
+        return f"{v:.3e}"
+    return f"{v:.4g}"
+
+
+def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str], list[str], dict[tuple[str, str], str], list[str]]:
+    """Rows (method labels), columns (record metric names), cells and footnotes."""
+    rows: list[str] = []
+    cols: list[str] = []
+    cells: dict[tuple[str, str], str] = {}
+    notes: list[str] = []
+    # columns follow the plan's metric order; a metric class may emit several record metrics
+    order = {m: i for i, m in enumerate(metrics)}
+    overall = [r for r in records if r.setting == "overall"]
+    overall.sort(key=lambda r: (order.get(r.config.get("metric_class", r.metric), len(order)),))
+    for r in overall:
+        row = r.method if r.variant in ("", "full") else f"{r.method}@{r.variant}"
+        if row not in rows:
+            rows.append(row)
+        col = r.metric
+        if col not in cols:
+            cols.append(col)
+        if r.status == "ok":
+            text = _fmt(r.value)  # type: ignore[arg-type]
+            if r.unit:
+                text += f" {r.unit}"
+            if r.dataset and ("not Inception" in r.dataset):
+                text += " *"
+        elif r.status == "n/a":
+            text = "n/a"
+            notes.append(f"{row} / {col}: n/a ({r.reason})")
+        else:
+            text = "error"
+            notes.append(f"{row} / {col}: error ({r.reason})")
+        cells[(row, col)] = text
+    for r in overall:
+        if r.status == "ok" and r.dataset and "not Inception" in r.dataset:
+            note = f"* {r.metric} uses {r.dataset}: not comparable with Inception FID/KID"
+            if note not in notes:
+                notes.append(note)
+    return rows, cols, cells, notes
+
+
+def summary_table(records: list[Record], metrics: list[str] | None = None):
+    """A rich table: one row per method (and variant), one column per metric, ``overall`` values."""
+    from rich.table import Table
+
+    rows, cols, cells, notes = _summary_grid(records, metrics or [])
+    t = Table(title="digan-bench results (overall)", caption="\n".join(notes) or None, caption_justify="left")
+    t.add_column("method", style="bold")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r, *[cells.get((r, c), "-") for c in cols])
+    return t
+
+
+def summary_markdown(records: list[Record], metrics: list[str] | None = None) -> str:
+    """The summary table as GitHub markdown, with n/a reasons and errors as footnotes."""
+    rows, cols, cells, notes = _summary_grid(records, metrics or [])
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r} | " + " | ".join(cells.get((r, c), "-").replace("|", "/") for c in cols) + " |")
+    if notes:
+        lines.append("")
+        lines.extend(f"- {n}" for n in notes)
+    return "\n".join(lines) + "\n"
