@@ -2,10 +2,12 @@
 
 No compilation, runs on CPU and any CUDA device. Two passes, as PyTorch3D does it:
 
-1. **Visibility (no gradient).** For every triangle, the integer pixel centres inside its screen
-   bounding box are enumerated as candidate (face, pixel) pairs, fully vectorised
-   (``repeat_interleave`` over the bounding-box sizes, processed in chunks of at most
-   ``max_candidates`` pairs so that a few huge triangles cannot exhaust memory). Barycentric
+1. **Visibility (no gradient).** For every triangle, the rows of its screen bounding box are
+   enumerated, the exact x-span of the triangle on each row is solved, and the integer pixel
+   centres of the spans become candidate (face, pixel) pairs, fully vectorised
+   (``repeat_interleave`` over row counts and span lengths, in chunks of faces whose bounding
+   boxes hold at most about ``max_candidates`` pixels so that huge triangles cannot exhaust
+   memory). Barycentric
    coordinates and depth are affine in the pixel position, so each face gets four affine forms
    (three barycentrics and depth or inverse depth) computed once, in coordinates local to its
    bounding box (exact in float32 even at 1024 px). Candidates inside the triangle
@@ -89,7 +91,7 @@ def _face_bboxes(tri: torch.Tensor, h: int, w: int, near: float):
     nx = (x1 - x0 + 1).clamp(min=0)
     ny = (y1 - y0 + 1).clamp(min=0)
     count = torch.where(valid, nx * ny, torch.zeros_like(nx))
-    return x0, y0, nx, count
+    return x0, y0, nx, ny, count
 
 
 def _affine_forms(tri: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, perspective_correct: bool) -> torch.Tensor:
@@ -110,6 +112,61 @@ def _affine_forms(tri: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, perspec
     return torch.cat([bary, zform], dim=1)
 
 
+def _scan_chunk(buf, forms, fx0, fy0, fnx, fny, batch_of, face_of, h, w, perspective_correct, near, bary_eps) -> None:
+    """z-buffer the pixels of a chunk of faces into ``buf`` (int64 keys, in place).
+
+    Two-level enumeration: (face, row) pairs over each bounding box's rows, where the exact
+    x-span of the triangle on that row is solved from the three barycentric forms; then only the
+    pixels of each span become candidates. Thin, stretched triangles (transformation-map seams,
+    grazing views) thus cost their covered pixels, not their bounding boxes.
+    """
+    device = buf.device
+    k = forms.shape[0]
+    n_rows = int(fny.sum())
+    if n_rows == 0:
+        return
+    local = torch.repeat_interleave(torch.arange(k, device=device), fny, output_size=n_rows)
+    dy = torch.arange(n_rows, device=device) - (torch.cumsum(fny, 0) - fny)[local]
+    f = forms[local]  # (R,4,3)
+    slope = f[..., 0]  # (R,4): d/dx of b0, b1, b2, z-form
+    row = f[..., 1] * dy.to(f.dtype)[:, None] + f[..., 2]  # (R,4): value at x = 0 on this row
+    # span of x (local) with slope_i * x + row_i >= -bary_eps for i = 0, 1, 2
+    a, thr = slope[:, :3], -bary_eps - row[:, :3]
+    pos, neg = a > 0, a < 0
+    big = float(w + 2)
+    bound = (thr / torch.where(pos | neg, a, torch.ones_like(a))).clamp(-big, big)
+    lo = torch.where(pos, bound, torch.full_like(bound, -big)).amax(1)
+    hi = torch.where(neg, bound, torch.full_like(bound, big)).amin(1)
+    never = (~(pos | neg) & (thr > 0)).any(1)
+    nxr = fnx[local]
+    xlo = torch.ceil(lo - 1e-3).long().clamp(min=0)
+    xhi = torch.minimum(torch.floor(hi + 1e-3).long(), nxr - 1)
+    span = torch.where(never, torch.zeros_like(xlo), (xhi - xlo + 1).clamp(min=0))
+    n = int(span.sum())
+    if n == 0:
+        return
+    rloc = torch.repeat_interleave(torch.arange(n_rows, device=device), span, output_size=n)
+    dx = xlo[rloc] + torch.arange(n, device=device) - (torch.cumsum(span, 0) - span)[rloc]
+    vals = slope[rloc] * dx.to(slope.dtype)[:, None] + row[rloc]  # (n,4)
+    inside = (vals[:, :3] >= -bary_eps).all(1)
+    zq = vals[:, 3]
+    if perspective_correct:
+        inside &= zq > 0
+        z = 1.0 / zq.clamp(min=1e-12)
+    else:
+        z = zq
+    inside &= z > near
+    idx = torch.nonzero(inside).squeeze(1)
+    if idx.numel() == 0:
+        return
+    r_i = rloc[idx]
+    fi = local[r_i]
+    pix = (batch_of[fi] * h + fy0[fi] + dy[r_i]) * w + fx0[fi] + dx[idx]
+    zbits = z[idx].float().contiguous().view(torch.int32).to(torch.int64)
+    key = (zbits << 32) | face_of[fi]
+    buf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+
+
 @torch.no_grad()
 def _visibility(
     screen: torch.Tensor,
@@ -126,7 +183,7 @@ def _visibility(
     b, nf = screen.shape[0], faces.shape[0]
     device = screen.device
     tri = screen.detach()[:, faces].reshape(b * nf, 3, 3)  # (B*F, vertex, uvz)
-    x0, y0, nx, count = _face_bboxes(tri, h, w, near)
+    x0, y0, nx, ny, count = _face_bboxes(tri, h, w, near)
     if face_mask is not None:
         count = torch.where(face_mask.reshape(-1).to(torch.bool), count, torch.zeros_like(count))
     sel = torch.nonzero(count > 0).squeeze(1)
@@ -134,53 +191,23 @@ def _visibility(
     if sel.numel() > 0:
         cnt = count[sel]
         forms = _affine_forms(tri[sel].float(), x0[sel], y0[sel], perspective_correct)  # (K,4,3)
-        fx0, fy0, fnx = x0[sel], y0[sel], nx[sel]
+        fx0, fy0, fnx, fny = x0[sel], y0[sel], nx[sel], ny[sel]
         batch_of = torch.div(sel, nf, rounding_mode="floor")
         face_of = sel - batch_of * nf
         cum = torch.cumsum(cnt, 0)
         total = int(cum[-1])
-        # chunk boundaries on whole faces, each chunk <= max_candidates pairs (a single face
-        # larger than that forms its own chunk)
+        # chunk boundaries on whole faces so that no chunk has more than about max_candidates
+        # bounding-box pixels (a single larger face forms its own chunk)
         bounds = [0]
         if total > max_candidates:
             targets = torch.arange(max_candidates, total, max_candidates, device=device)
-            cuts = torch.searchsorted(cum, targets, right=True).tolist()
-            for c in cuts:
-                c = max(c, bounds[-1] + 1)
-                if c < sel.numel() and c > bounds[-1]:
+            for c in torch.searchsorted(cum, targets, right=True).tolist():
+                if bounds[-1] < c < sel.numel():
                     bounds.append(c)
         bounds.append(sel.numel())
         for a, e in zip(bounds[:-1], bounds[1:]):
-            if e <= a:
-                continue
-            c_cnt = cnt[a:e]
-            n = int(c_cnt.sum())
-            local = torch.repeat_interleave(torch.arange(e - a, device=device), c_cnt, output_size=n)
-            start = torch.cumsum(c_cnt, 0) - c_cnt
-            k = torch.arange(n, device=device) - start[local]
-            gi = local + a
-            nxr = fnx[gi]
-            dy = torch.div(k, nxr, rounding_mode="floor")
-            dx = k - dy * nxr
-            f = forms[gi]  # (n,4,3)
-            xf, yf = dx.to(f.dtype), dy.to(f.dtype)
-            vals = f[..., 0] * xf[:, None] + f[..., 1] * yf[:, None] + f[..., 2]  # (n,4)
-            inside = (vals[:, :3] >= -bary_eps).all(1)
-            zq = vals[:, 3]
-            if perspective_correct:
-                inside &= zq > 0
-                z = 1.0 / zq.clamp(min=1e-12)
-            else:
-                z = zq
-            inside &= z > near
-            idx = torch.nonzero(inside).squeeze(1)
-            if idx.numel() == 0:
-                continue
-            gsel = gi[idx]
-            pix = (batch_of[gsel] * h + fy0[gsel] + dy[idx]) * w + fx0[gsel] + dx[idx]
-            zbits = z[idx].float().contiguous().view(torch.int32).to(torch.int64)
-            key = (zbits << 32) | face_of[gsel]
-            buf.scatter_reduce_(0, pix, key, reduce="amin", include_self=True)
+            _scan_chunk(buf, forms[a:e], fx0[a:e], fy0[a:e], fnx[a:e], fny[a:e], batch_of[a:e], face_of[a:e],
+                        h, w, perspective_correct, near, bary_eps)
     found = buf != _KEY_EMPTY
     p2f = torch.where(found, buf & 0xFFFFFFFF, torch.full_like(buf, -1))
     return p2f.view(b, h, w)
