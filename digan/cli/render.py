@@ -1,0 +1,61 @@
+"""``digan-bench bench renderer``: speed and memory of the differentiable renderer (thin CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digan.cli.groups import bench_app
+
+
+@bench_app.command("renderer")
+def bench_renderer(
+    cases: str = typer.Option("8x64,16x256", "--cases", help="BATCHxSIZE pairs, e.g. 8x64,16x256."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repetitions per case (median reported)."),
+    device: str = typer.Option("all", "--device", help="cpu, cuda or all (cuda skipped when absent)."),
+    backend: str = typer.Option("torch", "--backend", help="Rasterizer backend: torch, pytorch3d or auto."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
+) -> None:
+    """Time forward and forward+backward renders and report peak memory per case and device."""
+    from rich.table import Table
+
+    from digan.errors import DiganError
+    from digan.render.bench import BenchConfig, parse_cases, run_renderer_bench
+    from digan.utils.io import write_json
+    from digan.utils.progress import console
+    from digan.utils.provenance import run_info
+
+    if device not in ("all", "cpu", "cuda"):
+        raise DiganError(f"bad --device {device!r}; choose cpu, cuda or all")
+    if backend not in ("torch", "pytorch3d", "auto"):
+        raise DiganError(f"bad --backend {backend!r}; choose torch, pytorch3d or auto")
+    cfg = BenchConfig(
+        cases=parse_cases(cases),
+        repeats=repeats,
+        devices=["cpu", "cuda"] if device == "all" else [device],
+        backend=backend,
+    )
+    table = Table(title="renderer: forward / forward+backward (median) and peak memory")
+    for col in ("device", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads"):
+        table.add_column(col, justify="right")
+
+    def show(r: dict) -> None:
+        console.print(
+            f"{r['device']} {r['batch']}x{r['size']}: fwd {r['forward_ms']:.1f} ms, fwd+bwd {r['forward_backward_ms']:.1f} ms, "
+            f"peak {r['peak_mem_mb']:.0f} MB"
+        )
+
+    results = run_renderer_bench(cfg, on_result=show)
+    for r in results:
+        table.add_row(
+            r["device_name"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
+            f"{r['forward_backward_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mem_mb']:.0f}", str(r["threads"]),
+        )
+    console.print(table)
+    if device == "all" and not any(r["device"] == "cuda" for r in results):
+        console.print("no CUDA device here: GPU figures skipped")
+    if out is not None:
+        write_json(out, {"benchmark": "renderer", "results": results, "provenance": run_info("bench", config=cfg)})
+        console.print(f"wrote {out}")
