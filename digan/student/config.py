@@ -1,0 +1,185 @@
+"""Typed configuration of the DIGAN student, its ablation variants and presets.
+
+``StudentConfig`` = ``model`` (architecture) + ``loss`` (weights and loss networks) + ``train``
+(optimiser and schedule) + ``renderer``. Every value can be overridden on the command line with
+``--set loss.flip=0`` etc. Defaults are LiftedGAN's where the DIGAN paper gives no value
+(see ``../shared/design/DIGAN-NOTES.md``), except ``train.steps`` = 30,000 (paper).
+
+Ablation variants (method ``digan@<variant>`` in the benchmark) are the table :data:`VARIANTS`:
+each is a list of overrides applied on top of a base config. Presets (``--preset``) are the
+table :data:`PRESETS` (``paper``: defaults; ``tiny``: a narrow 64 px student for CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from digan.config import apply_overrides
+from digan.errors import DiganError
+
+__all__ = [
+    "ModelConfig",
+    "LossConfig",
+    "TrainConfig",
+    "StudentRendererConfig",
+    "StudentConfig",
+    "VARIANTS",
+    "PRESETS",
+    "variant_overrides",
+    "make_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of G3D (see :mod:`digan.student.networks` and :mod:`digan.student.model`)."""
+
+    name: str = "digan"  # model registry name (digan.student.registry): digan, liftgan, ...
+    # DV / DL
+    use_kan: bool = True  # False: plain Linear layers (ablation 'mlp')
+    kan_grid_size: int = 5
+    kan_spline_order: int = 3
+    pose_layers: int = 4
+    pose_hidden: int = 256
+    rotation_range: float = 60.0  # degrees
+    xy_translation_range: float = 0.1
+    z_translation_range: float = 0.01
+    # DS
+    partial_conv: bool = True  # False: plain Conv2d (ablation 'plain_conv')
+    depth_nf: int = 16
+    depth_z: int = 512
+    depth_mlp: int = 4
+    use_inject: bool = True  # 1x1 inject conv of the teacher's last feature map
+    min_depth: float = 0.9
+    max_depth: float = 1.1
+    border_depth: float = 1.05
+    border_width: int = 2
+    # DT
+    trans_nf: int = 16
+    trans_z: int = 16
+    trans_mlp: int = 4
+    use_transform_map: bool = True
+    trans_blur_radius: Optional[int] = None  # None: 10 px at 256, scaled with the image size
+    trans_blur_sigma: Optional[float] = None  # None: 5.66 px at 256 (= LiftedGAN's sigma 4 in its formula)
+    # M
+    compose_hidden: Optional[int] = None  # None: the teacher's style dimension
+    compose_layers: int = 4
+    compose_residual: bool = False  # w0 = w + M(...) with zero-initialised last layer
+    # texture and gradients
+    delight: bool = True  # de-light G(w0) under a frontal light to get the albedo
+    grad_filter: Literal["depth", "texture", "both", "none"] = "depth"
+    grad_filter_eps: float = 1e-5
+    truncation: float = 0.7
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (LiftedGAN's defaults) and the loss networks."""
+
+    rec: float = 5.0
+    perc: float = 1.0  # inside rec (and inside flip and perturb)
+    flip: float = 0.8  # ablation 'no_flip': 0
+    identity: float = 1.0  # ablation 'no_identity': 0
+    identity_max_yaw: float = 25.0
+    perturb: float = 2.0  # render at sampled light/view vs G(M(w, L', V'))
+    cycle: float = 4.0  # light/view cycle MSE
+    w_reg: float = 0.5
+    albedo: float = 0.01  # nuclear norm; ablation 'no_albedo': 0
+    albedo_pool: int = 4
+    albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
+    perturb_pitch: float = 15.0  # sampled |pitch| range (deg)
+    perturb_yaw: float = 45.0  # sampled |yaw| range (deg)
+    perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
+    perceptual_path: Optional[str] = None
+    perceptual_scales: int = 3
+    recognizer: str = "auto"  # auto | none | torch:PATH | onnx:PATH | teacher_features
+    recognizer_crop: tuple[float, float, float, float] = (0.125, 0.15, 0.875, 0.9)  # x0, y0, x1, y1 fractions
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 30_000
+    batch: int = 8  # per process
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    seed: int = 0
+    ckpt_every: int = 1000
+    grid_every: int = 1000
+    log_every: int = 10
+    w_stats_samples: int = 10_000  # samples for w mean/std (LiftedGAN: 50,000)
+    device: Optional[str] = None  # None: cuda when available
+    find_unused_parameters: bool = False  # DDP
+
+
+@dataclass
+class StudentRendererConfig:
+    """The renderer settings the student uses (image size comes from the teacher)."""
+
+    fov: float = 10.0
+    backend: Literal["auto", "torch", "pytorch3d"] = "auto"
+    texture: Literal["vertex", "grid"] = "vertex"
+
+
+@dataclass
+class StudentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    renderer: StudentRendererConfig = field(default_factory=StudentRendererConfig)
+    variant: str = "full"
+    preset: str = "paper"
+
+
+#: ablation variants: name -> overrides (the paper's ablations plus the two architecture switches)
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "no_flip": ["loss.flip=0"],
+    "no_identity": ["loss.identity=0"],
+    "no_albedo": ["loss.albedo=0"],
+    "mlp": ["model.use_kan=false"],
+    "plain_conv": ["model.partial_conv=false"],
+}
+
+#: presets: name -> overrides
+PRESETS: dict[str, list[str]] = {
+    "paper": [],
+    # narrow 64 px student that trains on 2 CPU cores in ~20 minutes
+    "tiny": [
+        "preset=tiny",
+        "model.pose_hidden=64",
+        "model.pose_layers=3",
+        "model.depth_nf=8",
+        "model.depth_z=64",
+        "model.depth_mlp=2",
+        "model.trans_nf=4",
+        "model.trans_z=16",
+        "model.trans_mlp=2",
+        "model.compose_hidden=64",
+        "model.compose_residual=true",
+        "train.batch=8",
+        "train.lr=3e-4",
+        "train.steps=1500",
+        "train.ckpt_every=250",
+        "train.grid_every=250",
+        "train.w_stats_samples=4096",
+        "loss.perceptual_scales=2",
+    ],
+}
+
+
+def variant_overrides(variant: str) -> list[str]:
+    if variant not in VARIANTS:
+        raise DiganError(f"unknown DIGAN variant '{variant}'; choose from: {', '.join(VARIANTS)}")
+    return list(VARIANTS[variant])
+
+
+def make_config(preset: str = "paper", variant: str = "full", overrides: list[str] | None = None, base: StudentConfig | None = None) -> StudentConfig:
+    """Config = base (defaults) <- preset <- variant <- overrides."""
+    if preset not in PRESETS:
+        raise DiganError(f"unknown preset '{preset}'; choose from: {', '.join(PRESETS)}")
+    cfg = base or StudentConfig()
+    cfg = apply_overrides(cfg, PRESETS[preset] + [f"preset={preset}"])
+    cfg = apply_overrides(cfg, variant_overrides(variant) + [f"variant={variant}"])
+    return apply_overrides(cfg, overrides)

@@ -1,0 +1,122 @@
+"""Face recogniser for the identity loss: a frozen, differentiable torch network.
+
+The ONNX ArcFace models of the evaluation (``digan/faces``) run in onnxruntime and cannot be
+back-propagated through, so training uses a torch recogniser chosen by ``loss.recognizer``:
+
+* ``torch:PATH``: a TorchScript file (``torch.jit.save``) or a pickled ``nn.Module``; input
+  (B,3,112,112) RGB in [-1,1], output (B,E) embeddings (ArcFace convention).
+* ``onnx:PATH``: an ONNX recogniser (e.g. insightface ``w600k_r50.onnx`` or the MobileFaceNet in
+  the test data) converted to torch with the optional ``onnx2torch`` package; same input.
+* ``teacher_features``: the teacher's own discriminator features (``teacher.discriminator_features``)
+  when the teacher checkpoint has a discriminator. Clearly *not* a face recogniser: a proxy
+  that keeps rendered views close to the canonical face in the discriminator's feature space.
+* ``auto`` (default): ``teacher_features`` when available, else no identity loss (warning, and
+  ``run.json`` says so). ``none``: no identity loss (the ``no_identity`` ablation sets the weight
+  to 0 instead).
+
+Preprocessing: the GAN images are FFHQ-style crops; the central box ``loss.recognizer_crop``
+(fractions x0, y0, x1, y1) is cut out and resized to 112 x 112 bilinearly, an approximation of
+ArcFace's 5-point alignment that needs no detector inside the training loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from digan.errors import DiganError, MissingAssetError
+
+__all__ = ["Recognizer", "build_recognizer"]
+
+
+class Recognizer(nn.Module):
+    """Crop + resize + frozen embedding network; ``forward(img [-1,1]) -> (B,E)``."""
+
+    def __init__(self, net: nn.Module, crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0), input_size: int = 112, kind: str = ""):
+        super().__init__()
+        self.net = net
+        self.crop = tuple(float(c) for c in crop)
+        self.input_size = input_size
+        self.kind = kind
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.eval()
+
+    def train(self, mode: bool = True) -> "Recognizer":
+        return super().train(False)
+
+    def preprocess(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        x0, y0, x1, y1 = self.crop
+        c = img[..., int(round(y0 * h)): int(round(y1 * h)), int(round(x0 * w)): int(round(x1 * w))]
+        if self.input_size and c.shape[-1] != self.input_size:
+            c = F.interpolate(c, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return c
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        out = self.net(self.preprocess(img))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.flatten(1)
+
+
+class _TeacherFeatures(nn.Module):
+    def __init__(self, teacher: Any):
+        super().__init__()
+        self._t = [teacher]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self._t[0].discriminator_features(img)
+
+
+def _load_torch_net(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise MissingAssetError("face recogniser", str(path), "pass loss.recognizer=torch:PATH with an existing TorchScript/pickled model")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception:
+        pass
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, nn.Module):
+        return obj
+    raise DiganError(f"{path} is neither TorchScript nor a pickled nn.Module; save the recogniser with torch.jit.save")
+
+
+def _load_onnx_net(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise MissingAssetError("ONNX face recogniser", str(path), "pass loss.recognizer=onnx:PATH with an existing .onnx file")
+    try:
+        from onnx2torch import convert
+    except ImportError as e:
+        raise DiganError("loss.recognizer=onnx:... needs the onnx2torch package; pip install onnx2torch, or use torch:PATH") from e
+    return convert(str(path))
+
+
+def build_recognizer(spec: str, teacher: Any = None, crop: tuple[float, float, float, float] = (0.125, 0.15, 0.875, 0.9)) -> tuple[nn.Module | None, dict[str, Any]]:
+    """Build the recogniser named by ``spec``; returns (module or None, info for run.json)."""
+    spec = (spec or "none").strip()
+    if spec == "none":
+        return None, {"recognizer": "none"}
+    if spec.startswith("torch:"):
+        p = Path(spec[6:]).expanduser()
+        return Recognizer(_load_torch_net(p), crop, 112, "torch"), {"recognizer": "torch", "path": str(p)}
+    if spec.startswith("onnx:"):
+        p = Path(spec[5:]).expanduser()
+        return Recognizer(_load_onnx_net(p), crop, 112, "onnx"), {"recognizer": "onnx", "path": str(p)}
+    has_d = teacher is not None and callable(getattr(teacher, "discriminator_features", None))
+    if spec == "teacher_features":
+        if not has_d:
+            raise DiganError("loss.recognizer=teacher_features needs a teacher checkpoint with a discriminator; use torch:PATH or none")
+        return Recognizer(_TeacherFeatures(teacher), (0, 0, 1, 1), 0, "teacher_features"), {"recognizer": "teacher_features (discriminator proxy, not a face recogniser)"}
+    if spec == "auto":
+        if has_d:
+            return Recognizer(_TeacherFeatures(teacher), (0, 0, 1, 1), 0, "teacher_features"), {"recognizer": "teacher_features (discriminator proxy, not a face recogniser)"}
+        reason = "no torch face recogniser configured and the teacher has no discriminator"
+        warnings.warn(f"{reason}: the identity loss is off (set loss.recognizer=torch:PATH or onnx:PATH)", stacklevel=2)
+        return None, {"recognizer": "none", "reason": reason}
+    raise DiganError(f"unknown recogniser {spec!r}; use auto, none, torch:PATH, onnx:PATH or teacher_features")

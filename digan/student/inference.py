@@ -1,0 +1,253 @@
+"""Inference with a trained student: load it with its teacher, render faces at chosen yaw/pitch
+lists and lights, relight from the predicted normals, normal and shading maps, turntables.
+
+Quick use::
+
+    s = Student.load("run/student.pt")                  # teacher found from the checkpoint
+    z = s.latents(4, seed=0)
+    est = s.estimate(s.style(z))
+    img = s.render(est, yaw=30, pitch=0).image         # (4,3,S,S) in [-1,1]
+    relit = s.render(est, light=Light.make(0.3, 0.8, dx=0.6, batch=4)).image
+
+``sample_faces`` writes a folder of PNGs (and optional GIF/MP4 turntables) for the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from digan.errors import DiganError
+from digan.render.types import Light, View
+from digan.student.config import StudentConfig
+from digan.student.model import G3D, Estimate, make_renderer
+from digan.utils.io import load_torch
+from digan.utils.seeding import latents as seeded_latents
+
+__all__ = ["ASSETS", "Student", "resolve_teacher_path", "sample_faces", "SampleResult", "normal_to_rgb"]
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def resolve_teacher_path(ckpt: dict[str, Any], ckpt_path: Path, teacher_path: str | Path | None) -> Path:
+    """The teacher for a checkpoint: the given path, else the recorded path, else a file of the
+    same name next to the checkpoint or in ``digan/assets``."""
+    if teacher_path is not None:
+        return Path(teacher_path)
+    rec = (ckpt.get("teacher") or {}).get("path")
+    if rec:
+        for cand in (Path(rec), ckpt_path.parent / Path(rec).name, ASSETS / Path(rec).name):
+            if cand.is_file():
+                return cand
+    raise DiganError(f"cannot find the teacher of {ckpt_path} (recorded: {rec}); pass --teacher PATH")
+
+
+class Student:
+    """A loaded student: G3D + frozen teacher + renderer on one device."""
+
+    def __init__(self, g3d: G3D, teacher: Any, cfg: StudentConfig, device: torch.device | str = "cpu", info: dict | None = None):
+        self.g3d = g3d.to(device).eval()
+        self.teacher = teacher
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.renderer = make_renderer(cfg, g3d.size)
+        self.info = info or {}
+
+    @classmethod
+    def load(cls, path: str | Path, teacher: Any = None, teacher_path: str | Path | None = None,
+             device: torch.device | str | None = None, check_teacher: bool = True) -> "Student":
+        """Load a ``student.pt``/``checkpoint.pt``; the teacher must be the one it was trained with."""
+        from digan.config import from_dict
+        from digan.student.build import build_g3d
+        from digan.student.train import CKPT_FORMAT, load_teacher, teacher_hash
+
+        p = Path(path)
+        ck = load_torch(p, what="student checkpoint")
+        if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+            raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
+        dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        cfg = from_dict(StudentConfig, ck["config"])
+        tpath = None
+        if teacher is None:
+            tpath = resolve_teacher_path(ck, p, teacher_path)
+            teacher = load_teacher(tpath, dev)
+        elif hasattr(teacher, "to"):
+            teacher = teacher.to(dev) or teacher
+        if check_teacher:
+            h = teacher_hash(teacher, tpath)
+            if h != ck["teacher"]["sha256"]:
+                raise DiganError(f"teacher {tpath or '(object)'} is not the one {p} was trained with; pass the matching --teacher")
+        if ck.get("model", "digan") != "digan":
+            raise DiganError(f"{p} holds a '{ck.get('model')}' model; load it through its own method")
+        g3d = build_g3d(cfg, teacher, dev, w_stats=False)
+        g3d.load_state_dict(ck["state"])
+        s = cls(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck["teacher"], "meta": ck.get("meta", {})})
+        return s
+
+    # ------------------------------------------------------------------ sampling
+    def latents(self, n: int, seed: int = 0, start: int = 0) -> torch.Tensor:
+        """z for faces ``start..start+n-1`` of ``seed`` (pure function of seed and index)."""
+        return seeded_latents(n, self.g3d.style_dim, seed, start)
+
+    @torch.no_grad()
+    def style(self, z: torch.Tensor, psi: float | None = None) -> torch.Tensor:
+        """z -> w with truncation ``psi`` (default: the training truncation)."""
+        w = self.teacher.mapping(z.to(self.device))
+        if w.dim() == 3:
+            w = w[:, 0]
+        psi = self.cfg.model.truncation if psi is None else psi
+        return self.teacher.truncate(w, psi) if psi < 1 else w
+
+    @torch.no_grad()
+    def estimate(self, w: torch.Tensor) -> Estimate:
+        return self.g3d.estimate(w.to(self.device), self.teacher)
+
+    @torch.no_grad()
+    def teacher_image(self, w: torch.Tensor) -> torch.Tensor:
+        from digan.student.model import teacher_synthesis
+
+        return teacher_synthesis(self.teacher, w.to(self.device), features=False)[0].clamp(-1, 1)
+
+    @torch.no_grad()
+    def render(self, est: Estimate, yaw: float | None = None, pitch: float | None = None, light: Light | None = None, roll: float = 0.0):
+        """Render at absolute ``yaw``/``pitch`` degrees (None for both: the predicted view) and
+        ``light`` (None: the predicted light). Returns the renderer's ``RenderResult``."""
+        b = est.depth.shape[0]
+        view = None
+        if yaw is not None or pitch is not None:
+            view = View.from_angles(yaw or 0.0, pitch or 0.0, roll, batch=b, device=self.device)
+        return self.g3d.render(est, self.renderer, view=view, light=light.to(self.device) if light is not None else None, filter_grads=False)
+
+    @torch.no_grad()
+    def turntable(self, est: Estimate, n_frames: int = 36, max_yaw: float = 45.0, pitch: float = 0.0, light: Light | None = None) -> torch.Tensor:
+        """(T,B,3,S,S) renders for yaw = max_yaw * sin(2 pi t / T)."""
+        frames = []
+        for t in range(n_frames):
+            yaw = max_yaw * math.sin(2 * math.pi * t / n_frames)
+            frames.append(self.render(est, yaw=yaw, pitch=pitch, light=light).image.cpu())
+        return torch.stack(frames)
+
+
+def normal_to_rgb(n: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Unit normals (B,3,H,W) -> image in [-1,1] (x right -> red, y up -> green, toward camera -> blue).
+
+    The renderer's normals point into the surface with y down (Unsup3d convention); we show the
+    usual outward, y-up colouring: ``(-nx, ny, nz)`` mapped from [-1,1].
+    """
+    rgb = torch.stack([-n[:, 0], n[:, 1], n[:, 2]], 1)
+    if mask is not None:
+        rgb = rgb * mask + (1 - mask)
+    return rgb.clamp(-1, 1)
+
+
+@dataclass
+class SampleResult:
+    out_dir: Path
+    n_faces: int
+    n_images: int
+    seconds: float
+
+
+def sample_faces(
+    student: Student,
+    out_dir: str | Path,
+    n: int = 8,
+    seed: int = 0,
+    yaws: Sequence[float] = (-30.0, 0.0, 30.0),
+    pitches: Sequence[float] = (0.0,),
+    lights: Sequence[tuple[float, float, float, float]] = (),
+    psi: float | None = None,
+    maps: bool = True,
+    turntable: str | None = None,
+    n_frames: int = 36,
+    batch: int = 8,
+    force: bool = False,
+) -> SampleResult:
+    """Write renders of ``n`` faces to ``out_dir`` (atomically, as one folder).
+
+    Per face ``i``: ``face_i/teacher.png`` (I_2D), ``yaw{Y}_pitch{P}.png`` for every pair, with
+    ``maps``: ``albedo.png``, ``depth.png``, ``normal.png`` and ``shading.png`` (canonical frame);
+    ``relit_{k}.png`` for each light ``(ambient, diffuse, dx, dy)``; ``turntable.gif|mp4``. Also
+    ``grid.png`` (faces x views) at the top level.
+    """
+    import time
+
+    from digan.utils.images import make_grid, save_png
+    from digan.utils.io import atomic_dir
+
+    t0 = time.time()
+    count = 0
+    grid_rows = []
+    with atomic_dir(out_dir, force=force) as tmp:
+        for s0 in range(0, n, batch):
+            m = min(batch, n - s0)
+            z = student.latents(m, seed, s0)
+            w = student.style(z, psi)
+            est = student.estimate(w)
+            teach = student.teacher_image(w).cpu()
+            views = {}
+            for p in pitches:
+                for y in yaws:
+                    views[(y, p)] = student.render(est, yaw=y, pitch=p).image.cpu()
+            for j in range(m):
+                d = tmp / f"face_{s0 + j:04d}"
+                save_png(d / "teacher.png", teach[j])
+                count += 1
+                row = [teach[j]]
+                for (y, p), img in views.items():
+                    save_png(d / f"yaw{y:+g}_pitch{p:+g}.png", img[j])
+                    row.append(img[j])
+                    count += 1
+                grid_rows.append(torch.stack(row))
+            if maps:
+                cfg = student.cfg.model
+                base = student.render(est)
+                dep = ((est.depth - cfg.min_depth) / (cfg.max_depth - cfg.min_depth) * 2 - 1).clamp(-1, 1).cpu()
+                fg = student.g3d.foreground(est.depth)
+                nrm = normal_to_rgb(base.canonical_normal, fg).cpu()
+                shd = (base.shading.clamp(0, 2) - 1).cpu()
+                for j in range(m):
+                    d = tmp / f"face_{s0 + j:04d}"
+                    save_png(d / "albedo.png", est.albedo[j].clamp(-1, 1).cpu())
+                    save_png(d / "depth.png", dep[j])
+                    save_png(d / "normal.png", nrm[j])
+                    save_png(d / "shading.png", shd[j])
+                    count += 4
+            for k, (a, dif, dx, dy) in enumerate(lights):
+                img = student.render(est, light=Light.make(a, dif, dx, dy, batch=m, device=student.device)).image.cpu()
+                for j in range(m):
+                    save_png(tmp / f"face_{s0 + j:04d}" / f"relit_{k}.png", img[j])
+                    count += 1
+            if turntable:
+                _write_turntables(student, est, tmp, s0, turntable, n_frames)
+        save_png(tmp / "grid.png", make_grid(torch.cat(grid_rows), nrow=grid_rows[0].shape[0]))
+    return SampleResult(Path(out_dir), n, count, time.time() - t0)
+
+
+def _write_turntables(student: Student, est: Estimate, tmp: Path, s0: int, fmt: str, n_frames: int) -> None:
+    import imageio.v2 as imageio
+
+    from digan.utils.images import to_uint8
+    from digan.utils.io import write_bytes
+
+    if fmt not in ("gif", "mp4"):
+        raise DiganError(f"turntable format {fmt!r} is not supported; use gif or mp4")
+    frames = student.turntable(est, n_frames)
+    for j in range(frames.shape[1]):
+        arr = to_uint8(frames[:, j])
+        path = tmp / f"face_{s0 + j:04d}" / f"turntable.{fmt}"
+        if fmt == "gif":
+            import io
+
+            buf = io.BytesIO()
+            imageio.mimsave(buf, list(arr), format="GIF", duration=1000 / 24, loop=0)
+            write_bytes(path, buf.getvalue())
+        else:
+            try:
+                imageio.mimsave(str(path), list(arr), fps=24)
+            except Exception as e:
+                raise DiganError(f"writing MP4 needs imageio-ffmpeg ({type(e).__name__}); pip install imageio-ffmpeg or use --turntable gif") from e

@@ -1,0 +1,231 @@
+"""G3D: the DIGAN student assembled from DV, DL, M, DS, DT, the teacher's synthesis (texture) and
+the mesh renderer (DIGAN-NOTES data flow steps 1-7).
+
+Given a style code w (B,D) of the teacher:
+
+1. ``view_raw = DV(w)``, ``light_raw = DL(w)`` (tanh units, see :mod:`digan.student.networks`).
+2. ``w0 = M(w, L0, V=0)``: the neutral code, with ``L0`` = predicted ambient/diffuse and a zero
+   (frontal) direction. w is detached on the way into M (LiftedGAN).
+3. Texture (DW): ``I_c, feats = G.synthesis(w0)``, the canonical face through the teacher's
+   StyleGAN2 synthesis (frozen weights, gradients flow to w0); with ``delight`` the albedo is
+   ``I_c`` divided by the frontal shading ``a + b * max(0, n_z)`` of the canonical depth.
+4. Depth (DS): ``raw = DS(w0, feats[-1])``; ``d = tanh(raw - mean_xy(raw))`` mapped to
+   [min_depth, max_depth] = [0.9, 1.1]; the ``border_width`` (2) leftmost and rightmost columns
+   are set to ``border_depth`` (1.05). LiftedGAN sets only the left/right columns (its code pads
+   the width only); we follow the code.
+5. Transformation map (DT): ``T = sigmoid(DT(w0) + 5)``, forced to 1 on the foreground
+   (``d <= border_depth - 0.01``), Gaussian-blurred (radius 10 / sigma 5.66 px at 256 px, scaled
+   with the image size), then zeroed on the outermost border (1 row top/bottom, 2 columns
+   left/right), as in LiftedGAN.
+6. Render (:class:`digan.render.MeshRenderer`) with view V and light L; the edge-gradient filter
+   (:mod:`digan.student.gradfilter`) is applied to the depth (and/or albedo) on the way in.
+
+The frozen teacher is *not* a sub-module of :class:`G3D` (its weights are not in the student's
+checkpoint); it is passed to :meth:`G3D.estimate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from digan.errors import DiganError
+from digan.render import MeshRenderer, RendererConfig
+from digan.render.shading import normals_from_depth
+from digan.render.types import Light, View
+from digan.student.config import StudentConfig
+from digan.student.gradfilter import edge_gradient_filter
+from digan.student.losses import gaussian_blur
+from digan.student.networks import ComposeNet, DepthNet, LightNet, TransformNet, ViewNet
+
+__all__ = ["Estimate", "G3D", "teacher_synthesis", "teacher_info", "make_renderer"]
+
+
+@dataclass
+class Estimate:
+    """Canonical-frame outputs of G3D for a batch of style codes (maps are (B,C,S,S))."""
+
+    depth: torch.Tensor  # (B,1) in [min_depth, max_depth]
+    albedo: torch.Tensor  # (B,3) in [-1,1] (de-lit texture)
+    canonical: torch.Tensor  # (B,3) G(w0), the canonical face before de-lighting
+    transform_map: Optional[torch.Tensor]  # (B,1) in [0,1]
+    view_raw: torch.Tensor  # (B,6) tanh units
+    light_raw: torch.Tensor  # (B,4) tanh units
+    w0: torch.Tensor  # (B,D) neutral code
+    view: View
+    light: Light
+
+    def detach(self) -> "Estimate":
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                v = v.detach()
+            elif isinstance(v, View):
+                v = View(v.rotation.detach(), v.translation.detach())
+            elif isinstance(v, Light):
+                v = Light(v.ambient.detach(), v.diffuse.detach(), v.direction.detach())
+            out[f.name] = v
+        return Estimate(**out)
+
+    def index(self, idx) -> "Estimate":
+        """Select samples (slice or index tensor)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                v = v[idx]
+            elif isinstance(v, View):
+                v = View(v.rotation[idx], v.translation[idx])
+            elif isinstance(v, Light):
+                v = Light(v.ambient[idx], v.diffuse[idx], v.direction[idx])
+            out[f.name] = v
+        return Estimate(**out)
+
+
+def teacher_synthesis(teacher: Any, w: torch.Tensor, features: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Run the teacher's synthesis on w (B,D) or w+ (B,L,D) with fixed noise.
+
+    Returns (image (B,3,S,S) in [-1,1], last feature map at output resolution or None).
+    """
+    if features:
+        out = teacher.synthesis(w, noise="fixed", return_features=True)
+        if isinstance(out, (tuple, list)):
+            img, feats = out[0], out[1]
+            last = feats[-1] if isinstance(feats, (list, tuple)) else feats
+            return img, last
+        return out, None
+    out = teacher.synthesis(w, noise="fixed")
+    return (out[0] if isinstance(out, (tuple, list)) else out), None
+
+
+@torch.no_grad()
+def teacher_info(teacher: Any, device: torch.device | str = "cpu") -> dict[str, int]:
+    """``{"size", "style_dim", "inject_dim"}`` of a teacher (one probe synthesis for the features)."""
+    w = teacher.w_mean.reshape(1, -1).to(device)
+    _, feat = teacher_synthesis(teacher, w, features=True)
+    return {"size": int(teacher.size), "style_dim": int(teacher.style_dim), "inject_dim": int(feat.shape[1]) if feat is not None else 0}
+
+
+def make_renderer(cfg: StudentConfig, size: int) -> MeshRenderer:
+    """The renderer of a student config at the teacher's image size."""
+    m = cfg.model
+    return MeshRenderer(RendererConfig(
+        image_size=size, fov=cfg.renderer.fov, min_depth=m.min_depth, max_depth=m.max_depth,
+        backend=cfg.renderer.backend, texture=cfg.renderer.texture,
+    ))
+
+
+class G3D(nn.Module):
+    """The trainable part of the DIGAN student: DV, DL, M, DS, DT (see module docstring).
+
+    Args:
+        cfg: student config.
+        style_dim, size, inject_dim: from the teacher (:func:`teacher_info`).
+    """
+
+    def __init__(self, cfg: StudentConfig, style_dim: int, size: int, inject_dim: int = 0):
+        super().__init__()
+        m = cfg.model
+        self.cfg = cfg
+        self.style_dim, self.size, self.inject_dim = style_dim, size, inject_dim
+        kan = {"grid_size": m.kan_grid_size, "spline_order": m.kan_spline_order}
+        self.view_net = ViewNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan,
+                                m.rotation_range, m.xy_translation_range, m.z_translation_range)
+        self.light_net = LightNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan)
+        self.compose = ComposeNet(style_dim, m.compose_hidden, m.compose_layers, m.compose_residual)
+        self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv)
+        self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
+        self.register_buffer("w_mean", torch.zeros(style_dim))
+        self.register_buffer("w_std", torch.ones(style_dim))
+        self.register_buffer("w_sigma_inv", torch.tensor(1.0))
+        scale = size / 256.0
+        self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
+        self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def set_w_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Teacher w statistics: DV/DL input standardisation and the w regulariser (LiftedGAN)."""
+        mean, std = mean.reshape(-1).to(self.w_mean), std.reshape(-1).to(self.w_std)
+        self.w_mean.copy_(mean)
+        self.w_std.copy_(std)
+        self.w_sigma_inv.fill_(0.5 / float(std.mean()) ** 2)
+        self.view_net.set_input_stats(mean, std)
+        self.light_net.set_input_stats(mean, std)
+
+    # ------------------------------------------------------------------ pieces
+    def decompose(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(view_raw (B,6), light_raw (B,4)) = (DV(w), DL(w))."""
+        return self.view_net(w), self.light_net(w)
+
+    def neutral_code(self, w: torch.Tensor, light_raw: torch.Tensor, view_raw: torch.Tensor) -> torch.Tensor:
+        """w0 = M(w, (a, b, 0, 0), 0)."""
+        l0 = torch.cat([light_raw[:, :2], torch.zeros_like(light_raw[:, 2:])], 1)
+        return self.compose(w.detach(), l0, torch.zeros_like(view_raw))
+
+    def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        m = self.cfg.model
+        d = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True))
+        d = (1 + d) / 2 * m.max_depth + (1 - d) / 2 * m.min_depth
+        bw = m.border_width
+        if bw > 0:
+            border = torch.zeros_like(d[:1])
+            border[..., :bw] = 1
+            border[..., -bw:] = 1
+            d = d * (1 - border) + border * m.border_depth
+        return d
+
+    def foreground(self, depth: torch.Tensor) -> torch.Tensor:
+        """(B,1,S,S) 1 where the depth is nearer than the background plane."""
+        return (depth <= self.cfg.model.border_depth - 0.01).to(depth.dtype)
+
+    def transform_map(self, raw: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        t = torch.sigmoid(raw + 5)
+        fg = self.foreground(depth)
+        t = fg + (1 - fg) * t
+        t = gaussian_blur(t, self.blur_radius, self.blur_sigma)
+        return F.pad(t[:, :, 1:-1, 2:-2], (2, 2, 1, 1), value=0.0)
+
+    def delight(self, canonical: torch.Tensor, depth: torch.Tensor, light: Light) -> torch.Tensor:
+        """Albedo = canonical image / frontal shading ``a + b max(0, n_z)`` (in [0,1] colour units)."""
+        n = normals_from_depth(depth, self.cfg.renderer.fov)
+        shading = light.ambient.view(-1, 1, 1, 1) + light.diffuse.view(-1, 1, 1, 1) * n[:, 2:3].clamp(min=0)
+        return (canonical / 2 + 0.5) / (shading + 1e-8) * 2 - 1
+
+    # ------------------------------------------------------------------ main entry points
+    def estimate(self, w: torch.Tensor, teacher: Any) -> Estimate:
+        """Canonical depth/albedo/T map, view and light for style codes w (B,D)."""
+        if w.dim() != 2 or w.shape[1] != self.style_dim:
+            raise DiganError(f"G3D expects style codes (B,{self.style_dim}), got {tuple(w.shape)}; pass w, not z or w+")
+        view_raw, light_raw = self.decompose(w)
+        w0 = self.neutral_code(w, light_raw, view_raw)
+        return self.estimate_from_w0(w0, view_raw, light_raw, teacher)
+
+    def estimate_from_w0(self, w0: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor, teacher: Any) -> Estimate:
+        canonical, feat = teacher_synthesis(teacher, w0, features=self.depth_net.inject is not None)
+        depth = self.depth_from_raw(self.depth_net(w0, feat))
+        tmap = self.transform_map(self.trans_net(w0), depth) if self.trans_net is not None else None
+        light = self.light_net.to_light(light_raw)
+        albedo = self.delight(canonical, depth, light) if self.cfg.model.delight else canonical
+        return Estimate(depth=depth, albedo=albedo, canonical=canonical, transform_map=tmap, view_raw=view_raw,
+                        light_raw=light_raw, w0=w0, view=self.view_net.to_view(view_raw), light=light)
+
+    def render(self, est: Estimate, renderer: MeshRenderer, view: View | None = None, light: Light | None = None,
+               flip: bool = False, filter_grads: bool = True, **kwargs):
+        """Render an estimate at ``view``/``light`` (default: the predicted ones); ``flip`` mirrors
+        depth and albedo horizontally (symmetry loss). Returns the renderer's ``RenderResult``."""
+        depth, albedo = est.depth, est.albedo
+        if flip:
+            depth, albedo = depth.flip(3), albedo.flip(3)
+        gf, eps = self.cfg.model.grad_filter, self.cfg.model.grad_filter_eps
+        if filter_grads and gf in ("depth", "both") and depth.requires_grad:
+            depth = edge_gradient_filter(depth, eps)
+        if filter_grads and gf in ("texture", "both") and albedo.requires_grad:
+            albedo = edge_gradient_filter(albedo, eps)
+        return renderer.render(depth, albedo, view if view is not None else est.view,
+                               light if light is not None else est.light, transform_map=est.transform_map, **kwargs)

@@ -1,0 +1,159 @@
+"""DIGAN's training objective: one ``forward`` that samples teacher images, runs G3D and returns
+the weighted total loss with its parts (so that DistributedDataParallel wraps a single module and
+sees a single forward per backward).
+
+Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
+
+* z ~ N(0, I) -> w = truncate(mapping(z), 0.7) -> I_2D = G(w) (no gradient).
+* G3D estimate; render I_3D at the predicted view/light, and the flipped render.
+* ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``.
+* Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights; V' =
+  pitch ~ U(+-15), yaw ~ U(+-45) deg, roll 0, tx = 0.2 sin(yaw) raw units; w' = M(w, L', V').
+  ``perturb`` (x ``loss.perturb``) = image loss of the render at DV/DL(w') vs G(w') (G detached)
+  + image loss of G(w') vs the render at (L', V') (render detached): LiftedGAN computes the
+  two halves with two backward passes; their sum in one backward gives the same gradients.
+* ``cycle`` (x ``loss.cycle``): MSE(DL(w'), L') + MSE(DV(w')[:3], V'[:3]).
+* ``identity`` (x ``loss.identity``): face embedding of G(w0) vs the perturbed render, for
+  samples with |yaw'| < 25 deg (skipped when no recogniser is configured).
+* ``w_reg`` (x ``loss.w_reg``): w' stays near the teacher's w distribution.
+* ``albedo`` (x ``loss.albedo``): nuclear norm of filtered grey albedos (foreground, pooled).
+
+A term whose weight is 0 is not computed (this is how the ablations switch terms off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from digan.render import MeshRenderer
+from digan.render.types import View
+from digan.student import losses as L
+from digan.student.config import StudentConfig
+from digan.student.model import G3D, Estimate, teacher_synthesis
+
+__all__ = ["DistillationObjective", "sample_teacher", "perturbation"]
+
+
+@torch.no_grad()
+def sample_teacher(teacher: Any, z: torch.Tensor, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w (B,D), I_2D (B,3,S,S) clamped to [-1,1]) for latents z with truncation psi."""
+    w = teacher.mapping(z)
+    if w.dim() == 3:  # some teachers return w+ with identical rows
+        w = w[:, 0]
+    if psi < 1:
+        w = teacher.truncate(w, psi)
+    img, _ = teacher_synthesis(teacher, w, features=False)
+    return w, img.clamp(-1, 1)
+
+
+def perturbation(light_raw: torch.Tensor, view_raw: torch.Tensor, cfg: StudentConfig, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(perturbed light raw (B,4), perturbed view raw (B,6), sampled angles (B,3) in degrees)."""
+    b, dev = light_raw.shape[0], light_raw.device
+    i1 = torch.randperm(b, generator=generator).to(dev)
+    i2 = torch.randperm(b, generator=generator).to(dev)
+    light = torch.cat([light_raw[i1, :2], light_raw[i2, 2:]], 1).detach()
+    lo = torch.tensor([-cfg.loss.perturb_pitch, -cfg.loss.perturb_yaw, 0.0])
+    hi = -lo
+    angles = (torch.rand(b, 3, generator=generator) * (hi - lo) + lo).to(dev)
+    tx = torch.sin(angles[:, 1:2] * math.pi / 180) * 0.2
+    view = torch.cat([angles / cfg.model.rotation_range, tx, torch.zeros(b, 2, device=dev)], 1).detach()
+    return light, view, angles
+
+
+class DistillationObjective(nn.Module):
+    """``forward(z) -> (total_loss, {name: detached value})``; holds G3D as ``self.g3d``.
+
+    ``teacher`` (frozen), ``renderer``, ``perceptual`` and ``recognizer`` are not trained.
+    """
+
+    def __init__(self, g3d: G3D, teacher: Any, renderer: MeshRenderer, cfg: StudentConfig,
+                 perceptual: nn.Module | None = None, recognizer: nn.Module | None = None):
+        super().__init__()
+        self.g3d = g3d
+        self.cfg = cfg
+        self.perceptual = perceptual
+        self.recognizer = recognizer
+        self._teacher = [teacher]  # not a sub-module: frozen, not saved, not synchronised
+        self.renderer = renderer
+        self.last: dict[str, Any] = {}
+
+    @property
+    def teacher(self) -> Any:
+        return self._teacher[0]
+
+    def _img(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return L.image_loss(a, b, self.perceptual, self.cfg.loss.perc)
+
+    def forward(self, z: torch.Tensor, keep: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, lc = self.cfg, self.cfg.loss
+        g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
+        w, target = sample_teacher(teacher, z, cfg.model.truncation)
+        est = g3d.estimate(w, teacher)
+        out = g3d.render(est, renderer)
+        flip = g3d.render(est, renderer, flip=True) if lc.flip > 0 else None
+        total = w.new_zeros(())
+        logs: dict[str, torch.Tensor] = {}
+        rec, parts = L.symmetric_reconstruction(out.image, flip.image if flip is not None else None, target,
+                                                self.perceptual, lc.perc, lc.flip)
+        total = total + lc.rec * rec
+        logs.update(parts)
+
+        need_perturb = lc.perturb > 0 or lc.cycle > 0 or lc.identity > 0 or lc.w_reg > 0
+        pert_img = None
+        if need_perturb:
+            light_p, view_p, angles = perturbation(est.light_raw, est.view_raw, cfg)
+            w_p = g3d.compose(w.detach(), light_p, view_p)
+            view_raw_p, light_raw_p = g3d.decompose(w_p)
+            if lc.perturb > 0 or lc.identity > 0:
+                pert_img = g3d.render(est, renderer, view=g3d.view_net.to_view(view_raw_p),
+                                      light=g3d.light_net.to_light(light_raw_p)).image
+            if lc.perturb > 0:
+                regen, _ = teacher_synthesis(teacher, w_p, features=False)
+                with torch.no_grad():
+                    target_p = g3d.render(est.detach(), renderer, view=g3d.view_net.to_view(view_p),
+                                          light=g3d.light_net.to_light(light_p), filter_grads=False).image
+                pert = self._img(pert_img, regen.detach()) + self._img(regen, target_p)
+                total = total + lc.perturb * pert
+                logs["perturb"] = pert.detach()
+            if lc.cycle > 0:
+                cl, cv = L.cycle_loss(light_raw_p, light_p, view_raw_p, view_p)
+                total = total + lc.cycle * (cl + cv)
+                logs["cycle"] = (cl + cv).detach()
+            if lc.identity > 0 and self.recognizer is not None:
+                idl = L.identity_loss(self.recognizer, est.canonical, pert_img, angles[:, 1], lc.identity_max_yaw)
+                total = total + lc.identity * idl
+                logs["identity"] = idl.detach()
+            if lc.w_reg > 0:
+                wr = L.w_regularizer(w_p, g3d.w_mean, g3d.w_sigma_inv)
+                total = total + lc.w_reg * wr
+                logs["w_reg"] = wr.detach()
+        if lc.albedo > 0:
+            ar = L.albedo_rank_loss(est.albedo, g3d.foreground(est.depth), lc.albedo_pool, lc.albedo_filter)
+            total = total + lc.albedo * ar
+            logs["albedo"] = ar.detach()
+        logs["total"] = total.detach()
+        if keep:
+            self.last = {"target": target, "est": est.detach(), "image": out.image.detach(),
+                         "perturbed": pert_img.detach() if pert_img is not None else None}
+        return total, logs
+
+    @torch.no_grad()
+    def preview(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows of the training grid: I_2D, I_3D, canonical G(w0), albedo, depth, shading, and
+        renders at yaw -30 / +30 deg (predicted light)."""
+        g3d, r = self.g3d, self.renderer
+        w, target = sample_teacher(self.teacher, z, self.cfg.model.truncation)
+        est = g3d.estimate(w, self.teacher)
+        out = g3d.render(est, r, filter_grads=False)
+        m = self.cfg.model
+        depth = (est.depth - m.min_depth) / (m.max_depth - m.min_depth) * 2 - 1
+        rows = {"teacher": target, "student": out.image, "canonical": est.canonical, "albedo": est.albedo.clamp(-1, 1),
+                "depth": depth.expand(-1, 3, -1, -1), "shading": (out.shading.clamp(0, 2) - 1).expand(-1, 3, -1, -1)}
+        b = z.shape[0]
+        for yaw in (-30.0, 30.0):
+            rows[f"yaw{yaw:+.0f}"] = g3d.render(est, r, view=View.from_angles(yaw, batch=b, device=z.device), filter_grads=False).image
+        return rows

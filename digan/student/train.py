@@ -1,0 +1,331 @@
+"""Training loop of the student (``digan-bench train``): resumable, DDP under torchrun, with
+progress bar, periodic grids, loss curves (CSV + PNG), ``config.json`` and ``run.json``.
+
+Output folder layout::
+
+    OUT/config.json        the full StudentConfig
+    OUT/run.json           provenance (versions, seeds, teacher hash, perceptual/recogniser used)
+    OUT/checkpoint.pt      latest training checkpoint (atomic; see below)
+    OUT/student.pt         final student (no optimiser state), written when training completes
+    OUT/losses.csv         step, seconds, and every loss term (every ``train.log_every`` steps)
+    OUT/losses.png         the curves
+    OUT/grids/step_XXXXXXX.png   rows: I_2D, I_3D, G(w0), albedo, depth, shading, yaw -30/+30
+
+Checkpoint keys (our own layout, ``format = "digan-student/1"``): ``model`` (registry name),
+``config`` (dict), ``config_hash`` (of the config without the schedule/logging fields),
+``state`` (``core.state_dict()``), ``meta`` (style_dim, size, inject_dim, perceptual/recogniser
+info), ``teacher`` (``sha256``, ``path``), ``step``, and in training checkpoints ``optimizer``
+and ``rng`` (torch, cuda, numpy, python and the latent sampler's generator state).
+
+Resume: rerunning the same command continues from ``OUT/checkpoint.pt``. A checkpoint made with a
+different teacher (hash) or a different config (anything but ``train.steps`` / intervals /
+device) stops with a one-line error; ``--force`` starts over. A non-finite loss raises
+:class:`~digan.errors.NonFiniteLossError`; the last good checkpoint is kept.
+
+Under torchrun every process trains on its own latents (seed + rank) with DistributedDataParallel;
+rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from digan.config import config_hash, from_dict, save_config, to_dict
+from digan.errors import DiganError, NonFiniteLossError
+from digan.utils import dist
+from digan.utils.images import make_grid, save_png
+from digan.utils.io import load_torch, save_torch, sha256_file, state_dict_hash, write_text
+from digan.utils.progress import progress
+from digan.utils.provenance import write_run_info
+from digan.student.config import StudentConfig
+from digan.student.registry import get_builder
+
+__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "resume_key", "checkpoint_payload"]
+
+CKPT_FORMAT = "digan-student/1"
+#: config fields that may change between runs of the same training (not part of the resume key)
+_FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    resumed_from: int
+    seconds: float
+    last_losses: dict[str, float]
+    student_path: Path
+
+
+def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """Load a teacher checkpoint with :func:`digan.teacher.api.load_teacher`."""
+    try:
+        from digan.teacher.api import load_teacher as _load
+    except ImportError as e:  # pragma: no cover - teacher package incomplete
+        raise DiganError("the teacher loader (digan.teacher.api) is not available in this installation") from e
+    t = _load(str(path))
+    if hasattr(t, "to"):
+        t = t.to(device) or t
+    return t
+
+
+def teacher_hash(teacher: Any, path: str | Path | None = None) -> str:
+    """``file:<sha256>`` of the teacher file, or ``tensors:<sha256>`` of an in-memory teacher."""
+    if path is not None and Path(path).is_file():
+        return "file:" + sha256_file(path)
+    gen = getattr(teacher, "generator", None) or getattr(teacher, "g_ema", None)
+    if gen is not None:
+        return "tensors:" + state_dict_hash(gen)
+    raise DiganError("cannot identify the teacher; pass a teacher checkpoint path")
+
+
+def resume_key(cfg: StudentConfig) -> str:
+    """Hash of the config without the fields that may change on resume."""
+    d = to_dict(cfg)
+    for k in _FREE_KEYS:
+        d["train"].pop(k, None)
+    return config_hash(d)
+
+
+def checkpoint_payload(cfg: StudentConfig, core: torch.nn.Module, info: dict, thash: str, tpath: str | None, step: int) -> dict[str, Any]:
+    """The model part of a checkpoint (what inference needs)."""
+    return {
+        "format": CKPT_FORMAT,
+        "model": cfg.model.name,
+        "config": to_dict(cfg),
+        "config_hash": resume_key(cfg),
+        "state": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+        "meta": info,
+        "teacher": {"sha256": thash, "path": tpath},
+        "step": step,
+    }
+
+
+def _rng_state(sampler: torch.Generator) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "sampler": sampler.get_state(),
+    }
+
+
+def _set_rng_state(st: dict[str, Any], sampler: torch.Generator) -> None:
+    torch.set_rng_state(st["torch"])
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    sampler.set_state(st["sampler"])
+
+
+def _read_losses(path: Path, upto: int) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    return [r for r in rows if int(r["step"]) <= upto]
+
+
+def _write_losses(out: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, restval="")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "losses.csv", buf.getvalue())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        steps = [int(r["step"]) for r in rows]
+        for k in keys:
+            if k in ("step", "seconds"):
+                continue
+            ys = [float(r[k]) if r.get(k, "") not in ("", None) else float("nan") for r in rows]
+            ax.plot(steps, ys, label=k, lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (log)")
+        ax.legend(fontsize=7, ncol=3)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        buf2 = io.BytesIO()
+        fig.savefig(buf2, format="png", dpi=110)
+        plt.close(fig)
+        from digan.utils.io import write_bytes
+
+        write_bytes(out / "losses.png", buf2.getvalue())
+    except Exception as e:  # plotting must never kill a training run
+        import warnings
+
+        warnings.warn(f"could not plot losses.png: {e}", stacklevel=2)
+
+
+def _save_grid(obj: Any, z: torch.Tensor, path: Path) -> None:
+    rows = obj.preview(z)
+    imgs = torch.cat([r.clamp(-1, 1).cpu() for r in rows.values()], 0)
+    save_png(path, make_grid(imgs, nrow=z.shape[0]))
+
+
+def train(
+    cfg: StudentConfig,
+    out_dir: str | Path,
+    teacher: Any = None,
+    teacher_path: str | Path | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+    max_steps_this_run: int | None = None,
+) -> TrainResult:
+    """Train (or resume training) a student; see the module docstring.
+
+    Args:
+        cfg: the student config (``cfg.model.name`` picks the registered model).
+        out_dir: output folder (created; resumed when it holds a checkpoint).
+        teacher / teacher_path: a loaded teacher object, or the path of a teacher checkpoint.
+        force: ignore an existing checkpoint and start over (old outputs are overwritten as the
+            new run writes them).
+        max_steps_this_run: stop after this many steps of this call (tests, time-boxed jobs);
+            the run stays resumable.
+    """
+    out = Path(out_dir)
+    distributed = dist.init_distributed()
+    device = dist.device_for_rank(cfg.train.device)
+    main = dist.is_main()
+    if teacher is None:
+        if teacher_path is None:
+            raise DiganError("no teacher given; pass --teacher PATH (a StyleGAN2 checkpoint)")
+        teacher = load_teacher(teacher_path, device)
+    elif hasattr(teacher, "to"):
+        teacher = teacher.to(device) or teacher
+    thash = teacher_hash(teacher, teacher_path)
+
+    ckpt_path = out / "checkpoint.pt"
+    state = None
+    if ckpt_path.is_file() and not force:
+        state = load_torch(ckpt_path, what="training checkpoint")
+        if state.get("format") != CKPT_FORMAT:
+            raise DiganError(f"{ckpt_path} is not a digan-bench student checkpoint; use another --out or --force")
+        if state["teacher"]["sha256"] != thash:
+            raise DiganError(f"{ckpt_path} was trained with a different teacher ({state['teacher'].get('path')}); pass that teacher, another --out, or --force")
+        if state["config_hash"] != resume_key(cfg):
+            raise DiganError(f"{ckpt_path} was trained with a different config; rerun with the config in {out / 'config.json'}, another --out, or --force")
+
+    seed = cfg.train.seed + 1_000_003 * dist.rank()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    sampler = torch.Generator().manual_seed(seed)
+
+    built = get_builder(cfg.model.name)(cfg, teacher, device)
+    core, obj = built.core, built.objective
+    opt = torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=cfg.train.lr,
+                           betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
+    start = 0
+    if state is not None:
+        core.load_state_dict(state["state"])
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], sampler)
+        start = int(state["step"])
+    model = obj
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(obj, device_ids=[device.index] if device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=cfg.train.find_unused_parameters)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.json")
+        write_run_info(out / "run.json", "train", config=cfg, seeds={"train": cfg.train.seed},
+                       weights={"teacher": teacher_path} if teacher_path else None,
+                       extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
+                              "world_size": dist.world_size(), "losses": built.info})
+    rows = _read_losses(out / "losses.csv", start) if main else []
+    preview_z = torch.randn(min(6, cfg.train.batch), int(teacher.style_dim), generator=torch.Generator().manual_seed(cfg.train.seed + 7)).to(device)
+
+    def save_ckpt(step: int) -> None:
+        if not main:
+            return
+        payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step)
+        payload["optimizer"] = opt.state_dict()
+        payload["rng"] = _rng_state(sampler)
+        save_torch(ckpt_path, payload)
+        _write_losses(out, rows)
+
+    total_steps = cfg.train.steps
+    stop = total_steps if max_steps_this_run is None else min(total_steps, start + max_steps_this_run)
+    t0 = time.time()
+    last: dict[str, float] = {}
+    step = start
+    core.train()
+    with progress() if show_progress else _NullProgress() as bar:
+        task = bar.add_task("train", total=total_steps, completed=start, info="")
+        while step < stop:
+            z = torch.randn(cfg.train.batch, int(teacher.style_dim), generator=sampler).to(device)
+            loss, logs = model(z)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({float(loss)}) at step {step + 1}; the last good checkpoint {ckpt_path} was kept; "
+                    "lower train.lr or check the teacher, then rerun to resume")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % cfg.train.log_every == 0 or step == stop:
+                vals = {k: float(dist.reduce_mean(v)) for k, v in logs.items()}
+                last = vals
+                if main:
+                    rows.append({"step": step, "seconds": round(time.time() - t0, 3), **{k: f"{v:.6g}" for k, v in vals.items()}})
+                bar.update(task, completed=step, info=" ".join(f"{k}={v:.3g}" for k, v in vals.items() if k in ("total", "rec", "perturb")))
+            else:
+                bar.update(task, completed=step)
+            if main and (step % cfg.train.grid_every == 0 or step == stop):
+                core.eval()
+                _save_grid(obj, preview_z, out / "grids" / f"step_{step:07d}.png")
+                core.train()
+            if step % cfg.train.ckpt_every == 0 or step == stop:
+                save_ckpt(step)
+                dist.barrier()
+    student_path = out / "student.pt"
+    if main and step >= total_steps:
+        save_torch(student_path, checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step))
+    dist.barrier()
+    return TrainResult(out, step, start, time.time() - t0, last, student_path)
+
+
+class _NullProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+
+def load_config_from_checkpoint(state: dict[str, Any]) -> StudentConfig:
+    """The :class:`StudentConfig` stored in a checkpoint dict."""
+    return from_dict(StudentConfig, state["config"])
