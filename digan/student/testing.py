@@ -54,11 +54,17 @@ class GeneratorTeacher:
         return self.synthesis(self.truncate(w, psi) if psi < 1 else w)
 
 
-def random_teacher(size: int = 32, style_dim: int = 32, width: int = 16, n_mlp: int = 2, seed: int = 0) -> GeneratorTeacher:
-    """A randomly initialised, narrow StyleGAN2 teacher (channels ``width`` at every resolution)."""
+def random_teacher(size: int = 32, style_dim: int = 32, width: int = 16, n_mlp: int = 2, seed: int = 0) -> Any:
+    """A randomly initialised, narrow StyleGAN2 teacher (channels ``width`` at every resolution),
+    as a :class:`digan.teacher.api.Teacher` (falls back to :class:`GeneratorTeacher`)."""
     from digan.teacher.model import Generator, StyleGAN2Config
 
     torch.manual_seed(seed)
     res = [2**i for i in range(2, int(size).bit_length())]
     cfg = StyleGAN2Config(size=size, style_dim=style_dim, n_mlp=n_mlp, channels={r: width for r in res})
-    return GeneratorTeacher(Generator(cfg))
+    gen = Generator(cfg)
+    try:
+        from digan.teacher.api import Teacher
+    except ImportError:  # pragma: no cover
+        return GeneratorTeacher(gen)
+    return Teacher(gen, n_mean=2048, source=f"random_teacher(size={size}, seed={seed})")

@@ -210,6 +210,10 @@ def train(
     distributed = dist.init_distributed()
     device = dist.device_for_rank(cfg.train.device)
     main = dist.is_main()
+    if teacher_path is not None and str(teacher_path) == "tiny":
+        from digan.teacher.api import bundled_teacher_path
+
+        teacher_path = bundled_teacher_path()
     if teacher is None:
         if teacher_path is None:
             raise DiganError("no teacher given; pass --teacher PATH (a StyleGAN2 checkpoint)")
@@ -284,7 +288,7 @@ def train(
             loss, logs = model(z)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"non-finite loss ({float(loss)}) at step {step + 1}; the last good checkpoint {ckpt_path} was kept; "
+                    f"non-finite loss ({float(loss.detach())}) at step {step + 1}; the last good checkpoint {ckpt_path} was kept; "
                     "lower train.lr or check the teacher, then rerun to resume")
             opt.zero_grad(set_to_none=True)
             loss.backward()

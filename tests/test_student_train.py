@@ -1,0 +1,202 @@
+"""G3D assembly, the training loop (loss decreases, resume is exact, wrong teacher/config and NaN
+errors), inference loading and mesh export, on a small randomly initialised teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digan.errors import DiganError, NonFiniteLossError
+from digan.render.types import Light
+from digan.student.build import build_g3d
+from digan.student.config import VARIANTS, make_config
+from digan.student.export import export_mesh, mesh_from_depth
+from digan.student.inference import Student
+from digan.student.losses import photometric_loss
+from digan.student.model import make_renderer
+from digan.student.objective import sample_teacher
+from digan.student.registry import get_builder
+from digan.student.testing import random_teacher
+from digan.student.train import train
+from digan.utils.io import load_torch
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return random_teacher(size=32, style_dim=32, width=16, seed=0)
+
+
+def _cfg(*extra):
+    return make_config("tiny", overrides=["train.w_stats_samples=512", "train.batch=4", "train.log_every=1", *extra])
+
+
+def test_g3d_estimate_shapes_ranges_and_postprocessing(teacher):
+    cfg = _cfg()
+    g3d = build_g3d(cfg, teacher)
+    w, _ = sample_teacher(teacher, torch.randn(3, 32), 0.7)
+    est = g3d.estimate(w, teacher)
+    S = 32
+    assert est.depth.shape == (3, 1, S, S) and est.albedo.shape == (3, 3, S, S) and est.transform_map.shape == (3, 1, S, S)
+    assert est.depth.min() >= 0.9 - 1e-6 and est.depth.max() <= 1.1 + 1e-6
+    torch.testing.assert_close(est.depth[..., :2], torch.full_like(est.depth[..., :2], 1.05))
+    torch.testing.assert_close(est.depth[..., -2:], torch.full_like(est.depth[..., -2:], 1.05))
+    t = est.transform_map
+    assert t.min() >= 0 and t.max() <= 1 + 1e-6
+    assert t[..., 0, :].abs().max() == 0 and t[..., :, :2].abs().max() == 0  # zero outermost border
+    assert est.view.rotation.abs().max() <= 60 and est.view.translation[:, :2].abs().max() <= 0.1
+    assert est.light.ambient.min() >= 0 and est.light.ambient.max() <= 1
+    # de-lighting: albedo * frontal shading reproduces the canonical image G(w0)
+    from digan.render.shading import normals_from_depth
+
+    n = normals_from_depth(est.depth, cfg.renderer.fov)
+    shading = est.light.ambient.view(-1, 1, 1, 1) + est.light.diffuse.view(-1, 1, 1, 1) * n[:, 2:3].clamp(min=0)
+    torch.testing.assert_close((est.albedo / 2 + 0.5) * shading * 2 - 1, est.canonical, atol=1e-4, rtol=1e-4)
+
+
+def test_depth_post_processing_direct(teacher):
+    g3d = build_g3d(_cfg(), teacher, w_stats=False)
+    raw = torch.randn(2, 1, 32, 32)
+    d = g3d.depth_from_raw(raw)
+    ref = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True)) * 0.1 + 1.0
+    torch.testing.assert_close(d[..., 2:-2], ref[..., 2:-2])
+
+
+def test_variants_table_and_ablation_switches(teacher):
+    assert set(VARIANTS) == {"full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv"}
+    cfg = _cfg()
+    b = get_builder("digan")(make_config("tiny", "no_flip", ["train.w_stats_samples=256"]), teacher)
+    _, logs = b.objective(torch.randn(2, 32))
+    assert "flip" not in logs and "albedo" in logs
+    b = get_builder("digan")(make_config("tiny", "no_albedo", ["train.w_stats_samples=256"]), teacher)
+    _, logs = b.objective(torch.randn(2, 32))
+    assert "albedo" not in logs and "flip" in logs
+    g = build_g3d(make_config("tiny", "mlp", ["train.w_stats_samples=256"]), teacher)
+    assert not any(type(m).__name__ == "KANLinear" for m in g.modules())
+    g = build_g3d(make_config("tiny", "plain_conv", ["train.w_stats_samples=256"]), teacher)
+    assert not any(type(m).__name__ == "PartialConv2d" for m in g.modules())
+    assert cfg.variant == "full"
+    with pytest.raises(DiganError, match="unknown DIGAN variant"):
+        make_config("tiny", "nope")
+
+
+def test_objective_total_is_weighted_sum(teacher):
+    cfg = _cfg("loss.identity=0")
+    b = get_builder("digan")(cfg, teacher)
+    torch.manual_seed(3)
+    total, logs = b.objective(torch.randn(3, 32))
+    lc = cfg.loss
+    expect = lc.rec * (logs["rec"] + lc.flip * logs["flip"]) + lc.perturb * logs["perturb"] + lc.cycle * logs["cycle"] \
+        + lc.w_reg * logs["w_reg"] + lc.albedo * logs["albedo"]
+    assert total.item() == pytest.approx(expect.item(), rel=1e-5)
+    total.backward()
+    g3d = b.core
+    for name in ("view_net", "light_net", "compose", "depth_net", "trans_net"):
+        grads = [p.grad for p in getattr(g3d, name).parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def _eval_rec(core, teacher, cfg, z):
+    renderer = make_renderer(cfg, core.size)
+    with torch.no_grad():
+        w, target = sample_teacher(teacher, z, cfg.model.truncation)
+        est = core.estimate(w, teacher)
+        return photometric_loss(core.render(est, renderer, filter_grads=False).image, target).item()
+
+
+def test_short_training_lowers_reconstruction_and_resume_is_exact(teacher, tmp_path):
+    cfg = _cfg("train.steps=40", "train.lr=1e-3", "train.ckpt_every=20", "train.grid_every=40", "loss.identity=0")
+    zval = torch.randn(8, 32, generator=torch.Generator().manual_seed(99))
+    g0 = get_builder("digan")(cfg, teacher).core
+    before = _eval_rec(g0, teacher, cfg, zval)
+    r = train(cfg, tmp_path / "a", teacher=teacher, show_progress=False)
+    assert r.steps == 40 and (tmp_path / "a" / "student.pt").is_file()
+    s = Student.load(tmp_path / "a" / "student.pt", teacher=teacher)
+    after = _eval_rec(s.g3d, teacher, cfg, zval)
+    assert after < 0.85 * before, (before, after)
+    for f in ("config.json", "run.json", "losses.csv", "losses.png", "grids/step_0000040.png"):
+        assert (tmp_path / "a" / f).is_file(), f
+
+    # resume: 6 steps in one go == 3 + 3 steps in two calls
+    cfg2 = _cfg("train.steps=6", "train.ckpt_every=3", "train.grid_every=100", "loss.identity=0")
+    train(cfg2, tmp_path / "b", teacher=teacher, show_progress=False)
+    train(cfg2, tmp_path / "c", teacher=teacher, show_progress=False, max_steps_this_run=3)
+    assert load_torch(tmp_path / "c" / "checkpoint.pt")["step"] == 3
+    assert not (tmp_path / "c" / "student.pt").exists()
+    r2 = train(cfg2, tmp_path / "c", teacher=teacher, show_progress=False)
+    assert r2.resumed_from == 3 and r2.steps == 6
+    sb, sc = load_torch(tmp_path / "b" / "student.pt")["state"], load_torch(tmp_path / "c" / "student.pt")["state"]
+    for k in sb:
+        torch.testing.assert_close(sb[k], sc[k], msg=k)
+    rows = (tmp_path / "c" / "losses.csv").read_text().strip().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4, 5, 6]
+
+    # wrong teacher / wrong config -> one-line errors
+    other = random_teacher(size=32, style_dim=32, width=16, seed=1)
+    with pytest.raises(DiganError, match="different teacher"):
+        train(cfg2, tmp_path / "c", teacher=other, show_progress=False)
+    with pytest.raises(DiganError, match="different config"):
+        train(_cfg("train.steps=6", "loss.flip=0.5", "loss.identity=0"), tmp_path / "c", teacher=teacher, show_progress=False)
+    # changing only the number of steps resumes
+    r3 = train(_cfg("train.steps=7", "train.ckpt_every=3", "train.grid_every=100", "loss.identity=0"), tmp_path / "c", teacher=teacher, show_progress=False)
+    assert r3.resumed_from == 6 and r3.steps == 7
+    with pytest.raises(DiganError, match="not the one"):
+        Student.load(tmp_path / "c" / "student.pt", teacher=other)
+
+
+def test_nan_loss_keeps_last_good_checkpoint(teacher, tmp_path, monkeypatch):
+    cfg = _cfg("train.steps=4", "train.ckpt_every=2", "train.grid_every=100", "loss.identity=0")
+    train(cfg, tmp_path / "n", teacher=teacher, show_progress=False, max_steps_this_run=2)
+    from digan.student import objective as O
+
+    orig = O.DistillationObjective.forward
+
+    def bad(self, z, keep=False):
+        total, logs = orig(self, z, keep)
+        return total * float("nan"), logs
+
+    monkeypatch.setattr(O.DistillationObjective, "forward", bad)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(cfg, tmp_path / "n", teacher=teacher, show_progress=False)
+    assert load_torch(tmp_path / "n" / "checkpoint.pt")["step"] == 2
+
+
+def test_student_render_light_and_view(teacher, tmp_path):
+    cfg = _cfg("train.steps=1", "loss.identity=0")
+    train(cfg, tmp_path / "s", teacher=teacher, show_progress=False)
+    s = Student.load(tmp_path / "s" / "student.pt", teacher=teacher)
+    est = s.estimate(s.style(s.latents(2, seed=5)))
+    # ambient-only light reproduces the albedo in the canonical (frontal) view on the foreground
+    out = s.render(est, yaw=0.0, pitch=0.0, light=Light.make(1.0, 0.0, batch=2))
+    fg = (out.mask > 0) & (s.g3d.foreground(est.depth) > 0)
+    fg = fg.expand(-1, 3, -1, -1)
+    assert fg.sum() > 0
+    torch.testing.assert_close(out.image[fg], est.albedo.clamp(-1e9, 1e9)[fg], atol=2e-3, rtol=0)
+    # latents are a pure function of (seed, index)
+    torch.testing.assert_close(s.latents(2, seed=5, start=1)[0], s.latents(3, seed=5)[1])
+
+
+def test_mesh_export_roundtrip_counts(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    S = 12
+    depth = torch.full((1, S, S), 1.05)
+    depth[:, 3:9, 2:10] = 1.0  # a 6 x 8 foreground block
+    albedo = torch.rand(3, S, S) * 2 - 1
+    fg = (depth[0] <= 1.04).float()
+    mesh = mesh_from_depth(depth, albedo, mask=fg)
+    assert len(mesh.vertices) == 6 * 8 and len(mesh.faces) == 2 * 5 * 7
+    paths = export_mesh(tmp_path / "face", depth, albedo, ("obj", "ply", "glb"), mask=fg)
+    names = sorted(p.name for p in paths)
+    assert names == ["face.glb", "face.mtl", "face.obj", "face.ply", "face.png"]
+    for ext in ("obj", "ply", "glb"):
+        m = trimesh.load(tmp_path / f"face.{ext}", process=False, force="mesh")
+        assert len(m.vertices) == 48 and len(m.faces) == 70, ext
+    m = trimesh.load(tmp_path / "face.obj", process=False, force="mesh")
+    # front faces point toward the viewer (+z) and the texture came along
+    assert (m.face_normals[:, 2] > 0.99).all()
+    assert m.visual.uv.shape == (48, 2)
+    np.testing.assert_allclose(m.vertices[:, 2].mean(), 0.0, atol=1e-5)  # depth 1.0 -> z = 0
+    with pytest.raises(DiganError, match="unknown mesh format"):
+        export_mesh(tmp_path / "x", depth, albedo, ("stl",))
