@@ -1,0 +1,259 @@
+"""3D accuracy on synthetic faces with known geometry: SIDE and MAD (Unsup3d's protocol).
+
+Protocol
+--------
+* **Data**: the synthetic ground-truth set ``ctx.data[dataset]`` (option ``dataset``, default
+  ``"synth"``, made by ``digan-bench data synth``): for each face an image in [-1, 1], its
+  camera-space depth, unit normals (camera space) and foreground mask. The first
+  ``min(ctx.n_faces, len(set))`` faces are used (sharded across torchrun ranks).
+* **Reconstruction**: the method must have the ``reconstruct`` capability;
+  ``method.reconstruct(images)`` returns depth (and normals, and optionally a mask) for each input
+  image in the input view (DIGAN: inversion into the teacher's latent space or its own encoder,
+  whichever the method implements). Otherwise the metric is "n/a" with the method's reason. A
+  prediction at another resolution is resized to the ground truth's (bilinear for depth and
+  normals, normals re-normalised; nearest for the mask). Missing predicted normals are computed
+  from the predicted depth with the renderer's camera (:func:`normals_from_depth`).
+* **Mask** (Unsup3d): ground-truth mask and predicted mask (all ones when the method returns
+  none), each **eroded by 1 pixel** (3 x 3 average pool, zero padding, keep > 0.99, so image
+  borders are eroded too), multiplied, and restricted to positive depths.
+* **SIDE** (scale-invariant depth error, Eigen et al. as used by Unsup3d): per image,
+  ``sqrt(mean_M(x^2) - mean_M(x)^2)`` with ``x = log d_pred - log d_true`` over the mask ``M``
+  (the masked standard deviation of the log-depth ratio, so a global depth scale costs nothing);
+  the reported value is the mean over images. Unsup3d reports it x 1e-2 (0.793 on synface); we
+  store the raw value.
+* **MAD** (mean angle deviation): per image, the mean over ``M`` of the angle between predicted
+  and true normals in degrees (Unsup3d's ``acos(n_pred . n_true)``, evaluated stably as
+  ``atan2(|n_pred x n_true|, n_pred . n_true)``); the reported value is the mean over images.
+
+Both are lower-is-better; ``stats`` hold the std over images, ``n`` and images skipped because
+their mask was empty. The reconstruction pass is shared by ``side`` and ``mad`` in one process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from digan.errors import DiganError
+from digan.utils import dist
+from evaluate.methods import Method
+from evaluate.metrics.base import EvalContext, Metric, register_metric
+from evaluate.records import Record
+
+__all__ = [
+    "GroundTruthSet",
+    "open_ground_truth",
+    "erode_mask",
+    "side_per_image",
+    "mad_per_image",
+    "normals_from_depth",
+    "reconstruction_errors",
+    "SIDE",
+    "MAD",
+]
+
+
+class GroundTruthSet(Protocol):
+    """What the metric needs from a ground-truth set: ``len`` and items as dicts of tensors
+    ``image`` (3,H,W) in [-1,1], ``depth`` (1,H,W), ``normal`` (3,H,W), ``mask`` (1,H,W)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]: ...
+
+
+def open_ground_truth(path: str | Path) -> GroundTruthSet:
+    """Open the synthetic ground-truth set written by ``digan-bench data synth``."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DiganError(f"synthetic ground-truth set {p} not found; create it with 'digan-bench data synth --out {p}'")
+    try:
+        from digan.data import synth  # written by the renderer/data area
+    except ModuleNotFoundError as e:
+        if e.name not in ("digan.data.synth",):
+            raise
+        raise DiganError("the synthetic data loader (digan.data.synth) is not installed; update digan-bench") from e
+    for name in ("load_synth", "SynthDataset", "open_synth"):
+        fn = getattr(synth, name, None)
+        if fn is not None:
+            return fn(p)
+    raise DiganError("digan.data.synth has no loader (load_synth/SynthDataset); update digan-bench")
+
+
+# --------------------------------------------------------------------------------------------
+# the error definitions
+
+
+def erode_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Erode a (B,1,H,W) {0,1} mask by one pixel as Unsup3d does (3x3 mean > 0.99, zero padding)."""
+    return (F.avg_pool2d(mask.float(), 3, stride=1, padding=1) > 0.99).to(mask.dtype if mask.is_floating_point() else torch.float32)
+
+
+def side_per_image(d_pred: torch.Tensor, d_true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant depth error per image: std over ``mask`` of ``log d_pred - log d_true``.
+
+    (B,1,H,W) inputs; returns (B,) (NaN where the mask is empty). Computed as
+    ``sqrt(sum(M (x - mean_M x)^2) / sum(M))`` in float64.
+    """
+    m = mask.double()
+    valid = (d_pred > 0) & (d_true > 0)
+    m = m * valid.double()
+    x = torch.where(valid, torch.log(d_pred.double().clamp_min(1e-30)) - torch.log(d_true.double().clamp_min(1e-30)), torch.zeros((), dtype=torch.float64))
+    cnt = m.flatten(1).sum(1)
+    mean = (x * m).flatten(1).sum(1) / cnt
+    var = (((x - mean.view(-1, 1, 1, 1)) ** 2) * m).flatten(1).sum(1) / cnt
+    return var.clamp_min(0).sqrt()
+
+
+def mad_per_image(n_pred: torch.Tensor, n_true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean angle (degrees) between (B,3,H,W) normals over ``mask``; (B,) (NaN if empty).
+
+    The angle is Unsup3d's ``acos(n_pred . n_true)`` computed as ``atan2(|a x b|, a . b)`` in
+    float64: the same angle, without acos's loss of precision near 0 deg (float32 unit normals
+    would otherwise read ~0.01 deg for identical maps) and independent of small norm errors.
+    """
+    a, b = n_pred.double(), n_true.double()
+    ang = torch.rad2deg(torch.atan2(torch.linalg.cross(a, b, dim=1).norm(dim=1, keepdim=True), (a * b).sum(1, keepdim=True)))
+    m = mask.double()
+    return (ang * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+
+
+def normals_from_depth(depth: torch.Tensor, fov: float = 10.0) -> torch.Tensor:
+    """Unit normals (B,3,H,W) of a depth map with the renderer's camera and normal convention
+    (:func:`digan.render.shading.normals_from_depth`: central differences, ``n_z > 0`` facing
+    the camera, as Unsup3d), used when a method returns depth without normals."""
+    from digan.render.shading import normals_from_depth as _n
+
+    return _n(depth.float(), fov)
+
+
+def _fit(t: torch.Tensor | None, size: tuple[int, int], mode: str) -> torch.Tensor | None:
+    if t is None or tuple(t.shape[-2:]) == size:
+        return t
+    if mode == "nearest":
+        return F.interpolate(t.float(), size=size, mode="nearest")
+    return F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def reconstruction_errors(pred: Any, gt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image (SIDE, MAD, mask pixel count) for a prediction (``Rendered``) and a GT batch."""
+    size = tuple(gt["depth"].shape[-2:])
+    if pred.depth is None:
+        raise DiganError("the method's reconstruct() returned no depth; it cannot be scored for SIDE/MAD")
+    d_pred = _fit(pred.depth, size, "bilinear").to(gt["depth"].device)
+    n_pred = pred.normal
+    if n_pred is None:
+        n_pred = normals_from_depth(d_pred)
+    else:
+        n_pred = _fit(n_pred, size, "bilinear").to(gt["depth"].device)
+        n_pred = n_pred / n_pred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    m_pred = _fit(pred.mask, size, "nearest")
+    m_true = erode_mask((gt["mask"] > 0.5).float())
+    m = m_true if m_pred is None else m_true * erode_mask((m_pred.to(m_true.device) > 0.5).float())
+    m = m * ((d_pred > 0) & (gt["depth"] > 0)).float()
+    return side_per_image(d_pred, gt["depth"], m), mad_per_image(n_pred, gt["normal"], m), m.flatten(1).sum(1)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+
+_RECON_CACHE: dict[str, Any] = {}
+
+
+class _Depth3D(Metric):
+    requires = ("reconstruct",)
+    higher_is_better = False
+
+    def __init__(self, dataset: str = "synth", loader: Callable[[str], GroundTruthSet] | None = None):
+        self.dataset = dataset
+        self.loader = loader or open_ground_truth
+
+    def config(self, ctx: EvalContext) -> dict[str, Any]:
+        return {"n_faces": ctx.n_faces, "dataset": self.dataset, "data_path": ctx.data.get(self.dataset),
+                "mask_erosion_px": 1, "protocol": "unsup3d"}
+
+    def _open(self, ctx: EvalContext) -> GroundTruthSet:
+        if self.dataset not in ctx.data:
+            raise DiganError(
+                f"{self.name.upper()} needs the synthetic ground-truth set: pass --data {self.dataset}=FOLDER "
+                "(make one with 'digan-bench data synth')"
+            )
+        return self.loader(ctx.data[self.dataset])
+
+    def work_units(self, method: Method, ctx: EvalContext) -> int:
+        try:
+            return min(ctx.n_faces, len(self._open(ctx)))
+        except DiganError:
+            return ctx.n_faces
+
+    def _errors(self, method: Method, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, int]:
+        data = self._open(ctx)
+        n = min(int(ctx.n_faces), len(data))
+        if n < 1:
+            raise DiganError(f"ground-truth set {ctx.data[self.dataset]} is empty; regenerate it")
+        key = (ctx.data[self.dataset], n, dist.rank(), dist.world_size())
+        c = _RECON_CACHE.get("entry")
+        if c is not None and c["method"] is method and c["key"] == key:
+            ctx.advance(n)
+            return c["side"], c["mad"], n
+        idx = ctx.shard(n)
+        sides, mads = [], []
+        device = torch.device(ctx.device)
+        for s in range(idx.start, idx.stop, ctx.batch_size):
+            items = [data[i] for i in range(s, min(s + ctx.batch_size, idx.stop))]
+            gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask")}
+            pred = method.reconstruct(gt["image"].to(device))
+            pred_cpu = type(pred)(
+                image=pred.image.detach().cpu() if pred.image is not None else None,
+                depth=None if pred.depth is None else pred.depth.detach().float().cpu(),
+                normal=None if pred.normal is None else pred.normal.detach().float().cpu(),
+                mask=None if pred.mask is None else pred.mask.detach().float().cpu(),
+            )
+            side, mad, _ = reconstruction_errors(pred_cpu, gt)
+            sides.append(side)
+            mads.append(mad)
+            ctx.advance(len(items))
+        side_all = ctx.gather(torch.cat(sides) if sides else torch.zeros(0, dtype=torch.float64)).numpy()
+        mad_all = ctx.gather(torch.cat(mads) if mads else torch.zeros(0, dtype=torch.float64)).numpy()
+        _RECON_CACHE["entry"] = {"method": method, "key": key, "side": side_all, "mad": mad_all}
+        return side_all, mad_all, n
+
+    def _record(self, method: Method, ctx: EvalContext, per_image: np.ndarray, n: int) -> Record:
+        ok = per_image[np.isfinite(per_image)]
+        if ok.size == 0:
+            raise DiganError(f"{self.name.upper()}: no image had valid (masked, positive-depth) pixels; check the reconstruction masks")
+        return Record(
+            method=method.name, metric=self.name, setting="overall", value=float(ok.mean()), unit=self.unit,
+            higher_is_better=False,
+            stats={"std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "n": int(ok.size),
+                   "skipped_empty_mask": int(per_image.size - ok.size)},
+            dataset=self.dataset, n_faces=n, config=self.config(ctx),
+        )
+
+
+@register_metric
+class SIDE(_Depth3D):
+    """Scale-invariant depth error (Unsup3d) of reconstructed synthetic faces; lower is better."""
+
+    name = "side"
+    unit = ""
+
+    def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
+        side, _, n = self._errors(method, ctx)
+        return [self._record(method, ctx, side, n)]
+
+
+@register_metric
+class MAD(_Depth3D):
+    """Mean angle deviation of normals (degrees, Unsup3d) on synthetic faces; lower is better."""
+
+    name = "mad"
+    unit = "deg"
+
+    def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
+        _, mad, n = self._errors(method, ctx)
+        return [self._record(method, ctx, mad, n)]

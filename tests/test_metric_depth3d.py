@@ -1,0 +1,212 @@
+"""SIDE / MAD (Unsup3d's 3D accuracy) on hand-made depth and normal maps with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evaluate.engine import RunConfig, run_benchmark
+from evaluate.methods import Capabilities, Method, Rendered, register_method
+from evaluate.metrics import depth3d as D
+
+S = 16
+
+
+def _square_mask(size=S, lo=2, hi=14):
+    m = torch.zeros(1, 1, size, size)
+    m[..., lo:hi, lo:hi] = 1
+    return m
+
+
+def test_erode_mask_by_one_pixel_like_unsup3d():
+    m = torch.zeros(1, 1, 9, 9)
+    m[..., 2:7, 2:7] = 1
+    e = D.erode_mask(m)
+    expect = torch.zeros(1, 1, 9, 9)
+    expect[..., 3:6, 3:6] = 1
+    assert torch.equal(e, expect)
+    # zero padding: a full mask loses its image border too
+    full = D.erode_mask(torch.ones(1, 1, 5, 5))
+    assert full.sum() == 9 and full[0, 0, 1:4, 1:4].all()
+
+
+def test_side_is_zero_for_scaled_depth_and_the_log_std_otherwise():
+    g = torch.Generator().manual_seed(0)
+    d_true = 1 + 0.1 * torch.rand(3, 1, S, S, generator=g)
+    m = _square_mask().expand(3, -1, -1, -1)
+    side = D.side_per_image(d_true * torch.tensor([2.5, 0.3, 1.0]).view(3, 1, 1, 1), d_true, m)
+    assert torch.allclose(side, torch.zeros(3, dtype=torch.float64), atol=1e-7)
+    # log-ratio = noise: SIDE = population std of the noise over the mask (numpy reference)
+    noise = 0.05 * torch.randn(3, 1, S, S, generator=g)
+    side = D.side_per_image(3.0 * d_true * noise.exp(), d_true, m)
+    for b in range(3):
+        ref = np.std(noise[b, 0][m[b, 0] > 0].double().numpy())
+        assert side[b].item() == pytest.approx(ref, rel=1e-6)  # inputs are float32
+    # hand-made: half the pixels off by a factor e -> x in {0, 1} equally -> std 0.5
+    d_pred = torch.ones(1, 1, 4, 4)
+    d_pred[..., :2, :] = math.e
+    assert D.side_per_image(d_pred, torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 4)).item() == pytest.approx(0.5)
+    # outside the mask nothing counts; an empty mask gives NaN (skipped by the metric)
+    wild = d_pred.clone()
+    wild[..., 0, 0] = 1e6
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 2:, :] = 1
+    assert D.side_per_image(wild, torch.ones(1, 1, 4, 4), mask).item() == pytest.approx(0.0)
+    assert torch.isnan(D.side_per_image(d_pred, d_pred, torch.zeros(1, 1, 4, 4))).all()
+
+
+def _tilt(n: torch.Tensor, deg: float) -> torch.Tensor:
+    """Rotate normals (B,3,H,W) by ``deg`` about the camera y axis."""
+    a = math.radians(deg)
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    return torch.stack([math.cos(a) * x + math.sin(a) * z, y, -math.sin(a) * x + math.cos(a) * z], 1)
+
+
+def test_mad_known_tilts():
+    n = torch.zeros(2, 3, S, S)
+    n[:, 2] = 1
+    m = torch.ones(2, 1, S, S)
+    assert D.mad_per_image(n, n, m).abs().max() < 1e-9
+    assert D.mad_per_image(_tilt(n, 30.0), n, m)[0].item() == pytest.approx(30.0, abs=1e-5)
+    # half the pixels tilted 40 deg, half exact -> 20 deg; the unmasked part does not count
+    half = n.clone()
+    half[:, :, : S // 2] = _tilt(n, 40.0)[:, :, : S // 2]
+    assert D.mad_per_image(half, n, m)[0].item() == pytest.approx(20.0, abs=1e-5)
+    mm = torch.zeros(2, 1, S, S)
+    mm[:, :, S // 2:] = 1
+    assert D.mad_per_image(half, n, mm)[0].item() == pytest.approx(0.0, abs=1e-5)
+    # opposite normals: 180 deg
+    assert D.mad_per_image(-n, n, m)[0].item() == pytest.approx(180.0, abs=1e-9)
+    # the angle does not depend on the vectors' lengths
+    assert D.mad_per_image(3 * _tilt(n, 30.0), 0.5 * n, m)[0].item() == pytest.approx(30.0, abs=1e-5)
+
+
+def test_normals_from_depth_of_a_tilted_plane():
+    # plane Z = 1 + a X under the pinhole camera (fov 10): d(u) = 1 / (1 - a (u - c) / f)
+    a = 0.8
+    f = (S - 1) / 2 / math.tan(math.radians(10) / 2)
+    c = (S - 1) / 2
+    u = torch.arange(S, dtype=torch.float64)
+    d = (1 / (1 - a * (u - c) / f)).view(1, 1, 1, S).expand(1, 1, S, S).float()
+    n = D.normals_from_depth(d)
+    expect = torch.tensor([-a, 0.0, 1.0]) / math.sqrt(1 + a * a)  # n_z > 0 convention (Unsup3d)
+    assert torch.allclose(n[0, :, 1:-1, 1:-1].permute(1, 2, 0), expect.expand(S - 2, S - 2, 3), atol=1e-4)
+
+
+# ------------------------------------------------------------------ the metric end to end
+
+
+def _gt_set(n=5):
+    """A bump per face: depth, analytic-free normals from the depth, a square mask; the image
+    encodes the face index in its first pixel."""
+    items = []
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, S), torch.linspace(-1, 1, S), indexing="ij")
+    for i in range(n):
+        depth = (1.0 - 0.05 * (1 + i / n) * torch.exp(-(xx**2 + yy**2) * 2)).view(1, S, S)
+        normal = D.normals_from_depth(depth[None])[0]
+        img = torch.zeros(3, S, S)
+        img[0, 0, 0] = i / 10
+        items.append({"image": img, "depth": depth, "normal": normal, "mask": _square_mask()[0]})
+    return items
+
+
+GT = _gt_set()
+EPS = [0.01, 0.02, 0.0, 0.05, 0.03]
+TILT = [5.0, 10.0, 0.0, 20.0, 15.0]
+PATTERN = torch.linspace(-1, 1, S).view(1, 1, 1, S).expand(1, 1, S, S)
+
+
+class Recon(Method):
+    """Reconstructs GT face i as 2 * depth * exp(eps_i * pattern) and its normals rotated by
+    tilt_i, so SIDE_i = eps_i * std(pattern over the mask) and MAD_i = tilt_i; counts calls."""
+
+    name = "recon"
+    calls = 0
+
+    @property
+    def capabilities(self):
+        return Capabilities(reconstruct=True, image_size=S)
+
+    def latents(self, n, seed, start=0):
+        return torch.zeros(n, 1)
+
+    def render(self, latents, yaw=0.0, pitch=0.0, light=None):
+        return Rendered(image=torch.zeros(len(latents), 3, S, S))
+
+    def reconstruct(self, images):
+        Recon.calls += 1
+        idx = [int(round(float(im[0, 0, 0]) * 10)) for im in images]
+        depth = torch.cat([2 * GT[i]["depth"][None] * torch.exp(EPS[i] * PATTERN) for i in idx])
+        normal = torch.cat([_tilt(GT[i]["normal"][None], TILT[i]) for i in idx])
+        return Rendered(image=images, depth=depth, normal=normal, mask=None)
+
+
+register_method("recon", help="test: reconstructs")(lambda arg, **kw: Recon())
+
+
+def _expected():
+    """Independent numpy values: SIDE_i = eps_i * std(pattern); MAD_i = mean over the mask of
+    the angle between n and R_y(tilt_i) n, i.e. acos(cos(t) (1 - n_y^2) + n_y^2)."""
+    m = (D.erode_mask(_square_mask())[0, 0] > 0).numpy()
+    side = [EPS[i] * float(np.std(PATTERN[0, 0].double().numpy()[m])) for i in range(5)]
+    mads = []
+    for i in range(5):
+        ny = GT[i]["normal"][1].double().numpy()[m]
+        cos = np.clip(np.cos(np.radians(TILT[i])) * (1 - ny**2) + ny**2, -1, 1)
+        mads.append(float(np.degrees(np.arccos(cos)).mean()))
+    return float(np.mean(side)), float(np.mean(mads)), float(np.std(mads, ddof=1))
+
+
+def test_side_mad_metrics_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "open_ground_truth", lambda path: GT)
+    Recon.calls = 0
+    cfg = RunConfig(methods=["recon"], metrics=["side", "mad"], n_faces=50,
+                    batch_size=2, device="cpu", data={"synth": str(tmp_path)}, out=str(tmp_path / "res"),
+                    cache_dir=str(tmp_path / "c"))
+    recs = {r.metric: r for r in run_benchmark(cfg, echo=False)}
+    side, mad, mad_std = _expected()
+    assert recs["side"].value == pytest.approx(side, rel=1e-5)
+    assert recs["mad"].value == pytest.approx(mad, abs=2e-3)
+    assert recs["mad"].stats["std"] == pytest.approx(mad_std, abs=2e-3)
+    assert 5.0 < mad < 10.0  # the bump's normals are tilted away from the y axis
+    assert recs["side"].n_faces == 5 and recs["mad"].unit == "deg" and recs["side"].higher_is_better is False
+    assert recs["side"].config["mask_erosion_px"] == 1 and recs["side"].dataset == "synth"
+    assert Recon.calls == 3, "side and mad share one reconstruction pass (5 faces in batches of 2)"
+
+
+def test_predicted_mask_and_resolution_are_honoured():
+    gt = {k: torch.stack([it[k] for it in GT[:2]]) for k in ("image", "depth", "normal", "mask")}
+    # depth at 2x resolution (3x the true scale) is resized bilinearly to the GT's 16 px
+    interp = torch.nn.functional.interpolate
+    big = interp(gt["depth"] * 3, scale_factor=2, mode="bilinear", align_corners=False)
+    pred = Rendered(image=gt["image"], depth=big, normal=None, mask=None)
+    side, mad, cnt = D.reconstruction_errors(pred, gt)
+    m = D.erode_mask(gt["mask"])
+    back = interp(big, size=(S, S), mode="bilinear", align_corners=False)
+    assert torch.allclose(side, D.side_per_image(back, gt["depth"], m))
+    flat = D.side_per_image(torch.ones_like(gt["depth"]), gt["depth"], m)
+    assert side.max() < 0.1 * flat.min()  # only resampling error, far below a wrong shape
+    assert mad.max() < 5.0  # normals computed from the resized depth
+    # a predicted mask restricts the pixels: eroded GT square (10x10) x eroded prediction mask
+    pm = torch.zeros(2, 1, S, S)
+    pm[..., 2:8, 2:14] = 1
+    pred = Rendered(image=gt["image"], depth=gt["depth"], normal=gt["normal"], mask=pm)
+    _, mad, cnt = D.reconstruction_errors(pred, gt)
+    assert cnt.tolist() == [4 * 10, 4 * 10] and mad.abs().max() < 1e-6
+
+
+def test_methods_without_reconstruction_are_na(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _engine_fakes  # noqa: F401  (registers fake2d)
+
+    cfg = RunConfig(methods=["fake2d"], metrics=["side", "mad"], n_faces=4, device="cpu",
+                    data={"synth": str(tmp_path)}, out=str(tmp_path / "res"), cache_dir=str(tmp_path / "c"))
+    recs = run_benchmark(cfg, echo=False)
+    assert [(r.metric, r.status, r.reason) for r in recs] == [
+        ("side", "n/a", "fake: no encoder"), ("mad", "n/a", "fake: no encoder")]
