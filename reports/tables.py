@@ -487,7 +487,7 @@ def _protocol_text(records: Sequence[Record]) -> str:
     return " ".join(out)
 
 
-_EXTRACTOR_KEYS = ("feature_extractor", "model_name", "mode")
+_EXTRACTOR_KEYS = ("feature_extractor", "extractor", "model_name", "mode")
 _RECOGNISER_KEYS = ("recognizer", "recogniser", "recognition_model")
 
 
