@@ -1,0 +1,133 @@
+"""Student commands: ``digan-bench train``, ``digan-bench export``, ``digan-bench bench student``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digan.cli import app
+from digan.cli.common import ConfigOption, SetOption, echo_kv
+from digan.cli.groups import bench_app
+
+
+@app.command("train")
+def train_cmd(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="Teacher StyleGAN2 checkpoint (or 'tiny' for the bundled 64 px teacher)."),
+    out: Path = typer.Option(Path("runs/student"), "--out", "-o", help="Output folder (resumed when it holds a checkpoint)."),
+    preset: str = typer.Option("paper", "--preset", help="paper (defaults, 30,000 steps) or tiny (narrow 64 px student for CPU)."),
+    variant: str = typer.Option("full", "--variant", help="Ablation: full, no_flip, no_identity, no_albedo, mlp, plain_conv."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total training steps (default from the preset)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
+    config: Optional[Path] = ConfigOption,
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Train the DIGAN student (G3D) by distilling a StyleGAN2 teacher; resumable; DDP under torchrun."""
+    import warnings
+
+    from digan.config import apply_overrides
+    from digan.student.config import StudentConfig, make_config
+    from digan.student.train import train
+    from digan.utils import dist
+    from digan.utils.progress import console
+
+    extra = list(overrides or [])
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    if device is not None:
+        extra.append(f"train.device={device}")
+    if config is not None:
+        from digan.config import load_config
+
+        base = load_config(StudentConfig, config)
+        cfg = make_config(preset, variant, extra, base=base)
+    else:
+        cfg = make_config(preset, variant, extra)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = train(cfg, out, teacher_path=teacher, force=force)
+    if dist.is_main():
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                console.print(f"[yellow]warning:[/] {w.message}")
+        echo_kv("training", {
+            "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, "steps": f"{res.steps} (resumed from {res.resumed_from})",
+            "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
+            "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
+        })
+    dist.cleanup()
+
+
+@app.command("export")
+def export_cmd(
+    student: Path = typer.Option(..., "--student", "-m", help="Student checkpoint (student.pt or checkpoint.pt).", dir_okay=False),
+    out: Path = typer.Option(Path("meshes"), "--out", "-o", help="Output folder."),
+    n: int = typer.Option(4, "--n", min=1, help="Number of faces."),
+    seed: int = typer.Option(0, "--seed", help="Latent seed (face i uses seed and index i)."),
+    formats: str = typer.Option("obj,ply,glb", "--formats", help="Comma-separated: obj (with mtl + png texture), ply, glb."),
+    psi: Optional[float] = typer.Option(None, "--psi", help="Truncation (default: the training truncation)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one recorded in the student)."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Keep the flat background instead of cropping to the face."),
+    scale: float = typer.Option(1.0, "--scale", help="Multiply the coordinates (renderer units; the face is ~0.17 wide)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+) -> None:
+    """Export textured meshes (OBJ+MTL+PNG, PLY, GLB) of student faces."""
+    from digan.student.export import export_student_meshes
+    from digan.student.inference import Student
+
+    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    s = Student.load(student, teacher_path=teacher, device=device)
+    paths = export_student_meshes(s, out, n=n, seed=seed, psi=psi, formats=fmts, crop=not no_crop, scale=scale, force=force)
+    echo_kv("export", {"faces": n, "formats": ", ".join(fmts), "files": len(paths), "output": str(out)})
+
+
+@bench_app.command("student")
+def bench_student_cmd(
+    presets: str = typer.Option("tiny,paper", "--presets", help="Student presets to time (comma-separated)."),
+    sizes: str = typer.Option("64", "--sizes", help="Image sizes (the teacher's), e.g. 64 or 64,256."),
+    device: str = typer.Option("all", "--device", help="cpu, cuda or all (cuda skipped when absent)."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Batch per step."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed steps (median reported)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: bundled tiny, else random)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """ms per training step, peak memory and faces rendered per second of the student."""
+    from rich.table import Table
+
+    from digan.errors import DiganError
+    from digan.student.bench import StudentBenchConfig, run_student_bench
+    from digan.utils.io import write_json
+    from digan.utils.progress import console
+    from digan.utils.provenance import run_info
+
+    if device not in ("all", "cpu", "cuda"):
+        raise DiganError(f"bad --device {device!r}; choose cpu, cuda or all")
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError as e:
+        raise DiganError(f"bad --sizes {sizes!r}; write e.g. 64,256") from e
+    cfg = StudentBenchConfig(
+        presets=[p.strip() for p in presets.split(",") if p.strip()], sizes=size_list,
+        devices=["cpu", "cuda"] if device == "all" else [device], batch=batch, repeats=repeats, teacher=teacher,
+        overrides=list(overrides or []),
+    )
+    table = Table(title="student: training step, peak memory, inference")
+    for col in ("device", "preset", "size", "batch", "params", "ms/step", "peak MB", "faces/s"):
+        table.add_column(col, justify="right")
+    results = run_student_bench(cfg, on_result=lambda r: console.print(
+        f"{r['device']} {r['preset']} {r['size']}px: {r['ms_per_step']:.0f} ms/step, peak {r['peak_mem_mb']:.0f} MB, {r['faces_per_s']:.1f} faces/s"))
+    for r in results:
+        table.add_row(r["device_name"], r["preset"], str(r["size"]), str(r["batch"]), f"{r['params']:,}", f"{r['ms_per_step']:.0f}",
+                      f"{r['peak_mem_mb']:.0f}", f"{r['faces_per_s']:.1f}")
+    console.print(table)
+    for t in sorted({r["teacher"] for r in results}):
+        console.print(f"teacher: {t}")
+    if device == "all" and not any(r["device"] == "cuda" for r in results):
+        console.print("no CUDA device here: GPU figures skipped")
+    if out is not None:
+        write_json(out, {"benchmark": "student", "results": results, "provenance": run_info("bench", config=cfg)})
+        console.print(f"wrote {out}")
