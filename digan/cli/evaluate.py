@@ -136,3 +136,50 @@ def run_cmd(
         n = sum(1 for r in records if r.status == "error")
         err_console.print(f"error: {n} measurement(s) failed; see the error records in {cfg.out}/summary.md")
         raise typer.Exit(1)
+
+
+from digan.cli.groups import bench_app  # noqa: E402
+
+
+@bench_app.command("speed")
+def bench_speed_cmd(
+    methods: str = typer.Option("teacher", "--methods", "-m", help="Comma-separated method specs."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Faces per batch."),
+    batches: int = typer.Option(8, "--batches", help="Timed batches."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up batches."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    yaws: str = typer.Option("-30,30", "--yaws", help="Yaws for the multi-view figure (posable methods)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the records as JSON here."),
+) -> None:
+    """Print generation speed (faces/s) and peak memory of methods (the ``speed`` metric's protocol)."""
+    from rich.table import Table
+
+    from digan.utils.io import write_json
+    from digan.utils.progress import console
+    from evaluate.engine import method_label, resolve_device
+    from evaluate.methods import create_method, parse_method_spec
+    from evaluate.metrics.base import EvalContext
+    from evaluate.metrics.speed import Speed
+
+    dev = resolve_device(device)
+    ctx = EvalContext(out_dir=Path("."), batch_size=batch_size, device=str(dev),
+                      yaws=tuple(parse_float_list(yaws, "--yaws")))
+    metric = Speed(warmup=warmup, batches=batches)
+    table = Table(title=f"speed on {dev} ({ctx.batch_size} faces/batch, {batches} timed batches)")
+    for col in ("method", "faces/s", "peak MiB", "multi-view images/s", "memory measure"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    all_recs = []
+    for spec in _split_names(methods, "methods"):
+        m = create_method(spec)
+        m = m.to(dev) or m
+        recs = metric.compute(m, ctx)
+        for r in recs:
+            r.method, r.variant = method_label(spec), parse_method_spec(spec)[2]
+        by = {(r.metric, r.setting): r for r in recs}
+        mv = by.get(("speed", "stage=multiview"))
+        table.add_row(spec, f"{by[('speed', 'overall')].value:.1f}", f"{by[('memory', 'overall')].value:.1f}",
+                      f"{mv.value:.1f}" if mv else "n/a (no pose)", by[("speed", "overall")].config["memory_method"])
+        all_recs.extend(recs)
+    console.print(table)
+    if out is not None:
+        write_json(out, [r.to_dict() for r in all_recs])
