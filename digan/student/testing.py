@@ -68,3 +68,13 @@ def random_teacher(size: int = 32, style_dim: int = 32, width: int = 16, n_mlp: 
     except ImportError:  # pragma: no cover
         return GeneratorTeacher(gen)
     return Teacher(gen, n_mean=2048, source=f"random_teacher(size={size}, seed={seed})")
+
+
+def save_random_teacher(path, size: int = 32, style_dim: int = 32, width: int = 16, n_mlp: int = 2, seed: int = 0) -> Any:
+    """Write :func:`random_teacher` as a teacher checkpoint (loadable by ``load_teacher``); returns the teacher."""
+    from digan.teacher.checkpoint import make_checkpoint, save_checkpoint
+
+    t = random_teacher(size, style_dim, width, n_mlp, seed)
+    gen = t.generator
+    save_checkpoint(path, make_checkpoint(gen, gen.cfg, latent_avg=t.w_mean))
+    return t

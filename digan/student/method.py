@@ -1,0 +1,176 @@
+"""The DIGAN student as the benchmark method ``digan`` (variants ``digan@no_flip`` etc.).
+
+Spec: ``digan`` (the bundled tiny student ``digan/assets/tiny_student_64.pt``), ``digan:PATH``
+(a ``student.pt``/``checkpoint.pt``, or a folder holding ``<variant>/student.pt`` or
+``student.pt``), ``digan@VARIANT:PATH``. Each variant needs its own checkpoint: the option
+``checkpoints`` (``{variant: path}``) maps variants to files when no PATH is given; a variant with
+no checkpoint, or a checkpoint trained as another variant, is a one-line error.
+
+Options: ``truncation`` (psi, default 1.0, the FID protocol; the student was trained at 0.7),
+``teacher`` (path; default the one recorded in the checkpoint), ``inversion_steps`` (150),
+``inversion_lr`` (0.05), ``device``.
+
+Capabilities: pose, light, depth, mesh and reconstruct. ``render`` maps z through the teacher's
+mapping and truncation, runs G3D and renders at the requested absolute yaw/pitch (degrees) under
+the requested light (default: the predicted one); depth, normals (renderer convention) and the
+coverage mask come with the images.
+
+``reconstruct(images)`` (for SIDE/MAD on synthetic data) inverts the teacher: w = w_mean +
+s * u with s the mean per-dimension std of w, u optimised by Adam (``inversion_lr``,
+``inversion_steps``, from u = 0) to minimise ``L1 + Laplacian-pyramid L1`` between G(w) and the
+image plus ``1e-3 * |u|^2``; then G3D estimates the face from w and renders it at its predicted
+view: the rendered depth and normals are the reconstruction, the mask is the face foreground
+(canonical depth nearer than the backdrop) carried through the render.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digan.errors import DiganError
+from digan.render.types import Light, View
+from digan.student.config import VARIANTS
+from digan.student.inference import ASSETS, Student
+from evaluate.methods import Capabilities, Method, Rendered, register_method
+
+__all__ = ["DiganMethod", "resolve_checkpoint", "invert_teacher", "BUNDLED_STUDENT"]
+
+BUNDLED_STUDENT = ASSETS / "tiny_student_64.pt"
+
+
+def resolve_checkpoint(arg: str | None, variant: str, checkpoints: dict[str, str] | None = None) -> Path:
+    """The checkpoint file of ``variant`` from the spec argument or the ``checkpoints`` table."""
+    if variant not in VARIANTS:
+        raise DiganError(f"unknown DIGAN variant '{variant}'; choose from: {', '.join(VARIANTS)}")
+    if arg:
+        p = Path(arg).expanduser()
+        if p.is_dir():
+            for cand in (p / variant / "student.pt", p / f"{variant}.pt", *( [p / "student.pt"] if variant == "full" else [] )):
+                if cand.is_file():
+                    return cand
+            raise DiganError(f"no checkpoint for digan@{variant} in {p} (looked for {variant}/student.pt); train it with "
+                             f"'digan-bench train --variant {variant} --out {p / variant}'")
+        if not p.is_file():
+            raise DiganError(f"student checkpoint {p} not found; check the path in the method spec")
+        return p
+    if checkpoints and variant in checkpoints:
+        p = Path(checkpoints[variant]).expanduser()
+        if not p.is_file():
+            raise DiganError(f"student checkpoint {p} for digan@{variant} not found; fix the 'checkpoints' option")
+        return p
+    if variant == "full":
+        if not BUNDLED_STUDENT.is_file():
+            raise DiganError(f"bundled tiny student {BUNDLED_STUDENT} not found; pass digan:PATH to a trained student.pt")
+        return BUNDLED_STUDENT
+    raise DiganError(f"no checkpoint for digan@{variant}: train one with 'digan-bench train --variant {variant} --out DIR' "
+                     f"and pass digan@{variant}:DIR/student.pt (or the 'checkpoints' option)")
+
+
+def invert_teacher(teacher: Any, images: torch.Tensor, w_std: torch.Tensor, steps: int = 150, lr: float = 0.05) -> torch.Tensor:
+    """Style codes w (B,D) whose teacher images reproduce ``images`` (see the module docstring)."""
+    from digan.student.model import teacher_synthesis
+    from digan.student.perceptual import LaplacianPyramidLoss
+
+    dev = images.device
+    b = images.shape[0]
+    mean = teacher.w_mean.reshape(1, -1).to(dev)
+    s = float(w_std.mean())
+    u = torch.zeros(b, mean.shape[1], device=dev, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=lr)
+    lap = LaplacianPyramidLoss(3).to(dev)
+    target = images.clamp(-1, 1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            img, _ = teacher_synthesis(teacher, mean + s * u, features=False)
+            loss = (img - target).abs().mean() + lap(img, target) + 1e-3 * u.pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return (mean + s * u).detach()
+
+
+class DiganMethod(Method):
+    """A loaded DIGAN student (see the module docstring)."""
+
+    name = "digan"
+
+    def __init__(self, path: Path, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
+                 inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | torch.device | None = None):
+        self.path = Path(path)
+        self.variant = variant
+        self.student = Student.load(self.path, teacher_path=teacher, device=device or "cpu")
+        trained_as = self.student.cfg.variant
+        if trained_as != variant:
+            raise DiganError(f"{self.path} was trained as digan@{trained_as}, not digan@{variant}; pass the matching checkpoint")
+        self.truncation = float(truncation)
+        self.inversion_steps = int(inversion_steps)
+        self.inversion_lr = float(inversion_lr)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(pose=True, light=True, depth=True, mesh=True, reconstruct=True, generate=True,
+                            image_size=int(self.student.g3d.size))
+
+    @property
+    def device(self) -> torch.device:
+        return self.student.device
+
+    def to(self, device: torch.device | str) -> "DiganMethod":
+        s = self.student
+        s.device = torch.device(device)
+        s.g3d.to(device)
+        s.teacher = s.teacher.to(device) or s.teacher
+        return self
+
+    def latents(self, n: int, seed: int, start: int = 0) -> torch.Tensor:
+        return self.student.latents(n, seed, start)
+
+    def _rendered(self, out, est) -> Rendered:
+        return Rendered(image=out.image.clamp(-1, 1), depth=out.depth, normal=out.normal, mask=out.mask)
+
+    @torch.no_grad()
+    def render(self, latents: torch.Tensor, yaw: float = 0.0, pitch: float = 0.0, light: Light | None = None) -> Rendered:
+        s = self.student
+        w = s.style(latents.to(s.device, torch.float32), self.truncation)
+        est = s.estimate(w)
+        out = s.render(est, yaw=float(yaw), pitch=float(pitch), light=light)
+        return self._rendered(out, est)
+
+    def reconstruct(self, images: torch.Tensor) -> Rendered:
+        s = self.student
+        imgs = images.to(s.device, torch.float32)
+        if imgs.shape[-1] != s.g3d.size:
+            imgs = torch.nn.functional.interpolate(imgs, size=(s.g3d.size, s.g3d.size), mode="bilinear", align_corners=False, antialias=True)
+        w = invert_teacher(s.teacher, imgs, s.g3d.w_std, self.inversion_steps, self.inversion_lr)
+        with torch.no_grad():
+            est = s.estimate(w)
+            fg = s.g3d.foreground(est.depth)
+            out = s.g3d.render(est, s.renderer, filter_grads=False, extra=fg)
+            mask = (out.extra > 0.5).to(out.image.dtype) * out.mask
+        return Rendered(image=out.image.clamp(-1, 1), depth=out.depth, normal=out.normal, mask=mask)
+
+    def weights(self) -> dict[str, Any]:
+        t = self.student.teacher
+        src = Path(getattr(t, "source", "") or "")
+        return {"student": str(self.path), "teacher": str(src) if src.is_file() else t}
+
+    def info(self) -> dict[str, Any]:
+        s = self.student
+        return {"name": self.name, "variant": self.variant, "checkpoint": str(self.path), "step": s.info.get("step"),
+                "truncation": self.truncation, "image_size": int(s.g3d.size), "preset": s.cfg.preset,
+                "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w"},
+                "losses": s.info.get("meta", {})}
+
+
+@register_method("digan", help="DIGAN student (G3D). digan[@variant][:student.pt or folder]; default the bundled tiny student")
+def _make_digan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
+                checkpoints: dict[str, str] | None = None, inversion_steps: int = 150, inversion_lr: float = 0.05,
+                device: str | None = None, **unknown: Any) -> Method:
+    if unknown:
+        raise DiganError(f"digan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, checkpoints, "
+                         "inversion_steps, inversion_lr, device")
+    path = resolve_checkpoint(arg, variant, checkpoints)
+    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device)

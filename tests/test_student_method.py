@@ -1,0 +1,87 @@
+"""The ``digan`` benchmark method: checkpoint/variant resolution, rendering at requested poses
+and lights, and reconstruction by teacher inversion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from digan.errors import DiganError
+from digan.render.types import Light
+from digan.student.config import make_config
+from digan.student.method import DiganMethod, invert_teacher, resolve_checkpoint
+from digan.student.testing import save_random_teacher
+from digan.student.train import train
+from evaluate.methods import create_method
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("digan_method")
+    tpath = d / "teacher.pt"
+    teacher = save_random_teacher(tpath, size=32, style_dim=32, width=16)
+    for variant in ("full", "no_flip"):
+        cfg = make_config("tiny", variant, ["train.w_stats_samples=256", "train.batch=2", "train.steps=2", "loss.identity=0"])
+        train(cfg, d / "runs" / variant, teacher_path=tpath, show_progress=False)
+    return d, tpath, teacher
+
+
+def test_resolve_checkpoint_and_variants(trained):
+    d, _, _ = trained
+    runs = d / "runs"
+    assert resolve_checkpoint(str(runs), "no_flip") == runs / "no_flip" / "student.pt"
+    assert resolve_checkpoint(None, "no_flip", {"no_flip": str(runs / "no_flip" / "student.pt")}) == runs / "no_flip" / "student.pt"
+    with pytest.raises(DiganError, match="no checkpoint for digan@mlp"):
+        resolve_checkpoint(str(runs), "mlp")
+    with pytest.raises(DiganError, match="no checkpoint for digan@no_albedo"):
+        resolve_checkpoint(None, "no_albedo")
+    with pytest.raises(DiganError, match="trained as digan@full"):
+        DiganMethod(runs / "full" / "student.pt", variant="no_flip")
+    m = create_method(f"digan@no_flip:{runs}")
+    assert m.variant == "no_flip" and m.capabilities.reconstruct and m.capabilities.pose
+
+
+def test_render_pose_light_and_determinism(trained):
+    d, _, _ = trained
+    m = create_method(f"digan:{d / 'runs' / 'full' / 'student.pt'}")
+    z = m.latents(3, seed=1)
+    a = m.render(z, yaw=30.0, pitch=10.0)
+    assert a.image.shape == (3, 3, 32, 32) and a.depth.shape == (3, 1, 32, 32) and a.normal.shape == (3, 3, 32, 32)
+    assert a.image.min() >= -1 and a.image.max() <= 1
+    b = m.render(m.latents(3, seed=1), yaw=30.0, pitch=10.0)
+    torch.testing.assert_close(a.image, b.image)
+    c = m.render(z, yaw=-30.0)
+    assert (a.image - c.image).abs().mean() > 1e-3  # the pose changes the image
+    dark = m.render(z, light=Light.make(0.2, 0.0, batch=3))
+    bright = m.render(z, light=Light.make(1.0, 0.0, batch=3))
+    fg = (dark.mask > 0).expand(-1, 3, -1, -1)
+    assert (bright.image[fg] + 1).mean() > (dark.image[fg] + 1).mean() * 2  # ambient scales the colour
+
+
+def test_inversion_reproduces_teacher_images(trained):
+    _, _, teacher = trained
+    torch.manual_seed(0)
+    w_true = teacher.truncate(teacher.mapping(torch.randn(2, 32)), 0.7)
+    with torch.no_grad():
+        img = teacher.synthesis(w_true).clamp(-1, 1)
+        start = teacher.synthesis(teacher.w_mean.reshape(1, -1).expand(2, -1)).clamp(-1, 1)
+    std = teacher.mapping(torch.randn(512, 32)).std(0).detach()
+    w = invert_teacher(teacher, img, std, steps=60, lr=0.05)
+    with torch.no_grad():
+        rec = teacher.synthesis(w).clamp(-1, 1)
+    assert (rec - img).abs().mean() < 0.5 * (start - img).abs().mean()
+
+
+def test_reconstruct_returns_view_space_geometry(trained):
+    d, _, teacher = trained
+    m = create_method(f"digan:{d / 'runs' / 'full' / 'student.pt'}", inversion_steps=5)
+    with torch.no_grad():
+        img = teacher.sample(2, seed=3, psi=0.7)
+    r = m.reconstruct(img)
+    assert r.depth.shape == (2, 1, 32, 32) and r.normal.shape == (2, 3, 32, 32) and r.mask.shape == (2, 1, 32, 32)
+    inside = r.mask > 0
+    assert inside.any()
+    assert r.depth[inside].min() > 0.8 and r.depth[inside].max() < 1.2
+    torch.testing.assert_close(r.normal.norm(dim=1, keepdim=True)[inside], torch.ones_like(r.depth[inside]), atol=1e-3, rtol=0)
