@@ -270,3 +270,15 @@ def test_randproj_fallback_is_fixed_and_labelled():
     assert a.inception is False and "randproj" in a.key
     with pytest.raises(DiganError, match="unknown FID feature extractor 'nope'"):
         F.FID(extractor="nope")._extractor(EvalContext(out_dir="."))
+
+
+def test_synthetic_set_uses_its_images_folder(tmp_path):
+    root = tmp_path / "synth"
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(root / "images" / f"{i:06d}.png")
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(root / "contact_sheet.png")
+    (root / "manifest.json").write_text('{"format": "digan-synth-heads"}')
+    assert [p.name for p in F.list_reference_files(root)] == ["000000.png", "000001.png", "000002.png"]
+    (root / "manifest.json").write_text('{"format": "other"}')
+    assert len(F.list_reference_files(root)) == 4  # a plain folder: every image counts

@@ -11,7 +11,8 @@ Protocol (both metrics)
   feature extractor as ``B x 3 x 299 x 299`` floats in ``[0, 255]``.
 * **Reference set**: every image file (clean-fid's extensions, recursive, sorted) under the
   data folder ``ctx.data[dataset]`` (option ``dataset``, default ``"ffhq"``; the demo uses
-  ``synth``), optionally only the first ``max_reference``. Each image is centre-cropped to a
+  ``synth``; for a synthetic data set its ``images/`` folder), optionally only the first
+  ``max_reference``. Each image is centre-cropped to a
   square, resized to the method's image size with PIL Lanczos when its size differs (how FFHQ-256
   is made from FFHQ-1024), then goes through the same clean resize and extractor. Reference
   features are computed **once** and cached as ``.npz`` (``mu``, ``sigma``, ``feats``) under
@@ -74,6 +75,7 @@ __all__ = [
     "clean_resize",
     "prepare_reference_image",
     "list_reference_files",
+    "reference_root",
     "reference_cache_key",
     "reference_features",
     "generated_features",
@@ -243,9 +245,26 @@ def prepare_reference_image(path: str | Path, size: int) -> np.ndarray:
         raise DiganError(f"reference image {path} is unreadable ({type(e).__name__}); remove or replace it") from e
 
 
-def list_reference_files(folder: str | Path, max_reference: int | None = None) -> list[Path]:
-    """Sorted image files under ``folder`` (recursive; clean-fid's extensions)."""
+def reference_root(folder: str | Path) -> Path:
+    """The folder whose images are the reference set: ``folder`` itself, or its ``images/``
+    subfolder for a synthetic data set (``manifest.json`` of format ``digan-synth-heads``, whose
+    root also holds contact sheets that are not samples)."""
     root = Path(folder).expanduser()
+    man = root / "manifest.json"
+    if man.is_file() and (root / "images").is_dir():
+        try:
+            fmt = json.loads(man.read_text()).get("format", "")
+        except (OSError, ValueError):
+            fmt = ""
+        if fmt == "digan-synth-heads":
+            return root / "images"
+    return root
+
+
+def list_reference_files(folder: str | Path, max_reference: int | None = None) -> list[Path]:
+    """Sorted image files under ``folder`` (recursive; clean-fid's extensions; see
+    :func:`reference_root` for synthetic data sets)."""
+    root = reference_root(folder)
     if not root.is_dir():
         raise DiganError(f"FID reference folder {root} not found; pass --data NAME=FOLDER with real images")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
@@ -285,7 +304,7 @@ def reference_features(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Reference features (N,D) of ``folder`` at ``image_size``, from the cache or computed
     (sharded across torchrun ranks) and cached. Returns ``(feats, info)``."""
-    root = Path(folder).expanduser()
+    root = reference_root(folder)
     files = list_reference_files(root, max_reference)
     files_hash, key = reference_cache_key(root, files, image_size, ext.key, max_reference)
     cache = Path(ctx.cache_dir).expanduser() / "fid-ref" / f"{_safe(root.name)}-{image_size}-{key[:16]}.npz"
