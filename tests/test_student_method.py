@@ -85,3 +85,25 @@ def test_reconstruct_returns_view_space_geometry(trained):
     assert inside.any()
     assert r.depth[inside].min() > 0.8 and r.depth[inside].max() < 1.2
     torch.testing.assert_close(r.normal.norm(dim=1, keepdim=True)[inside], torch.ones_like(r.depth[inside]), atol=1e-3, rtol=0)
+
+
+def test_sample_faces_writes_views_maps_relighting_and_turntable(trained, tmp_path):
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    from digan.student.inference import Student, sample_faces
+
+    d, _, _ = trained
+    s = Student.load(d / "runs" / "full" / "student.pt")
+    res = sample_faces(s, tmp_path / "out", n=3, seed=0, yaws=(-20.0, 0.0, 20.0), pitches=(0.0, 10.0),
+                       lights=((0.5, 0.5, 0.5, 0.0),), turntable="gif", n_frames=5, batch=2)
+    face = tmp_path / "out" / "face_0002"
+    names = {p.name for p in face.iterdir()}
+    assert {"teacher.png", "yaw-20_pitch+0.png", "yaw+20_pitch+10.png", "albedo.png", "depth.png", "normal.png",
+            "shading.png", "relit_0.png", "turntable.gif"} <= names
+    assert res.n_faces == 3 and res.n_images == 3 * (1 + 6 + 4 + 1)
+    assert len(imageio.mimread(face / "turntable.gif")) == 5
+    grid = Image.open(tmp_path / "out" / "grid.png")
+    assert grid.size == (7 * 34 + 2, 3 * 34 + 2)  # 3 faces x (teacher + 6 views), 32 px + 2 px padding
+    with pytest.raises(DiganError, match="already exists"):
+        sample_faces(s, tmp_path / "out", n=1)
