@@ -50,6 +50,7 @@ from digan.render.types import Light  # noqa: E402
 from digan.utils.io import write_bytes  # noqa: E402
 from evaluate.records import Record  # noqa: E402
 from reports.labels import (  # noqa: E402
+    base_method,
     metric_spec,
     method_order,
     parse_setting,
@@ -117,7 +118,7 @@ def metric_vs_yaw_figure(records: Sequence[Record], metric: str = "identity", va
     that method's ablation variants. Returns None when no record has a per-yaw value.
     """
     recs = [r for r in records if r.metric == metric and (variants is None or r.variant == variants)
-            and (method is None or r.method == method)]
+            and (method is None or base_method(r.method) == method)]
     series: dict[tuple[str, str], list[tuple[float, float, float | None]]] = {}
     na: dict[tuple[str, str], str] = {}
     for r in recs:
@@ -140,7 +141,7 @@ def metric_vs_yaw_figure(records: Sequence[Record], metric: str = "identity", va
         x = np.array([p[0] for p in pts])
         y = np.array([p[1] for p in pts]) * spec.scale
         err = np.array([p[2] if p[2] is not None else 0.0 for p in pts]) * spec.scale
-        label = variant_label(key[1]) if method is not None else row_label(*key)
+        label = variant_label(key[1]) if method is not None and len({k[0] for k in keys}) == 1 else row_label(*key)
         ax.errorbar(x, y, yerr=err if np.any(err > 0) else None, marker="o", ms=4, capsize=3, lw=1.5,
                     color=_PALETTE(i % 10), label=label)
     unit = next((r.unit for r in recs if r.unit), "")

@@ -27,6 +27,7 @@ __all__ = [
     "method_label",
     "variant_label",
     "row_label",
+    "base_method",
     "register_method_label",
     "register_variant_label",
     "register_metric",
@@ -114,8 +115,20 @@ def metric_spec(name: str) -> MetricSpec:
     return METRICS.get(name) or MetricSpec(name, decimals=3)
 
 
+def base_method(name: str) -> str:
+    """Registry name of a record's method: the engine stores ``name:ARG`` (``digan:student``)
+    when a checkpoint was given; this is ``digan``."""
+    return name.split(":", 1)[0]
+
+
 def method_label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
+    """``DIGAN (ours)``; a method with an argument keeps it: ``DIGAN (ours) [student]``."""
+    if name in METHOD_LABELS:
+        return METHOD_LABELS[name]
+    base, sep, arg = name.partition(":")
+    if sep and base in METHOD_LABELS:
+        return f"{METHOD_LABELS[base]} [{arg}]"
+    return name
 
 
 def variant_label(name: str) -> str:
@@ -131,7 +144,8 @@ def row_label(method: str, variant: str) -> str:
 def method_order(name: str) -> tuple[int, str]:
     """Sort key: labelled methods in label-table order, then the others alphabetically."""
     names = list(METHOD_LABELS)
-    return (names.index(name), "") if name in names else (len(names), name)
+    base = base_method(name)
+    return (names.index(base), name) if base in names else (len(names), name)
 
 
 def variant_order(name: str) -> tuple[int, str]:

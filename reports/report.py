@@ -31,7 +31,7 @@ from digan.utils.provenance import git_revision, write_run_info
 from evaluate.records import Record, load_records
 from reports import figures as F
 from reports.html import FigureEntry, render_html
-from reports.labels import method_label
+from reports.labels import base_method, method_label
 from reports.tables import Table, build_tables, latex_document, tables_json
 
 __all__ = ["ReportConfig", "ReportResult", "build_report", "method_specs", "load_methods"]
@@ -204,7 +204,7 @@ def build_report(
 
         bar.update(task, info="record figures")
         emit("identity_vs_yaw", F.metric_vs_yaw_figure(recs, "identity"), "identity vs yaw: no per-yaw identity records")
-        if len({r.variant for r in recs if r.method == cfg.ablation_method and r.metric == "identity"}) > 1:
+        if len({r.variant for r in recs if base_method(r.method) == cfg.ablation_method and r.metric == "identity"}) > 1:
             emit("identity_vs_yaw_ablation", F.metric_vs_yaw_figure(recs, "identity", variants=None, method=cfg.ablation_method))
         pose_metric = "pose" if any(r.metric == "pose" for r in recs) else "pose_mae"
         emit("pose_vs_yaw", F.metric_vs_yaw_figure(recs, pose_metric), "pose error vs yaw: no per-yaw pose records")
@@ -229,7 +229,7 @@ def build_report(
                  "relighting (Figure 3): no given method can be relit")
             bar.advance(task)
             bar.update(task, info="ablation samples (Figure 4)")
-            abl = [m for m in methods if m.name == cfg.ablation_method]
+            abl = [m for m in methods if base_method(m.name) == cfg.ablation_method]
             emit("ablation_samples",
                  F.ablation_figure(abl, cfg.n_faces_ablation, cfg.seed, cfg.ablation_yaws, cfg.shape_yaws[-1:], cfg.cell_px),
                  f"ablation samples (Figure 4): fewer than two variants of {method_label(cfg.ablation_method)} given "

@@ -42,6 +42,7 @@ import pandas as pd
 from evaluate.records import Record, _setting_sort_key
 from reports.labels import (
     ABLATION_VARIANTS,
+    base_method,
     metric_spec,
     method_order,
     row_label,
@@ -510,6 +511,8 @@ def _fid_protocol(records: Sequence[Record]) -> str:
     ext = _config_values(records, ("fid", "kid"), _EXTRACTOR_KEYS)
     if ext:
         out.append(f"Features: {ext}.")
+    if any(r.metric in ("fid", "kid") and isinstance(r.config, dict) and r.config.get("inception") is False for r in records):
+        out.append("Warning: computed with non-Inception features (offline demo), not comparable to published FID/KID.")
     return " ".join(out)
 
 
@@ -588,23 +591,28 @@ def ablation_table(records: Sequence[Record], method: str = "digan", title: str 
                    name: str = "table3_ablation") -> Table | None:
     """Table 3: every variant of ``method`` on the summary quality metrics; None with < 2 variants.
 
+    ``method`` is a registry name: records of ``digan:CKPT`` count as ``digan`` (the engine adds
+    the checkpoint stem to the name); with several such names the rows say which is which.
+
     Rows follow :data:`reports.labels.ABLATION_VARIANTS` (full, no_flip, no_identity, no_albedo,
     mlp, plain_conv), then any other variant found. Speed and memory are left to Table 4.
     """
-    recs = [r for r in records if r.method == method and r.metric in SUMMARY_METRICS]
-    variants = {r.variant for r in recs}
-    if len(variants) < 2:
+    recs = [r for r in records if base_method(r.method) == method and r.metric in SUMMARY_METRICS]
+    if len({r.variant for r in recs}) < 2:
         return None
     order = list(ABLATION_VARIANTS)
-    row_keys = [(method, v) for v in sorted(variants, key=lambda v: (order.index(v) if v in order else len(order), v))]
+    row_keys = sorted({(r.method, r.variant) for r in recs},
+                      key=lambda k: (k[0], order.index(k[1]) if k[1] in order else len(order), k[1]))
+    one_method = len({m for m, _ in row_keys}) == 1
     col_keys = _summary_columns(recs, include_all_settings=False)
     used = _used(recs, row_keys, col_keys)
     caption = " ".join(x for x in [
         f"Ablations of {row_label(method, 'full').replace(' (ours)', '')}: the full model, each loss removed, and the "
         "network swaps of this implementation (arrows give the better direction; best in bold).",
         _fid_protocol(used), _protocol_text(used)] if x)
-    return _make_table(recs, name, title, caption, row_keys, col_keys,
-                       rows=[variant_label(v) for _, v in row_keys], row_header="Variant")
+    rows = [variant_label(v) for _, v in row_keys] if one_method else [row_label(m, v) for m, v in row_keys]
+    return _make_table(recs, name, title, caption, row_keys, col_keys, rows=rows,
+                       row_header="Variant" if one_method else "Method: variant")
 
 
 def summary_table(records: Sequence[Record], title: str = "Table 4", name: str = "table4_summary") -> Table | None:

@@ -201,3 +201,25 @@ def test_latex_compiles(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+def test_engine_method_names_with_checkpoint_stems():
+    # the engine stores 'digan:student' when a checkpoint was given: still DIGAN's ablations
+    kw = dict(higher_is_better=False, dataset="ffhq")
+    recs = [Record("digan:student", "fid", variant=v, value=x, **kw) for v, x in (("no_flip", 28.0), ("full", 29.0))]
+    t = ablation_table(recs)
+    assert t.rows == ["Full model", "w/o flip loss"] and t.row_header == "Variant"
+    recs += [Record("digan:other", "fid", variant="full", value=27.0, **kw)]
+    t = ablation_table(recs)
+    assert t.rows == ["DIGAN (ours) [other]", "DIGAN (ours) [student]", "DIGAN (ours) [student]: w/o flip loss"]
+    assert labels.method_label("liftgan:ffhq256") == "LiftGAN [ffhq256]" and labels.method_label("x:y") == "x:y"
+    assert labels.method_order("digan:student") > labels.method_order("liftgan")
+
+
+def test_non_inception_features_are_flagged():
+    r = Record("digan", "fid", value=50.0, higher_is_better=False, dataset="synth [randproj features, not Inception]",
+               config={"extractor": "randproj-v1", "mode": "clean", "inception": False})
+    t = fid_table([r])
+    assert t.caption == ("FID and KID (×10³) of generated faces against real faces (lower is better; best in bold). "
+                         "Reference data set: synth [randproj features, not Inception]. Features: randproj-v1 clean. "
+                         "Warning: computed with non-Inception features (offline demo), not comparable to published FID/KID.")
