@@ -34,7 +34,7 @@ div.table{overflow-x:auto}
 table.results{border-top:2px solid #222;border-bottom:2px solid #222}
 table.results thead th{border-bottom:1px solid #222}
 th,td{padding:.25rem .6rem;text-align:right;white-space:nowrap}
-th[scope=row],table.kv td:first-child,table.kv th{text-align:left}
+th[scope=row],thead th:first-child,table.kv td:first-child,table.kv th{text-align:left}
 td.best{background:#e8f5e9}
 .na,.err{color:#8a6d3b;cursor:help}.err{color:#b00020}
 ul.notes{font-size:.8rem;color:#555;margin-top:-.6rem}
