@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 DEMO_N_FACES = 64
-DEMO_SYNTH_COUNT = 256
+DEMO_SYNTH_COUNT = 200
 DEMO_SYNTH_SIZE = 64
 DEMO_SYNTH_SEED = 0
 DEMO_METRICS = ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
@@ -64,31 +64,17 @@ def shared_face_models() -> Path | None:
     return p if (p / "det_500m.onnx").is_file() else None
 
 
-def _synth_generator() -> Callable[..., object]:
-    try:
-        from digan.data import synth
-    except ModuleNotFoundError as e:
-        if e.name != "digan.data.synth":
-            raise
-        raise DiganError("the synthetic data generator (digan.data.synth) is not installed; update digan-bench") from e
-    for name in ("generate_synth", "make_synth", "write_synth"):
-        fn = getattr(synth, name, None)
-        if fn is not None:
-            return fn
-    raise DiganError("digan.data.synth has no generator function; update digan-bench")
-
-
 def ensure_demo_synth(cache_dir: str | Path, count: int = DEMO_SYNTH_COUNT, size: int = DEMO_SYNTH_SIZE,
                       seed: int = DEMO_SYNTH_SEED) -> Path:
     """The demo's synthetic set under ``cache_dir/demo``; generated (atomically) when missing."""
     out = Path(cache_dir).expanduser() / "demo" / f"synth-{size}px-{count}-seed{seed}"
     if out.is_dir():
         return out
-    gen = _synth_generator()
+    from digan.data.synth import generate_synth
     from digan.utils.progress import err_console
 
     err_console.print(f"demo: generating {count} synthetic {size}px faces into {out} (once)")
-    gen(out=out, n=count, size=size, seed=seed)
+    generate_synth(out, n=count, size=size, seed=seed)
     if not out.is_dir():
         raise DiganError(f"the synthetic data generator did not create {out}; rerun with --force or report a bug")
     return out

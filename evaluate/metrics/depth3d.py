@@ -67,21 +67,15 @@ class GroundTruthSet(Protocol):
 
 
 def open_ground_truth(path: str | Path) -> GroundTruthSet:
-    """Open the synthetic ground-truth set written by ``digan-bench data synth``."""
+    """Open the synthetic ground-truth set written by ``digan-bench data synth``
+    (:class:`digan.data.synthetic.SynthDataset` without the canonical maps, which SIDE/MAD do
+    not use)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DiganError(f"synthetic ground-truth set {p} not found; create it with 'digan-bench data synth --out {p}'")
-    try:
-        from digan.data import synth  # written by the renderer/data area
-    except ModuleNotFoundError as e:
-        if e.name not in ("digan.data.synth",):
-            raise
-        raise DiganError("the synthetic data loader (digan.data.synth) is not installed; update digan-bench") from e
-    for name in ("load_synth", "SynthDataset", "open_synth"):
-        fn = getattr(synth, name, None)
-        if fn is not None:
-            return fn(p)
-    raise DiganError("digan.data.synth has no loader (load_synth/SynthDataset); update digan-bench")
+    from digan.data.synthetic import SynthDataset
+
+    return SynthDataset(p, canonical=False)
 
 
 # --------------------------------------------------------------------------------------------
