@@ -6,7 +6,9 @@ back-propagated through, so training uses a torch recogniser chosen by ``loss.re
 * ``torch:PATH``: a TorchScript file (``torch.jit.save``) or a pickled ``nn.Module``; input
   (B,3,112,112) RGB in [-1,1], output (B,E) embeddings (ArcFace convention).
 * ``onnx:PATH``: an ONNX recogniser (e.g. insightface ``w600k_r50.onnx`` or the MobileFaceNet in
-  the test data) converted to torch with the optional ``onnx2torch`` package; same input.
+  the test data) converted to torch with the optional ``onnx2torch`` package; same input
+  (RGB, ``(x - 127.5) / 127.5``, as :mod:`digan.faces.recognizer` found for these models). Graphs
+  exported with a fixed batch of 1 are run one sample at a time.
 * ``teacher_features``: the teacher's own discriminator features (``teacher.discriminator_features``)
   when the teacher checkpoint has a discriminator. Clearly *not* a face recogniser: a proxy
   that keeps rendered views close to the canonical face in the discriminator's feature space.
@@ -37,9 +39,11 @@ __all__ = ["Recognizer", "build_recognizer"]
 class Recognizer(nn.Module):
     """Crop + resize + frozen embedding network; ``forward(img [-1,1]) -> (B,E)``."""
 
-    def __init__(self, net: nn.Module, crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0), input_size: int = 112, kind: str = ""):
+    def __init__(self, net: nn.Module, crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0), input_size: int = 112, kind: str = "",
+                 per_sample: bool = False):
         super().__init__()
         self.net = net
+        self.per_sample = per_sample  # graphs exported with a fixed batch of 1 (e.g. a final Reshape to [1, -1])
         self.crop = tuple(float(c) for c in crop)
         self.input_size = input_size
         self.kind = kind
@@ -58,11 +62,17 @@ class Recognizer(nn.Module):
             c = F.interpolate(c, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return c
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        out = self.net(self.preprocess(img))
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        return out.flatten(1)
+        return out.reshape(x.shape[0], -1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(img)
+        if self.per_sample:
+            return torch.cat([self._run(x[i: i + 1]) for i in range(x.shape[0])], 0)
+        return self._run(x)
 
 
 class _TeacherFeatures(nn.Module):
@@ -87,14 +97,19 @@ def _load_torch_net(path: Path) -> nn.Module:
     raise DiganError(f"{path} is neither TorchScript nor a pickled nn.Module; save the recogniser with torch.jit.save")
 
 
-def _load_onnx_net(path: Path) -> nn.Module:
+def _load_onnx_net(path: Path) -> tuple[nn.Module, bool]:
+    """(torch module, whether the graph has a fixed batch of 1)."""
     if not path.is_file():
         raise MissingAssetError("ONNX face recogniser", str(path), "pass loss.recognizer=onnx:PATH with an existing .onnx file")
     try:
+        import onnx
         from onnx2torch import convert
     except ImportError as e:
         raise DiganError("loss.recognizer=onnx:... needs the onnx2torch package; pip install onnx2torch, or use torch:PATH") from e
-    return convert(str(path))
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    fixed_one = len(dims) > 0 and dims[0].HasField("dim_value") and dims[0].dim_value == 1
+    return convert(model), fixed_one
 
 
 def build_recognizer(spec: str, teacher: Any = None, crop: tuple[float, float, float, float] = (0.125, 0.15, 0.875, 0.9)) -> tuple[nn.Module | None, dict[str, Any]]:
@@ -107,7 +122,8 @@ def build_recognizer(spec: str, teacher: Any = None, crop: tuple[float, float, f
         return Recognizer(_load_torch_net(p), crop, 112, "torch"), {"recognizer": "torch", "path": str(p)}
     if spec.startswith("onnx:"):
         p = Path(spec[5:]).expanduser()
-        return Recognizer(_load_onnx_net(p), crop, 112, "onnx"), {"recognizer": "onnx", "path": str(p)}
+        net, fixed_one = _load_onnx_net(p)
+        return Recognizer(net, crop, 112, "onnx", per_sample=fixed_one), {"recognizer": "onnx", "path": str(p)}
     has_d = teacher is not None and callable(getattr(teacher, "discriminator_features", None))
     if spec == "teacher_features":
         if not has_d:
