@@ -31,8 +31,10 @@ Default tolerances (:data:`DEFAULT_TOLERANCES`) assume the baseline was made wit
 preset and seeds, so the numbers differ only by floating-point and library-version noise, plus
 the sampling noise of the small demo (FID on a few dozen faces moves by whole points when one
 image changes): FID 2.0 or 5 %, KID 0.005 or 20 %, identity 0.02 or 5 %, pose 1.5 deg or 10 %,
-SIDE 0.002 or 10 %, MAD 1.5 deg or 10 %; speed and memory are machine-dependent and allowed
-50 %. Unknown metrics: 5 % (no absolute slack). Edit the file's ``default_tolerances`` or a
+SIDE 0.002 or 10 %, MAD 1.5 deg or 10 %. Speed and memory depend on the machine (a CI runner
+is not the machine that wrote the baseline; CPU memory is peak-RSS growth, often near 0), so
+they only catch gross regressions: speed may drop by 75 % (a 4x slowdown fails), memory may
+grow by 256 MiB or 50 %. Unknown metrics: 5 % (no absolute slack). Edit the file's ``default_tolerances`` or a
 single entry's ``tolerance`` to change them.
 """
 
@@ -102,8 +104,8 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "pose_mae": Tolerance(abs=1.5, rel=0.10),
     "side": Tolerance(abs=0.002, rel=0.10),
     "mad": Tolerance(abs=1.5, rel=0.10),
-    "speed": Tolerance(abs=0.0, rel=0.50),
-    "memory": Tolerance(abs=0.0, rel=0.50),
+    "speed": Tolerance(abs=0.0, rel=0.75),
+    "memory": Tolerance(abs=256.0, rel=0.50),
 }
 FALLBACK_TOLERANCE = Tolerance(abs=0.0, rel=0.05)
 

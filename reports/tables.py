@@ -468,7 +468,7 @@ def _protocol_text(records: Sequence[Record]) -> str:
     differ within a metric each method's count is listed.
     """
     metrics = sorted({r.metric for r in records}, key=lambda m: (SUMMARY_METRICS.index(m) if m in SUMMARY_METRICS else len(SUMMARY_METRICS), m))
-    per_metric = {m: _faces_seeds([r for r in records if r.metric == m]) for m in metrics}
+    per_metric = {m: _faces_seeds([r for r in records if r.metric == m and r.status == "ok"]) for m in metrics}
     distinct = {v for v in per_metric.values() if v != ("", "")}
     if not distinct:
         return ""

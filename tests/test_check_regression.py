@@ -209,3 +209,13 @@ def test_cli_check_exit_status(tmp_path, capsys):
     better = _write_results(tmp_path / "better", _records(**{"digan/fid/overall": 50.0}))
     assert main(["check", "-r", str(better), "-b", str(bl)]) == 0
     assert "--write-baseline" in capsys.readouterr().out
+
+
+def test_machine_dependent_metrics_only_catch_gross_regressions():
+    b = baseline_from_records([Record("m", "memory", value=0.0, unit="MiB", higher_is_better=False),
+                               Record("m", "speed", value=100.0, unit="faces/s", higher_is_better=True)])
+    assert compare(b, [Record("m", "memory", value=200.0, higher_is_better=False),
+                       Record("m", "speed", value=30.0, higher_is_better=True)]).passed
+    res = compare(b, [Record("m", "memory", value=300.0, higher_is_better=False),
+                      Record("m", "speed", value=20.0, higher_is_better=True)])
+    assert [c.status for c in res.comparisons] == ["regressed", "regressed"]
