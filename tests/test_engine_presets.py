@@ -1,0 +1,58 @@
+"""The demo preset: its wiring, the missing-asset error and the labelled FID fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from digan.cli import main
+from digan.errors import DiganError, MissingAssetError
+from evaluate import presets
+from evaluate.metrics import fid as F
+
+
+def test_demo_wiring_without_preparation(monkeypatch, tmp_path):
+    monkeypatch.setattr(F, "_cleanfid_cache_dir", lambda: tmp_path / "no-inception")
+    cfg = presets.demo_config(cache_dir=tmp_path, prepare=False)
+    assert cfg.methods == ["digan", "teacher"] and cfg.preset == "demo"
+    assert cfg.metrics == ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
+    assert cfg.n_faces == presets.DEMO_N_FACES <= 128
+    # offline: the demo-only extractor, for both FID and KID, against the synthetic images
+    assert cfg.metric_options["fid"] == {"dataset": "synth", "extractor": "randproj"}
+    assert cfg.metric_options["kid"] == {"dataset": "synth", "extractor": "randproj"}
+    assert cfg.metric_options["side"]["dataset"] == "synth"
+    # with the Inception file present the real extractor is used
+    (tmp_path / "inception-2015-12-05.pt").write_bytes(b"x")
+    cfg = presets.demo_config(cache_dir=tmp_path, prepare=False)
+    assert cfg.metric_options["fid"]["extractor"] == "inception"
+
+
+def test_demo_uses_shared_face_models_when_present(monkeypatch, tmp_path):
+    fm = tmp_path / "face-models"
+    fm.mkdir()
+    (fm / "det_500m.onnx").write_bytes(b"x")
+    (fm / "mobilefacenet_arcface_w128.onnx").write_bytes(b"x")
+    monkeypatch.setenv("DIGAN_BENCH_TEST_DATA", str(tmp_path))
+    cfg = presets.demo_config(cache_dir=tmp_path / "c", prepare=False)
+    assert cfg.models == {"detector": str(fm / "det_500m.onnx"), "recognizer": str(fm / "mobilefacenet_arcface_w128.onnx")}
+    monkeypatch.setenv("DIGAN_BENCH_TEST_DATA", str(tmp_path / "absent"))
+    assert presets.demo_config(cache_dir=tmp_path / "c", prepare=False).models == {}
+
+
+def test_demo_names_missing_bundled_models(monkeypatch, tmp_path):
+    monkeypatch.setattr(presets, "assets_dir", lambda: tmp_path)
+    (tmp_path / "tiny_teacher_64.pt").write_bytes(b"x")
+    with pytest.raises(MissingAssetError) as e:
+        presets.demo_config(cache_dir=tmp_path / "c")
+    assert "tiny_student_64.pt" in str(e.value) and "tiny_teacher_64.pt" not in str(e.value)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_unknown_preset_and_cli_list(capsys):
+    with pytest.raises(DiganError, match="unknown preset 'nope'; choose from: demo"):
+        presets.build_preset("nope")
+    assert main(["run", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("teacher", "fid", "kid", "side", "mad", "speed", "demo"):
+        assert name in out
