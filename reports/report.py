@@ -124,17 +124,6 @@ def _read_run_info(results: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def _share_permissions(root: Path) -> None:
-    """Give the report the usual umask permissions (atomic writes create 0600 files, 0700 dirs),
-    so the folder can be served or shared like any other output."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in [root, *root.rglob("*")]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
 def build_report(
     results: str | Path,
     out: str | Path,
@@ -249,7 +238,6 @@ def build_report(
         write_text(tmp / "config.json", __import__("json").dumps(to_dict(cfg), indent=2) + "\n")
         write_run_info(tmp / "run.json", "report", config=cfg, seeds={"figures": cfg.seed},
                        extra={"results": str(results), "methods": method_specs(cfg)})
-        _share_permissions(tmp)
         bar.advance(task, 2)
     figs = [f"figures/{e.stem}.{fmt}" for e in fig_entries for fmt in cfg.formats]
     return ReportResult(out, out / "index.html", table_files, figs, skipped, len(recs))

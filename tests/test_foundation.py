@@ -141,3 +141,18 @@ def test_cli_unknown_option_and_command(capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "digan.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "digan-bench" in r.stdout
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        f = write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("1")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

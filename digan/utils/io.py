@@ -36,10 +36,18 @@ __all__ = [
 ]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """A temp file beside ``path`` with ordinary permissions (mkstemp would leave it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 
@@ -156,6 +164,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         raise DiganError(f"output {p} already exists; pass --force to replace it or choose another --out")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
     try:
         yield tmp
     except BaseException:
