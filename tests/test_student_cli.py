@@ -1,0 +1,59 @@
+"""``digan-bench train`` / ``export`` / ``bench student`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from digan.cli import main
+from digan.student.testing import save_random_teacher
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
+
+_SMALL = ["-s", "train.w_stats_samples=256", "-s", "train.batch=2", "-s", "loss.identity=0"]
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cli") / "teacher.pt"
+    save_random_teacher(p, size=32, style_dim=32, width=8)
+    return p
+
+
+def test_train_then_export(teacher_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--variant", "no_flip", "--steps", "2", "--out", str(out), *_SMALL])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["variant"] == "no_flip" and cfg["loss"]["flip"] == 0 and cfg["train"]["steps"] == 2 and cfg["preset"] == "tiny"
+    run = json.loads((out / "run.json").read_text())
+    assert run["losses"]["perceptual"]["perceptual"] in ("vgg16", "laplacian_pyramid")
+    assert run["teacher_hash"].startswith("file:")
+    rc = main(["export", "--student", str(out / "student.pt"), "--out", str(tmp_path / "m"), "--n", "2", "--formats", "obj,glb"])
+    assert rc == 0
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert names == ["face_0000.glb", "face_0000.mtl", "face_0000.obj", "face_0000.png",
+                     "face_0001.glb", "face_0001.mtl", "face_0001.obj", "face_0001.png"]
+
+
+def test_cli_errors_are_one_line(teacher_file, tmp_path, capsys):
+    rc = main(["train", "--teacher", str(teacher_file), "--variant", "nope", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: unknown DIGAN variant") and err.count("\n") == 1
+    rc = main(["train", "--teacher", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+    assert rc == 2
+    rc = main(["train", "--teacher", str(teacher_file), "--out", str(tmp_path / "x"), "-s", "loss.nope=1"])
+    assert rc == 2 and "unknown config key 'loss.nope'" in capsys.readouterr().err
+    rc = main(["export", "--student", str(teacher_file), "--out", str(tmp_path / "m")])
+    assert rc == 2 and "not a digan-bench student checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_student_prints_and_writes_json(teacher_file, tmp_path):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "student", "--presets", "tiny", "--sizes", "32", "--device", "cpu", "--batch", "2", "--repeats", "2",
+               "--teacher", str(teacher_file), "--out", str(out), "-s", "train.w_stats_samples=256"])
+    assert rc == 0
+    r = json.loads(out.read_text())["results"][0]
+    assert r["ms_per_step"] > 0 and r["faces_per_s"] > 0 and r["peak_mem_mb"] >= 0 and r["size"] == 32
