@@ -202,13 +202,13 @@ def head_maps(p: dict[str, float], size: int) -> HeadMaps:
     neck_in &= y > 0.1
     h_neck = 0.022 * relief * neck_d
 
-    sh_d, sh_in = _dome(x, y, 0.0, 1.32, 0.98, 0.52, 0.5)
+    sh_d, sh_in = _dome(x, y, 0.0, 1.2, 1.0, 0.5, 0.5)
     # lamellar armour: rows of small plates, each row overlapping the one below
-    plate_row = (y - 0.8) / 0.075
+    plate_row = (y - 0.7) / 0.075
     plate_col = x / 0.085 + 0.5 * (torch.floor(plate_row) % 2)
     fr_r, fr_c = plate_row - torch.floor(plate_row), plate_col - torch.floor(plate_col)
     plates = 0.0025 * (1 - fr_r) - 0.0015 * _gauss(fr_c, 0.0 * fr_c, 0.0, 0.0, 0.07, 1.0) - 0.0015 * _gauss(1 - fr_c, 0.0 * fr_c, 0.0, 0.0, 0.07, 1.0)
-    collar_d, collar_in = _dome(x, y, 0.0, 0.86, 0.36 * p["neck"], 0.11, 0.5)
+    collar_d, collar_in = _dome(x, y, 0.0, 0.76, 0.36 * p["neck"], 0.11, 0.5)
     h_sh = (0.030 * sh_d + plates * _smoothstep(0.0, 0.25, sh_d)) * relief
     h_collar = (0.032 + 0.012 * collar_d) * relief
 

@@ -92,7 +92,7 @@ class SynthConfig:
     damage_prob: float = 0.5
     supersample: int = 2
     backdrop: str = "gradient"  # gradient | white
-    batch_size: int = 32
+    batch_size: int = 32  # samples per render batch at 64 px; scaled down by (64 / size)^2 above
     fov: float = 10.0
     threads: int = 1  # torch CPU threads while generating (0 = leave torch's setting); see generate_synth
 
@@ -256,7 +256,6 @@ def generate_synth(
     seed: int | None = None,
     force: bool = False,
     config: SynthConfig | None = None,
-    show_progress: bool = True,
 ) -> Path:
     """Write a synthetic data set to ``out`` (atomically; ``force`` replaces an existing one).
 
@@ -290,6 +289,8 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
     from digan.utils.provenance import run_info
 
     s, n_id = cfg.size, cfg.n_identities
+    # keep the rendered pixels per batch (and so the memory) at most what batch_size gives at 64 px
+    step = max(1, (cfg.batch_size * 64 * 64) // (s * s))
     t0 = time.perf_counter()
     with atomic_dir(out, force=force) as tmp:
         (tmp / "images").mkdir()
@@ -310,8 +311,8 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
             arr["identity_params"][k] = params_to_vector(p)
         with progress() as bar:
             task = bar.add_task("synth heads", total=cfg.n, info="")
-            for start in range(0, cfg.n, cfg.batch_size):
-                idx = list(range(start, min(cfg.n, start + cfg.batch_size)))
+            for start in range(0, cfg.n, step):
+                idx = list(range(start, min(cfg.n, start + step)))
                 vl = [sample_view_light(cfg, i) for i in idx]
                 views = np.stack([v[0] for v in vl])
                 lights = np.stack([v[1] for v in vl])
