@@ -93,7 +93,8 @@ def test_sample_faces_writes_views_maps_relighting_and_turntable(trained, tmp_pa
 
     from digan.student.inference import Student, sample_faces
 
-    d, _, _ = trained
+    d, _, teacher = trained
+    Student.load(d / "runs" / "full" / "student.pt", teacher=teacher)  # same weights, given as an object
     s = Student.load(d / "runs" / "full" / "student.pt")
     res = sample_faces(s, tmp_path / "out", n=3, seed=0, yaws=(-20.0, 0.0, 20.0), pitches=(0.0, 10.0),
                        lights=((0.5, 0.5, 0.5, 0.0),), turntable="gif", n_frames=5, batch=2)

@@ -63,7 +63,7 @@ class Student:
         """Load a ``student.pt``/``checkpoint.pt``; the teacher must be the one it was trained with."""
         from digan.config import from_dict
         from digan.student.build import build_g3d
-        from digan.student.train import CKPT_FORMAT, load_teacher, teacher_hash
+        from digan.student.train import CKPT_FORMAT, load_teacher, teacher_matches
 
         p = Path(path)
         ck = load_torch(p, what="student checkpoint")
@@ -78,8 +78,7 @@ class Student:
         elif hasattr(teacher, "to"):
             teacher = teacher.to(dev) or teacher
         if check_teacher:
-            h = teacher_hash(teacher, tpath)
-            if h != ck["teacher"]["sha256"]:
+            if not teacher_matches(ck["teacher"], teacher, tpath):
                 raise DiganError(f"teacher {tpath or '(object)'} is not the one {p} was trained with; pass the matching --teacher")
         if ck.get("model", "digan") != "digan":
             raise DiganError(f"{p} holds a '{ck.get('model')}' model; load it through its own method")

@@ -14,7 +14,7 @@ Output folder layout::
 Checkpoint keys (our own layout, ``format = "digan-student/1"``): ``model`` (registry name),
 ``config`` (dict), ``config_hash`` (of the config without the schedule/logging fields),
 ``state`` (``core.state_dict()``), ``meta`` (style_dim, size, inject_dim, perceptual/recogniser
-info), ``teacher`` (``sha256``, ``path``), ``step``, and in training checkpoints ``optimizer``
+info), ``teacher`` (``sha256`` of the file or weights, ``tensors`` weight hash, ``path``), ``step``, and in training checkpoints ``optimizer``
 and ``rng`` (torch, cuda, numpy, python and the latent sampler's generator state).
 
 Resume: rerunning the same command continues from ``OUT/checkpoint.pt``. A checkpoint made with a
@@ -49,7 +49,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "resume_key", "checkpoint_payload"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload"]
 
 CKPT_FORMAT = "digan-student/1"
 #: config fields that may change between runs of the same training (not part of the resume key)
@@ -96,7 +96,23 @@ def resume_key(cfg: StudentConfig) -> str:
     return config_hash(d)
 
 
-def checkpoint_payload(cfg: StudentConfig, core: torch.nn.Module, info: dict, thash: str, tpath: str | None, step: int) -> dict[str, Any]:
+def teacher_tensor_hash(teacher: Any) -> str | None:
+    """``tensors:<sha256>`` of the teacher generator's weights (file-format independent)."""
+    gen = getattr(teacher, "generator", None) or getattr(teacher, "g_ema", None)
+    return "tensors:" + state_dict_hash(gen) if gen is not None else None
+
+
+def teacher_matches(record: dict[str, Any], teacher: Any, path: str | Path | None) -> bool:
+    """Whether a loaded teacher is the one a checkpoint recorded (file hash, else weight hash)."""
+    if path is not None and Path(path).is_file() and str(record.get("sha256", "")).startswith("file:"):
+        if record["sha256"] == "file:" + sha256_file(path):
+            return True
+    th = teacher_tensor_hash(teacher)
+    return th is not None and th in (record.get("tensors"), record.get("sha256"))
+
+
+def checkpoint_payload(cfg: StudentConfig, core: torch.nn.Module, info: dict, thash: str, tpath: str | None, step: int,
+                       tensors: str | None = None) -> dict[str, Any]:
     """The model part of a checkpoint (what inference needs)."""
     return {
         "format": CKPT_FORMAT,
@@ -105,7 +121,7 @@ def checkpoint_payload(cfg: StudentConfig, core: torch.nn.Module, info: dict, th
         "config_hash": resume_key(cfg),
         "state": {k: v.detach().cpu() for k, v in core.state_dict().items()},
         "meta": info,
-        "teacher": {"sha256": thash, "path": tpath},
+        "teacher": {"sha256": thash, "tensors": tensors, "path": tpath},
         "step": step,
     }
 
@@ -221,6 +237,7 @@ def train(
     elif hasattr(teacher, "to"):
         teacher = teacher.to(device) or teacher
     thash = teacher_hash(teacher, teacher_path)
+    ttensors = teacher_tensor_hash(teacher)
 
     ckpt_path = out / "checkpoint.pt"
     state = None
@@ -228,7 +245,7 @@ def train(
         state = load_torch(ckpt_path, what="training checkpoint")
         if state.get("format") != CKPT_FORMAT:
             raise DiganError(f"{ckpt_path} is not a digan-bench student checkpoint; use another --out or --force")
-        if state["teacher"]["sha256"] != thash:
+        if not teacher_matches(state["teacher"], teacher, teacher_path):
             raise DiganError(f"{ckpt_path} was trained with a different teacher ({state['teacher'].get('path')}); pass that teacher, another --out, or --force")
         if state["config_hash"] != resume_key(cfg):
             raise DiganError(f"{ckpt_path} was trained with a different config; rerun with the config in {out / 'config.json'}, another --out, or --force")
@@ -269,7 +286,7 @@ def train(
     def save_ckpt(step: int) -> None:
         if not main:
             return
-        payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step)
+        payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
         payload["optimizer"] = opt.state_dict()
         payload["rng"] = _rng_state(sampler)
         save_torch(ckpt_path, payload)
@@ -311,7 +328,7 @@ def train(
                 dist.barrier()
     student_path = out / "student.pt"
     if main and step >= total_steps:
-        save_torch(student_path, checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step))
+        save_torch(student_path, checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors))
     dist.barrier()
     return TrainResult(out, step, start, time.time() - t0, last, student_path)
 
