@@ -30,6 +30,13 @@ def test_train_then_export(teacher_file, tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["losses"]["perceptual"]["perceptual"] in ("vgg16", "laplacian_pyramid")
     assert run["teacher_hash"].startswith("file:")
+    from digan.student.train import package_student
+    from digan.utils.io import sha256_file
+
+    pt, js = package_student(out, tmp_path / "pkg" / "s.pt", command="digan-bench train ...")
+    prov = json.loads(js.read_text())
+    assert prov["steps"] == 2 and prov["sha256"] == sha256_file(pt) and prov["teacher"]["sha256"] == run["teacher_hash"]
+    assert prov["config"]["variant"] == "no_flip" and "rec" in prov["last_losses"]
     rc = main(["export", "--student", str(out / "student.pt"), "--out", str(tmp_path / "m"), "--n", "2", "--formats", "obj,glb"])
     assert rc == 0
     names = sorted(p.name for p in (tmp_path / "m").iterdir())

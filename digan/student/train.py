@@ -49,7 +49,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
 #: config fields that may change between runs of the same training (not part of the resume key)
@@ -350,3 +350,29 @@ class _NullProgress:
 def load_config_from_checkpoint(state: dict[str, Any]) -> StudentConfig:
     """The :class:`StudentConfig` stored in a checkpoint dict."""
     return from_dict(StudentConfig, state["config"])
+
+
+def package_student(run_dir: str | Path, dest: str | Path, command: str = "", notes: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Copy a finished run's ``student.pt`` to ``dest`` (weights + config only) and write
+    ``dest`` with suffix ``.json``: provenance (config, steps, teacher hashes, command, training
+    time, last losses, versions). Used for the bundled tiny student."""
+    from digan.utils.io import read_json, write_json
+    from digan.utils.provenance import git_revision, package_versions
+
+    run = Path(run_dir)
+    ck = load_torch(run / "student.pt", what="student checkpoint")
+    dest = Path(dest)
+    save_torch(dest, ck)
+    rows = _read_losses(run / "losses.csv", int(ck["step"]))
+    run_json = read_json(run / "run.json") if (run / "run.json").is_file() else {}
+    prov = {
+        "file": dest.name, "sha256": sha256_file(dest), "format": ck["format"], "model": ck["model"],
+        "steps": ck["step"], "config": ck["config"], "teacher": ck["teacher"], "losses_used": ck.get("meta", {}),
+        "training_seconds": float(rows[-1]["seconds"]) if rows else None,
+        "last_losses": {k: float(v) for k, v in rows[-1].items() if k not in ("step", "seconds") and v not in ("", None)} if rows else {},
+        "command": command, "git": git_revision(), "versions": package_versions(),
+        "trained_on": run_json.get("device"), "notes": notes or {},
+    }
+    js = dest.with_suffix(".json")
+    write_json(js, prov)
+    return dest, js
