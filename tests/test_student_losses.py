@@ -208,3 +208,31 @@ def test_onnx_recognizer_matches_onnxruntime(face_models):
     np.testing.assert_allclose(emb.detach().numpy(), ref, atol=1e-3, rtol=1e-3)
     emb.sum().backward()
     assert x.grad.abs().sum() > 0  # differentiable, unlike onnxruntime
+
+
+def test_discriminator_features_recognizer(tmp_path):
+    from digan.student.identity import DiscriminatorFeatures, Recognizer, build_recognizer
+    from digan.teacher.api import load_teacher
+    from digan.teacher.checkpoint import make_checkpoint, save_checkpoint
+    from digan.teacher.model import Discriminator, Generator, StyleGAN2Config
+
+    cfg = StyleGAN2Config(size=16, style_dim=8, n_mlp=1, channels={4: 8, 8: 8, 16: 8})
+    g, d = Generator(cfg), Discriminator(cfg)
+    save_checkpoint(tmp_path / "t.pt", make_checkpoint(g, cfg, d=d))
+    teacher = load_teacher(tmp_path / "t.pt", n_mean=64)
+    rec, info = build_recognizer("auto", teacher)
+    assert isinstance(rec, Recognizer) and "discriminator proxy" in info["recognizer"]
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    f = rec(x)
+    assert f.shape == (3, 8)
+    torch.testing.assert_close(rec(x[1:2]), f[1:2])  # per-sample: independent of the batch
+    # equals the discriminator's own pipeline when its batch-stddev feature is the per-sample constant
+    feats = DiscriminatorFeatures(d)(x[:1])
+    out = d.convs(x[:1])
+    y = torch.full((1, d.stddev_feat, out.shape[2], out.shape[3]), 1e-4)
+    ref = d.final_linear[0](d.final_conv(torch.cat([out, y], 1)).reshape(1, -1))
+    torch.testing.assert_close(feats, ref)
+    # a checkpoint without 'd' falls back to no identity loss in auto mode
+    save_checkpoint(tmp_path / "g.pt", make_checkpoint(g, cfg))
+    with pytest.warns(UserWarning, match="identity loss is off"):
+        assert build_recognizer("auto", load_teacher(tmp_path / "g.pt", n_mean=64))[0] is None

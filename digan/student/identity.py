@@ -9,8 +9,8 @@ back-propagated through, so training uses a torch recogniser chosen by ``loss.re
   the test data) converted to torch with the optional ``onnx2torch`` package; same input
   (RGB, ``(x - 127.5) / 127.5``, as :mod:`digan.faces.recognizer` found for these models). Graphs
   exported with a fixed batch of 1 are run one sample at a time.
-* ``teacher_features``: the teacher's own discriminator features (``teacher.discriminator_features``)
-  when the teacher checkpoint has a discriminator. Clearly *not* a face recogniser: a proxy
+* ``teacher_features``: the penultimate features of the teacher's own discriminator (the ``d``
+  weights in the teacher checkpoint, read from ``teacher.source``) when the checkpoint has one. Clearly *not* a face recogniser: a proxy
   that keeps rendered views close to the canonical face in the discriminator's feature space.
 * ``auto`` (default): ``teacher_features`` when available, else no identity loss (warning, and
   ``run.json`` says so). ``none``: no identity loss (the ``no_identity`` ablation sets the weight
@@ -84,6 +84,44 @@ class _TeacherFeatures(nn.Module):
         return self._t[0].discriminator_features(img)
 
 
+class DiscriminatorFeatures(nn.Module):
+    """Penultimate features of a StyleGAN2 discriminator (:class:`digan.teacher.model.Discriminator`):
+    the output of ``final_linear[0]`` (C[4] values). The minibatch-stddev channel is computed per
+    sample (group 1, i.e. the constant ``sqrt(1e-8)``) so that one image's features do not depend
+    on the rest of the batch."""
+
+    def __init__(self, d: nn.Module):
+        super().__init__()
+        self.d = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.d
+        out = d.convs(x)
+        b, _, h, w = out.shape
+        y = out.new_full((b, d.stddev_feat, h, w), 1e-4)  # sqrt(0 + 1e-8)
+        out = d.final_conv(torch.cat([out, y], 1))
+        return d.final_linear[0](out.reshape(b, -1))
+
+
+def _teacher_discriminator(teacher: Any) -> nn.Module | None:
+    """The discriminator stored with the teacher's checkpoint (``d``), or None."""
+    if callable(getattr(teacher, "discriminator_features", None)):
+        return _TeacherFeatures(teacher)
+    src = getattr(teacher, "source", "")
+    if not src or not Path(src).is_file():
+        return None
+    try:
+        from digan.teacher.checkpoint import build_discriminator, read_checkpoint
+
+        ck = read_checkpoint(src)
+        if ck.d is None:
+            return None
+        dev = getattr(teacher, "device", torch.device("cpu"))
+        return DiscriminatorFeatures(build_discriminator(ck).to(dev))
+    except (DiganError, ImportError, KeyError, RuntimeError):
+        return None
+
+
 def _load_torch_net(path: Path) -> nn.Module:
     if not path.is_file():
         raise MissingAssetError("face recogniser", str(path), "pass loss.recognizer=torch:PATH with an existing TorchScript/pickled model")
@@ -124,14 +162,15 @@ def build_recognizer(spec: str, teacher: Any = None, crop: tuple[float, float, f
         p = Path(spec[5:]).expanduser()
         net, fixed_one = _load_onnx_net(p)
         return Recognizer(net, crop, 112, "onnx", per_sample=fixed_one), {"recognizer": "onnx", "path": str(p)}
-    has_d = teacher is not None and callable(getattr(teacher, "discriminator_features", None))
+    disc = _teacher_discriminator(teacher) if spec in ("teacher_features", "auto") and teacher is not None else None
+    proxy = {"recognizer": "teacher_features (discriminator proxy, not a face recogniser)"}
     if spec == "teacher_features":
-        if not has_d:
+        if disc is None:
             raise DiganError("loss.recognizer=teacher_features needs a teacher checkpoint with a discriminator; use torch:PATH or none")
-        return Recognizer(_TeacherFeatures(teacher), (0, 0, 1, 1), 0, "teacher_features"), {"recognizer": "teacher_features (discriminator proxy, not a face recogniser)"}
+        return Recognizer(disc, (0, 0, 1, 1), 0, "teacher_features"), proxy
     if spec == "auto":
-        if has_d:
-            return Recognizer(_TeacherFeatures(teacher), (0, 0, 1, 1), 0, "teacher_features"), {"recognizer": "teacher_features (discriminator proxy, not a face recogniser)"}
+        if disc is not None:
+            return Recognizer(disc, (0, 0, 1, 1), 0, "teacher_features"), proxy
         reason = "no torch face recogniser configured and the teacher has no discriminator"
         warnings.warn(f"{reason}: the identity loss is off (set loss.recognizer=torch:PATH or onnx:PATH)", stacklevel=2)
         return None, {"recognizer": "none", "reason": reason}
