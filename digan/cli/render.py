@@ -16,6 +16,7 @@ def bench_renderer(
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repetitions per case (median reported)."),
     device: str = typer.Option("all", "--device", help="cpu, cuda or all (cuda skipped when absent)."),
     backend: str = typer.Option("torch", "--backend", help="Rasterizer backend: torch, pytorch3d or auto."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = torch's default)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
 ) -> None:
     """Time forward and forward+backward renders and report peak memory per case and device."""
@@ -36,6 +37,7 @@ def bench_renderer(
         repeats=repeats,
         devices=["cpu", "cuda"] if device == "all" else [device],
         backend=backend,
+        threads=threads,
     )
     table = Table(title="renderer: forward / forward+backward (median) and peak memory")
     for col in ("device", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads"):

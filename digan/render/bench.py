@@ -5,6 +5,9 @@ For each (batch, size) case and device it renders a random DIGAN-like batch (smo
 transformation map) and times forward and forward+backward (loss on image and depth, gradients
 to depth, albedo, view and light), reporting the median over ``repeats`` after one warm-up.
 
+CPU figures depend strongly on other load: torch's intra-op threads wait for each other when
+the cores are shared, so compare figures taken with the same ``--threads`` on an idle machine.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU each case runs
 in a fresh process and reports the growth of its peak resident set size (``ru_maxrss``) over the
 resident size just before the first render, i.e. the extra memory forward+backward needs.
@@ -34,6 +37,7 @@ class BenchConfig:
     devices: list[str] = field(default_factory=lambda: ["cpu", "cuda"])  # cuda skipped when absent
     backend: str = "torch"
     seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = torch's default)
 
 
 @dataclass
@@ -110,8 +114,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _run_case(batch: int, size: int, device: str, backend: str, repeats: int, seed: int) -> dict:
+def _run_case(batch: int, size: int, device: str, backend: str, repeats: int, seed: int, threads: int = 0) -> dict:
     from digan.render.renderer import MeshRenderer, RendererConfig
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     r = MeshRenderer(RendererConfig(image_size=size, backend=backend))  # type: ignore[arg-type]
     (depth, albedo, rot, trans, amb, dif, ldir, tmap), View, Light = _inputs(batch, size, device, seed)
@@ -193,7 +200,7 @@ def run_renderer_bench(cfg: BenchConfig, on_result=None) -> list[dict]:
         if device not in ("cpu",) and not device.startswith("cuda"):
             raise DiganError(f"unknown device {device!r}; use cpu or cuda")
         for batch, size in cfg.cases:
-            args = (batch, size, device, cfg.backend, cfg.repeats, cfg.seed)
+            args = (batch, size, device, cfg.backend, cfg.repeats, cfg.seed, cfg.threads)
             res = _run_isolated(args) if device == "cpu" else _run_case(*args)
             results.append(res)
             if on_result is not None:

@@ -62,7 +62,7 @@ class RendererConfig:
     backend: Literal["auto", "torch", "pytorch3d"] = "auto"  # auto: pytorch3d on CUDA when it imports
     perspective_correct: bool = True
     texture: Literal["vertex", "grid"] = "vertex"
-    max_candidates: int = 1 << 22  # torch backend: (face, pixel) pairs per chunk
+    max_candidates: int = 1 << 22  # torch backend: bounding-box pixels per chunk of faces (memory bound)
 
     @property
     def pivot(self) -> float:
