@@ -40,6 +40,7 @@ import csv
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -107,10 +108,12 @@ _RESUME_FREE = {"steps", "device", "sample_every", "ckpt_every", "log_every", "g
 
 
 def _tiny() -> TeacherTrainConfig:
+    """The bundled teacher: narrow 64 px StyleGAN2 (ADA's small-resolution heuristics: R1 gamma
+    ~ 0.0002 S^2 / batch, EMA half-life ~ batch * 10 / 32 kimg, ADA target 0.6)."""
     return TeacherTrainConfig(
-        model=StyleGAN2Config(size=64, style_dim=128, n_mlp=4, channels={4: 128, 8: 128, 16: 128, 32: 64, 64: 32}),
+        model=StyleGAN2Config(size=64, style_dim=128, n_mlp=4, channels={4: 256, 8: 128, 16: 64, 32: 32, 64: 16}),
         augment=AugmentConfig(kind="ada", ada_target=0.6, ada_kimg=100.0),
-        batch=16, steps=3000, lr=0.0025, r1=1.0, ema_kimg=2.0, sample_every=250, ckpt_every=250,
+        batch=16, steps=3000, lr=0.0025, r1=0.1, ema_kimg=5.0, sample_every=250, ckpt_every=250,
     )
 
 
@@ -130,7 +133,7 @@ def _liftedgan() -> TeacherTrainConfig:
 
 
 PRESETS: dict[str, tuple[Callable[[], TeacherTrainConfig], str]] = {
-    "tiny": (_tiny, "64 px, channels 128..32, style 128, 4 mapping layers: the bundled teacher (CPU minutes)"),
+    "tiny": (_tiny, "64 px, channels 256..16, style 128, 4 mapping layers: the bundled teacher (CPU minutes)"),
     "standard": (_standard, "rosinality's defaults: 256 px, channel multiplier 2, style 512, 8 mapping layers, path-length reg"),
     "liftedgan": (_liftedgan, "256 px with LiftedGAN's reduced channel table {4:512 ... 256:16}"),
 }
@@ -219,8 +222,11 @@ class TeacherTrainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_ddp = DDP(self.g, device_ids=ids, broadcast_buffers=False)
-            self.d_ddp = DDP(self.d, device_ids=ids, broadcast_buffers=False)
+            with warnings.catch_warnings():  # broadcast_buffers: renamed in recent torch, still honoured
+                warnings.simplefilter("ignore", FutureWarning)
+                # buffers (noise maps, FIR kernels) are constants: identical by seeding, never synced
+                self.g_ddp = DDP(self.g, device_ids=ids, broadcast_buffers=False)
+                self.d_ddp = DDP(self.d, device_ids=ids, broadcast_buffers=False)
             self.g_ema.load_state_dict(self.g.state_dict())  # after DDP's broadcast from rank 0
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -268,6 +274,7 @@ class TeacherTrainer:
         return {"d": loss.detach(), "real_score": real_pred.detach().mean(), "fake_score": fake_pred.detach().mean()}
 
     def r1_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        _requires_grad(self.d, True)
         real = real.detach().requires_grad_(True)
         real_pred = self.d_ddp(self.augment(real))
         r1 = d_r1_penalty(real_pred, real)
@@ -287,6 +294,7 @@ class TeacherTrainer:
         return {"g": loss.detach()}
 
     def pl_step(self, n: int) -> dict[str, torch.Tensor]:
+        _requires_grad(self.g, True)
         m = max(1, n // self.cfg.path_batch_shrink)
         img, lat = self._generate(self.g_ddp, m, return_latents=True)
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
@@ -384,6 +392,7 @@ class TrainResult:
     checkpoint_path: Path
     last: dict[str, float]
     ada_p: float
+    is_main: bool = True
 
 
 _CSV_FIELDS = ["step", "d", "g", "r1", "pl", "real_score", "fake_score", "ada_p", "sec_per_step"]
@@ -431,10 +440,12 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
             )
         if int(resume["step"]) >= cfg.steps:
             dist.barrier()
-            return TrainResult(out, int(resume["step"]), int(resume["step"]), 0.0, teacher_path, ckpt_path, {}, float(resume.get("ada_aug_p", 0.0)))
+            return TrainResult(out, int(resume["step"]), int(resume["step"]), 0.0, teacher_path, ckpt_path, {},
+                               float(resume.get("ada_aug_p", 0.0)), is_main=rank == 0)
 
-    _seed_all(cfg.seed * 1000 + rank)
+    _seed_all(cfg.seed)  # identical initial weights and noise buffers on every process
     trainer = TeacherTrainer(cfg, device)
+    _seed_all(cfg.seed * 1000 + 1 + rank)  # then a distinct random stream per process
     start = 0
     if resume is not None:
         trainer.load(resume, f"teacher training checkpoint {ckpt_path}")
@@ -535,7 +546,7 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
     finally:
         if distributed:
             dist.cleanup()
-    return TrainResult(out, step, start, time.time() - t0, teacher_path, ckpt_path, last, trainer.augment.p)
+    return TrainResult(out, step, start, time.time() - t0, teacher_path, ckpt_path, last, trainer.augment.p, is_main=main)
 
 
 def _prepare_csv(path: Path, start: int) -> None:

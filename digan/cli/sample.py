@@ -1,0 +1,56 @@
+"""``digan-bench sample``: write generated images to a folder.
+
+One command for every generator. Sources so far: ``--teacher CKPT`` (the 2D StyleGAN2 teacher;
+``tiny`` is the bundled one). Another generator adds its own option(s) to :func:`sample_cmd`
+and a branch in the dispatch below; exactly one source may be given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from digan.cli import app
+from digan.cli.common import echo_kv
+
+
+def _sample_teacher(teacher: str, n: int, out: Path, seed: int, psi: float, noise: str, batch: int, device: str,
+                    grid: bool, force: bool) -> dict:
+    from digan.errors import DiganError
+    from digan.teacher.sampling import TeacherSampleConfig, write_teacher_samples
+    from digan.utils.progress import progress
+
+    if noise not in ("fixed", "random"):
+        raise DiganError(f"bad --noise {noise!r}; choose fixed or random")
+    cfg = TeacherSampleConfig(teacher=teacher, n=n, seed=seed, psi=psi, noise=noise, batch=batch, device=device, grid=grid)  # type: ignore[arg-type]
+    with progress() as bar:
+        task = bar.add_task("sample teacher", total=n, info="")
+        return write_teacher_samples(cfg, out, force=force, on_batch=lambda k: bar.update(task, completed=k))
+
+
+@app.command("sample")
+def sample_cmd(
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (.pt/.pkl) or 'tiny' for the bundled 64 px one."),
+    n: int = typer.Option(16, "--n", "-n", min=1, help="Number of images."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output folder (must not exist unless --force).", file_okay=False),
+    seed: int = typer.Option(0, "--seed", help="Seed; image i depends only on (seed, i)."),
+    psi: float = typer.Option(1.0, "--psi", help="Truncation: w = w_mean + psi (w - w_mean); 1 = none."),
+    noise: str = typer.Option("fixed", "--noise", help="fixed (the checkpoint's noise maps: reproducible) or random."),
+    batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write grid.png (up to 64 images)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder (after the new one is complete)."),
+) -> None:
+    """Generate N images: OUT/images/000000.png ..., grid.png, w.npy, config.json, run.json."""
+    from digan.errors import DiganError
+
+    sources = {"--teacher": teacher}
+    given = [k for k, v in sources.items() if v is not None]
+    if len(given) != 1:
+        raise DiganError(f"pass exactly one generator to sample from ({', '.join(sources)}); e.g. --teacher tiny")
+    if teacher is not None:
+        res = _sample_teacher(teacher, n, out, seed, psi, noise, batch, device, grid, force)
+        echo_kv("sample", {"teacher": res["teacher"], "images": f"{res['n']} x {res['size']}px", "psi": res["psi"],
+                           "noise": res["noise"], "folder": res["out"]})
