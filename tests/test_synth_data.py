@@ -264,3 +264,21 @@ def test_image_folder_dataset(synth_dir, tmp_path):
     mixed = ImageFolderDataset(tmp_path)
     with pytest.raises(DiganError, match="expected 64x64"):
         mixed[1]
+
+
+def test_heads_fit_digan_depth_range_and_look_like_their_parameters():
+    # every head lies inside DIGAN's depth range [0.9, 1.1], so a DIGAN depth net can express it
+    for i in range(12):
+        p = sample_identity(11, i)
+        m = head_maps(p, 64)
+        d = m.depth[m.mask > 0]
+        assert d.min() >= 0.9 and d.max() <= 1.1
+        assert torch.all(m.depth[m.mask == 0] == 1.04)
+        damaged = p["damage_chips"] > 0 or p["broken_nose"] or p["broken_topknot"] or p["broken_ear"]
+        assert (m.damage.sum() > 0) == bool(damaged)
+    # a longer nose protrudes further: the parameters act on the shape as named
+    p = sample_identity(11, 0)
+    p.update(broken_nose=0.0, damage_chips=0.0)
+    short = head_maps({**p, "nose_height": 0.8}, 64).depth.min()
+    tall = head_maps({**p, "nose_height": 1.25}, 64).depth.min()
+    assert tall < short - 0.003

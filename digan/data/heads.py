@@ -4,8 +4,8 @@ Each identity is a small vector of named parameters (:data:`PARAMS`) drawn from 
 generator; :func:`head_maps` turns it into canonical (frontal) maps at any resolution:
 
 * ``depth`` (1,S,S): camera depth of a height field ``depth = BACK_DEPTH - h(x, y)`` in
-  normalised image coordinates ``x, y`` in [-1, 1] (x right, y down), with the background at
-  :data:`BACKGROUND_DEPTH`;
+  head coordinates ``x, y`` (x right, y down; the image shows ``[-ZOOM, ZOOM]`` around
+  ``(0, CENTRE_Y)``), with the background plane at :data:`BACKGROUND_DEPTH`;
 * ``albedo`` (3,S,S) in [-1, 1]; ``mask`` (1,S,S): the bust's silhouette; ``damage`` (1,S,S): chips
   and missing parts.
 
@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 BACK_DEPTH = 1.04  # depth of the silhouette outline (height 0); the head's middle sits near the pivot 1.0
-BACKGROUND_DEPTH = 1.1  # canonical depth stored outside the bust
+BACKGROUND_DEPTH = BACK_DEPTH  # canonical depth outside the bust: a flat plane at the outline's depth,
+# like DIGAN/LiftedGAN's border depth (1.04), so normals at the outline are those of the plane
 ZOOM = 0.8  # half-width of the image in head coordinates (the head is ~0.44 wide)
 CENTRE_Y = 0.06  # head coordinate at the image centre (the face sits slightly above)
 
@@ -287,6 +288,8 @@ def head_maps(p: dict[str, float], size: int) -> HeadMaps:
         damage = torch.maximum(damage, ((nose >= 0.009 * p["nose_height"] - 1e-6) & head_in & (ridge > 0.2)).float())
     if p["broken_topknot"] > 0.5:
         damage = torch.maximum(damage, (_dome(x, y, p["topknot_x"], tk_y + 0.05, 0.12, 0.06)[1] & head_in).float())
+    if p["broken_ear"] > 0.5:  # the fracture where the right ear was attached
+        damage = torch.maximum(damage, (_dome(x, y, ear_x, cy + 0.02, 0.075 * p["ears"], 0.14 * p["ears"])[1] & head_in).float())
 
     h = h / ZOOM  # heights were designed for a [-1, 1] field of view
     # the mesh keeps a one-pixel ring at height 0 around the silhouette: rotated views then

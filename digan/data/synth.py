@@ -229,7 +229,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
     "view": {"dtype": "float32", "shape": "N,6", "units": "degrees (pitch, yaw, roll), camera units (tx, ty, tz)", "description": "view applied to the canonical head"},
     "light": {"dtype": "float32", "shape": "N,4", "units": "ambient, diffuse, dx, dy", "description": "Lambertian light"},
     "identity": {"dtype": "int32", "shape": "N", "units": "index", "description": "identity shown (row of the canonical_* arrays)"},
-    "canonical_depth": {"dtype": "float32", "shape": "I,S,S", "units": "camera depth", "description": "frontal depth of each identity (1.1 outside the bust)"},
+    "canonical_depth": {"dtype": "float32", "shape": "I,S,S", "units": "camera depth", "description": "frontal depth of each identity (a plane at 1.04 outside the bust)"},
     "canonical_albedo": {"dtype": "float16", "shape": "I,3,S,S", "units": "[-1, 1]", "description": "albedo in the canonical frame (white outside)"},
     "canonical_normal": {"dtype": "float16", "shape": "I,3,S,S", "units": "unit vector, camera axes", "description": "normals of canonical_depth"},
     "canonical_mask": {"dtype": "uint8", "shape": "I,S,S", "units": "0/1", "description": "silhouette of the bust in the canonical frame"},
@@ -361,7 +361,8 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
                 "index": k,
                 "params": {name: p[name] for name in PARAM_NAMES},
                 "noise_seed": int(p["noise_seed"]),
-                "damaged": bool(p["damage_chips"] > 0 or p["broken_nose"] or p["broken_topknot"] or p["broken_ear"]),
+                "chips": int(p["damage_chips"]),
+                "missing": [part for part in ("nose", "topknot", "ear") if p[f"broken_{part}"] > 0.5],
             })
         fields = {}
         for k, spec in _FIELDS.items():

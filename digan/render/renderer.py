@@ -227,7 +227,7 @@ class MeshRenderer:
         mask = frags.mask
         grid = torch.where(mask.permute(0, 2, 3, 1) > 0, pix[:, 0:2].permute(0, 2, 3, 1), torch.full_like(pix[:, 0:2].permute(0, 2, 3, 1), 2.0))
         normal = pix[:, 2:5]
-        normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-7) * mask
+        normal = normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-12) * mask
         if cfg.texture == "vertex":
             colour = pix[:, 5:8]
             c0 = 8
