@@ -276,7 +276,8 @@ def test_rasterizer_tie_break_is_deterministic_lowest_face():
 
 
 # ------------------------------------------------------------------ gradients
-def test_rasterizer_gradients_match_finite_differences():
+@pytest.mark.parametrize("perspective_correct", [True, False])
+def test_rasterizer_gradients_match_finite_differences(perspective_correct):
     torch.manual_seed(1)
     s = 8
     screen = torch.tensor(
@@ -288,7 +289,7 @@ def test_rasterizer_gradients_match_finite_differences():
     wa = torch.randn(1, 2, s, s, dtype=torch.float64)
 
     def fn(sc, at):
-        fr = rasterize(sc, faces, s)
+        fr = rasterize(sc, faces, s, perspective_correct)
         return (fr.zbuf * wz).sum() + (interpolate(fr, at) * wa).sum()
 
     assert torch.autograd.gradcheck(fn, (screen, attrs), eps=1e-6, atol=1e-5)
@@ -307,14 +308,15 @@ def test_renderer_gradients_match_finite_differences():
     wi = torch.randn(1, 3, s, s, generator=g, dtype=torch.float64)
     wd = torch.randn(1, 1, s, s, generator=g, dtype=torch.float64)
     wn = torch.randn(1, 3, s, s, generator=g, dtype=torch.float64)
-    base_mask = r.render(depth, albedo, View(rot, trans), Light(amb, amb + 0.1, ldir)).mask.detach()
+    tmap = (0.6 + 0.4 * torch.rand(1, 1, s, s, generator=g, dtype=torch.float64)).requires_grad_()
+    base_mask = r.render(depth, albedo, View(rot, trans), Light(amb, amb + 0.1, ldir), transform_map=tmap).mask.detach()
 
-    def fn(dp, al, rt, tr, am, ld):
-        out = r.render(dp, al, View(rt, tr), Light(am, am + 0.1, ld))
+    def fn(dp, al, rt, tr, am, ld, tm):
+        out = r.render(dp, al, View(rt, tr), Light(am, am + 0.1, ld), transform_map=tm)
         assert torch.equal(out.mask, base_mask)  # a finite difference must not change visibility
         return (out.image * wi).sum() + (out.depth * wd).sum() + (out.normal * wn).sum()
 
-    assert torch.autograd.gradcheck(fn, (depth, albedo, rot, trans, amb, ldir), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(fn, (depth, albedo, rot, trans, amb, ldir, tmap), eps=1e-6, atol=1e-5)
 
 
 def test_gradients_reach_depth_albedo_and_view_in_float32():
