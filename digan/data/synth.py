@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class SynthConfig:
     light_xy_range: float = 0.8
     damage_prob: float = 0.5
     supersample: int = 2
-    backdrop: str = "gradient"  # gradient | white
+    backdrop: Literal["gradient", "white"] = "gradient"
     batch_size: int = 32  # samples per render batch at 64 px; scaled down by (64 / size)^2 above
     fov: float = 10.0
     threads: int = 1  # torch CPU threads while generating (0 = leave torch's setting); see generate_synth
