@@ -29,7 +29,6 @@ colour) and missing parts (broken nose tip, topknot, ear), each recorded in the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
