@@ -239,3 +239,42 @@ def test_ada_network_pickle_read_without_nvidia_code(tmp_path, monkeypatch):
     ref = Teacher(g, w_mean=w_avg)
     assert torch.equal(t.sample(2, seed=5), ref.sample(2, seed=5))
     assert read_checkpoint(pkl).d is not None
+
+
+def test_half_precision_export_is_smaller_and_equivalent(tmp_path):
+    from digan.teacher.checkpoint import export_teacher
+
+    g, d = _models(4)
+    t0 = Teacher(g, n_mean=500)
+    src = save_checkpoint(tmp_path / "full.pt", make_checkpoint(g, CFG, d=d, g=g, latent_avg=t0.w_mean))
+    dst = export_teacher(src, tmp_path / "slim.pt", half=True, extra={"step": 3})
+    assert dst.stat().st_size < 0.4 * src.stat().st_size  # no g, float16
+    raw = torch.load(dst, weights_only=False)
+    assert raw["g_ema"]["convs.1.conv.weight"].dtype == torch.float16 and raw["latent_avg"].dtype == torch.float32
+    t1 = load_teacher(dst)
+    assert t1.generator.input.input.dtype == torch.float32
+    a, b = t0.sample(4, seed=0), t1.sample(4, seed=0)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()  # float16 rounding of the weights only
+    assert torch.equal(t1.w_mean, t0.w_mean)
+
+
+def test_bundled_tiny_teacher_matches_its_provenance():
+    import json
+
+    from digan.teacher import bundled_teacher_path
+    from digan.teacher.train import preset_config
+    from digan.utils.io import sha256_file
+
+    p = bundled_teacher_path()
+    if not p.is_file():
+        pytest.skip(f"bundled teacher {p} not present")
+    meta = json.loads(p.with_suffix(".json").read_text())
+    assert meta["sha256"] == sha256_file(p)
+    t = load_teacher("tiny")
+    assert t.size == 64 and t.config == preset_config("tiny").model
+    assert meta["config"]["model"]["size"] == 64 and meta["steps"] > 0
+    img = t.sample(8, seed=0, psi=0.7)
+    assert img.shape == (8, 3, 64, 64) and torch.isfinite(img).all()
+    assert img.std(0).mean() > 0.02  # different seeds give different faces
+    assert 0.2 < (img.abs() < 1).float().mean()  # mostly within [-1, 1], not saturated
+    assert p.stat().st_size < 8 * 2**20

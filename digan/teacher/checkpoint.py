@@ -54,6 +54,7 @@ __all__ = [
     "convert_ada_state_dict",
     "read_ada_pickle",
     "is_ada_state_dict",
+    "export_teacher",
 ]
 
 
@@ -331,6 +332,35 @@ def make_checkpoint(g_ema: nn.Module, cfg: StyleGAN2Config, d: Optional[nn.Modul
 def save_checkpoint(path: str | Path, ckpt: Mapping[str, Any]) -> Path:
     """Write a checkpoint dict atomically."""
     return save_torch(path, dict(ckpt))
+
+
+def export_teacher(src: str | Path, dst: str | Path, half: bool = True, include_d: bool = True,
+                   extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write a slim teacher file: ``g_ema`` (+ ``d``), ``latent_avg``, ``args``, ``config``.
+
+    ``half`` stores the weights as float16 (half the size; loading casts back to float32, so the
+    exported teacher is the float16-rounded one). ``latent_avg`` stays float32. Used for the
+    bundled ``digan/assets/tiny_teacher_64.pt``.
+    """
+    ck = read_checkpoint(src)
+
+    def conv(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).clone() for k, v in sd.items()}
+
+    raw_cfg = (ck.raw or {}).get("config")
+    out: dict[str, Any] = {"g_ema": conv(ck.g_ema)}
+    if include_d and ck.d is not None:
+        out["d"] = conv(ck.d)
+    if ck.latent_avg is not None:
+        out["latent_avg"] = ck.latent_avg.float().clone()
+    cfg = ck.config
+    out["args"] = argparse.Namespace(size=cfg.size, latent=cfg.style_dim, n_mlp=cfg.n_mlp, channel_multiplier=cfg.channel_multiplier)
+    out["config"] = dict(raw_cfg) if isinstance(raw_cfg, Mapping) else {"model": to_dict(cfg)}
+    out["format"] = "digan-teacher/1"
+    out["dtype"] = "float16" if half else "float32"
+    if extra:
+        out.update(extra)
+    return save_torch(dst, out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,7 +111,8 @@ def _tiny() -> TeacherTrainConfig:
     """The bundled teacher: narrow 64 px StyleGAN2 (ADA's small-resolution heuristics: R1 gamma
     ~ 0.0002 S^2 / batch, EMA half-life ~ batch * 10 / 32 kimg, ADA target 0.6)."""
     return TeacherTrainConfig(
-        model=StyleGAN2Config(size=64, style_dim=128, n_mlp=4, channels={4: 256, 8: 128, 16: 64, 32: 32, 64: 16}),
+        model=StyleGAN2Config(size=64, style_dim=128, n_mlp=4, channels={4: 256, 8: 128, 16: 64, 32: 32, 64: 16},
+                              d_channels={4: 128, 8: 128, 16: 64, 32: 32, 64: 16}),
         augment=AugmentConfig(kind="ada", ada_target=0.6, ada_kimg=100.0),
         batch=16, steps=3000, lr=0.0025, r1=0.1, ema_kimg=5.0, sample_every=250, ckpt_every=250,
     )
@@ -133,7 +134,7 @@ def _liftedgan() -> TeacherTrainConfig:
 
 
 PRESETS: dict[str, tuple[Callable[[], TeacherTrainConfig], str]] = {
-    "tiny": (_tiny, "64 px, channels 256..16, style 128, 4 mapping layers: the bundled teacher (CPU minutes)"),
+    "tiny": (_tiny, "64 px, G channels 256..16 (D 128..16), style 128, 4 mapping layers: the bundled teacher (CPU minutes)"),
     "standard": (_standard, "rosinality's defaults: 256 px, channel multiplier 2, style 512, 8 mapping layers, path-length reg"),
     "liftedgan": (_liftedgan, "256 px with LiftedGAN's reduced channel table {4:512 ... 256:16}"),
 }
