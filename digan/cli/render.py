@@ -40,7 +40,7 @@ def bench_renderer(
         threads=threads,
     )
     table = Table(title="renderer: forward / forward+backward (median) and peak memory")
-    for col in ("device", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads"):
+    for col in ("device", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads", "load"):
         table.add_column(col, justify="right")
 
     def show(r: dict) -> None:
@@ -54,6 +54,7 @@ def bench_renderer(
         table.add_row(
             r["device_name"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
             f"{r['forward_backward_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mem_mb']:.0f}", str(r["threads"]),
+            f"{r['load_avg_1m']:.1f}",
         )
     console.print(table)
     if device == "all" and not any(r["device"] == "cuda" for r in results):

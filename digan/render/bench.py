@@ -53,6 +53,7 @@ class BenchResult:
     images_per_s: float
     threads: int
     device_name: str
+    load_avg_1m: float  # the machine's 1-minute load average when the case finished
 
 
 def parse_cases(text: str) -> list[tuple[int, int]]:
@@ -165,6 +166,7 @@ def _run_case(batch: int, size: int, device: str, backend: str, repeats: int, se
             images_per_s=batch / both,
             threads=torch.get_num_threads(),
             device_name=name,
+            load_avg_1m=os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
         )
     )
 
