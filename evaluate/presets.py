@@ -8,7 +8,9 @@ that finishes on a laptop CPU in a few minutes with nothing downloaded:
 * **data**: the synthetic ground-truth heads (64 px, :data:`DEMO_SYNTH_COUNT` faces, seed 0),
   generated once into ``CACHE/demo/`` by the synth library function when missing; they are the
   FID/KID reference images and the SIDE/MAD ground truth;
-* **metrics**: fid, kid, identity, pose, side, mad, speed over :data:`DEMO_N_FACES` faces;
+* **metrics**: fid, kid, identity, pose, side, mad, speed over :data:`DEMO_N_FACES` faces
+  (SIDE/MAD over :data:`DEMO_3D_FACES` synthetic faces, reconstructed by teacher inversion with
+  :data:`DEMO_INVERSION_STEPS` steps instead of the default 150);
 * **face models** (identity, pose): ``det_500m.onnx`` and ``mobilefacenet_arcface_w128.onnx``
   from ``$DIGAN_BENCH_TEST_DATA/face-models`` or ``../shared/data/face-models`` beside the
   checkout when present, else the metrics' documented default paths;
@@ -47,6 +49,8 @@ DEMO_N_FACES = 64
 DEMO_SYNTH_COUNT = 200
 DEMO_SYNTH_SIZE = 64
 DEMO_SYNTH_SEED = 0
+DEMO_3D_FACES = 16  # SIDE/MAD reconstruct by teacher inversion: the slowest step on a CPU
+DEMO_INVERSION_STEPS = 30  # the digan method's default is 150
 DEMO_METRICS = ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
 DEMO_YAWS = (-30.0, -15.0, 15.0, 30.0)
 
@@ -126,7 +130,10 @@ def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = 
         models=models,
         out="results/demo",
         cache_dir=str(cache_dir),
-        metric_options={"fid": dict(feat), "kid": dict(feat), "side": {"dataset": "synth"}, "mad": {"dataset": "synth"},
+        method_options={"digan": {"inversion_steps": DEMO_INVERSION_STEPS}},
+        metric_options={"fid": dict(feat), "kid": dict(feat),
+                        "side": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
+                        "mad": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
                         "speed": {"warmup": 1, "batches": 4}},
         preset="demo",
     )

@@ -221,7 +221,7 @@ def synth_set(tmp_path_factory):
     from digan.data.synth import generate_synth
 
     out = tmp_path_factory.mktemp("synth") / "s"
-    generate_synth(out, n=2, size=64, seed=0, show_progress=False)
+    generate_synth(out, n=2, size=64, seed=0)
     return out
 
 
@@ -264,3 +264,13 @@ def test_synthetic_ground_truth_through_the_real_loader(synth_set):
     # differences: equal up to discretisation at creases (median under 1 deg here)
     assert 0.0 < mad.value < 4.0
     assert "synth" in D.SIDE().config(ctx)["data_path"]
+
+
+def test_max_faces_caps_the_reconstructions(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "open_ground_truth", lambda path: GT)
+    ctx = EvalContext(out_dir=".", n_faces=50, batch_size=2, data={"synth": str(tmp_path)})
+    Recon.calls = 0
+    r = D.SIDE(max_faces=3).compute(Recon(), ctx)[0]
+    assert r.n_faces == 3 and Recon.calls == 2 and r.config["n_faces"] == 3
+    side = [EPS[i] * float(np.std(PATTERN[0, 0].double().numpy()[(D.erode_mask(_square_mask())[0, 0] > 0).numpy()])) for i in range(3)]
+    assert r.value == pytest.approx(np.mean(side), rel=1e-5)

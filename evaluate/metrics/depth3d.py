@@ -5,7 +5,8 @@ Protocol
 * **Data**: the synthetic ground-truth set ``ctx.data[dataset]`` (option ``dataset``, default
   ``"synth"``, made by ``digan-bench data synth``): for each face an image in [-1, 1], its
   camera-space depth, unit normals (camera space) and foreground mask. The first
-  ``min(ctx.n_faces, len(set))`` faces are used (sharded across torchrun ranks).
+  ``min(ctx.n_faces, max_faces, len(set))`` faces are used (option ``max_faces``, default no
+  cap: reconstruction by inversion is slow), sharded across torchrun ranks.
 * **Reconstruction**: the method must have the ``reconstruct`` capability;
   ``method.reconstruct(images)`` returns depth (and normals, and optionally a mask) for each input
   image in the input view (DIGAN: inversion into the teacher's latent space or its own encoder,
@@ -162,13 +163,18 @@ class _Depth3D(Metric):
     requires = ("reconstruct",)
     higher_is_better = False
 
-    def __init__(self, dataset: str = "synth", loader: Callable[[str], GroundTruthSet] | None = None):
+    def __init__(self, dataset: str = "synth", max_faces: int | None = None,
+                 loader: Callable[[str], GroundTruthSet] | None = None):
         self.dataset = dataset
+        self.max_faces = int(max_faces) if max_faces else None
         self.loader = loader or open_ground_truth
 
     def config(self, ctx: EvalContext) -> dict[str, Any]:
-        return {"n_faces": ctx.n_faces, "dataset": self.dataset, "data_path": ctx.data.get(self.dataset),
+        return {"n_faces": self._n_requested(ctx), "dataset": self.dataset, "data_path": ctx.data.get(self.dataset),
                 "mask_erosion_px": 1, "protocol": "unsup3d"}
+
+    def _n_requested(self, ctx: EvalContext) -> int:
+        return min(int(ctx.n_faces), self.max_faces) if self.max_faces else int(ctx.n_faces)
 
     def _open(self, ctx: EvalContext) -> GroundTruthSet:
         if self.dataset not in ctx.data:
@@ -180,13 +186,13 @@ class _Depth3D(Metric):
 
     def work_units(self, method: Method, ctx: EvalContext) -> int:
         try:
-            return min(ctx.n_faces, len(self._open(ctx)))
+            return min(self._n_requested(ctx), len(self._open(ctx)))
         except DiganError:
-            return ctx.n_faces
+            return self._n_requested(ctx)
 
     def _errors(self, method: Method, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, int]:
         data = self._open(ctx)
-        n = min(int(ctx.n_faces), len(data))
+        n = min(self._n_requested(ctx), len(data))
         if n < 1:
             raise DiganError(f"ground-truth set {ctx.data[self.dataset]} is empty; regenerate it")
         key = (ctx.data[self.dataset], n, dist.rank(), dist.world_size())
