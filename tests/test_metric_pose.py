@@ -91,3 +91,27 @@ def test_missed_faces_are_counted(tmp_path, face_models, ignore_bank):
     recs = {r.setting: r for r in create_metric("pose").compute(BankMethod(bank), _ctx(tmp_path, face_models, 6))}
     assert recs["yaw=30"].stats["missed"] == 3 and recs["yaw=30"].stats["n"] == 3
     assert recs["overall"].stats["missed"] == 3
+
+
+def test_synthetic_clay_heads_from_the_renderer(tmp_path, face_models):
+    """The project's synthetic heads rendered at known yaws (64 px): SCRFD finds them and the
+    landmark yaw follows the renderer's yaw with the right sign and about the right gain
+    (measured on 200 samples of 'data synth': 100% detected, yaw MAE 3.7 deg, slope 1.11)."""
+    from digan.data.heads import sample_identity
+    from digan.data.synth import render_views
+
+    n, yaws = 8, (-30.0, 30.0)
+    params = [sample_identity(3, i) for i in range(n)]
+    light = np.tile(np.array([[0.6, 0.5, 0.3, -0.3]], np.float32), (n, 1))
+    bank = {}
+    for y in (0.0,) + yaws:
+        v = np.zeros((n, 6), np.float32)
+        v[:, 1] = y
+        bank[(0.0, y)] = render_views(params, v, light, SIZE)["image"]
+    ctx = _ctx(tmp_path, face_models, n)
+    ctx.yaws = yaws
+    recs = {r.setting: r for r in create_metric("pose").compute(BankMethod(bank), ctx)}
+    ov = recs["overall"]
+    assert ov.stats["missed"] <= 2
+    assert 0.9 < ov.stats["slope"] < 1.35 and ov.value < 8.0
+    assert recs["yaw=30"].stats["est_mean"] > 20 and recs["yaw=-30"].stats["est_mean"] < -20
