@@ -41,6 +41,13 @@ own x, y: in its frame the nose tip projects at 31% of the eye-to-mouth height w
 With the template above the median pitch of the photos is -1 to +4 degrees per set, and
 ArcFace's own template reads as pitch -6.5, yaw 0. A test re-derives the template.
 
+Measured accuracy: on the project's synthetic clay heads (``digan-bench data synth`` defaults,
+200 samples at 64 px with known yaw +-35 and pitch +-12) the yaw error is 3.7 degrees on
+average (bias -0.3, estimated-vs-true slope 1.11: the heads' noses stick out a little more than
+the mean face's) and the pitch error 5.0 degrees (slope 0.99). On real photos a horizontal flip
+negates the yaw to within 3 degrees on average; FFHQ faces read as near-frontal, and the 5
+detected points give the same yaw as the 68-point ground truth to within 4 degrees on average.
+
 Accuracy limits (documented, not hidden): individual faces differ from the mean template (nose
 length, face width), so real photos of frontal faces scatter by a few degrees; pitch from 5
 points is weaker than yaw (it is confounded with the nose's vertical position); at |yaw| near 90
