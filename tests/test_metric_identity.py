@@ -308,3 +308,34 @@ def test_sharded_run_equals_single_process(tmp_path, face_models, heads):
         assert a.setting == b.setting == c.setting
         assert a.value == pytest.approx(b.value, abs=1e-6) and b.value == c.value
         assert a.stats["n"] == b.stats["n"]
+
+
+def test_engine_runs_identity_and_pose_with_fixed_alignment_option(tmp_path, face_models, ignore_bank):
+    """Through the benchmark engine: records written per method/metric, metric options reach the
+    constructor, the alignment mode is recorded."""
+    from evaluate.engine import RunConfig, run_benchmark
+    from evaluate.methods import register_method
+    from evaluate.records import load_records
+
+    @register_method("test-photobank", help="test only")
+    def _make(arg, **options):
+        return BankMethod(ignore_bank, "test-photobank")
+
+    cfg = RunConfig(
+        methods=["test-photobank"], metrics=["identity", "pose"], n_faces=4, yaws=YAWS, device="cpu",
+        models={"detector": str(face_models / "det_500m.onnx"), "recognizer": str(face_models / "mobilefacenet_arcface_w128.onnx")},
+        out=str(tmp_path / "res"), metric_options={"identity": {"align": "fixed"}},
+    )
+    try:
+        run_benchmark(cfg, echo=False)
+    finally:
+        import evaluate.methods as em
+
+        em._REGISTRY.pop("test-photobank", None)  # keep the registry as other tests expect it
+    recs = load_records(tmp_path / "res")
+    ident = [r for r in recs if r.metric == "identity"]
+    pose = [r for r in recs if r.metric == "pose"]
+    assert len(ident) == len(YAWS) + 1 and len(pose) == len(YAWS) + 2
+    assert all(r.status == "ok" for r in ident + pose)
+    assert ident[-1].config["align"] == "fixed" and ident[-1].value == pytest.approx(1.0, abs=1e-5)
+    assert pose[-1].setting == "overall" and pose[-1].config["pipeline"]["align"] == "detector"
