@@ -18,6 +18,7 @@ def train_cmd(
     out: Path = typer.Option(Path("runs/student"), "--out", "-o", help="Output folder (resumed when it holds a checkpoint)."),
     preset: str = typer.Option("paper", "--preset", help="paper (defaults, 30,000 steps) or tiny (narrow 64 px student for CPU)."),
     variant: str = typer.Option("full", "--variant", help="Ablation: full, no_flip, no_identity, no_albedo, mlp, plain_conv."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to train: digan (default), liftgan, hologan (see digan.student.registry)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total training steps (default from the preset)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
@@ -42,9 +43,9 @@ def train_cmd(
         from digan.config import load_config
 
         base = load_config(StudentConfig, config)
-        cfg = make_config(preset, variant, extra, base=base)
+        cfg = make_config(preset, variant, extra, base=base, model=model)
     else:
-        cfg = make_config(preset, variant, extra)
+        cfg = make_config(preset, variant, extra, model=model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = train(cfg, out, teacher_path=teacher, force=force)

@@ -13,7 +13,7 @@ table :data:`PRESETS` (``paper``: defaults; ``tiny``: a narrow 64 px student for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from digan.config import apply_overrides
 from digan.errors import DiganError
@@ -42,11 +42,14 @@ class ModelConfig:
     kan_spline_order: int = 3
     pose_layers: int = 4
     pose_hidden: int = 256
+    pose_norm: bool = True  # GroupNorm after hidden layers (False: LiftedGAN's plain MLP)
+    pose_standardize: bool = True  # feed (w - mean) / (2 std) (False: raw w, LiftedGAN)
     rotation_range: float = 60.0  # degrees
     xy_translation_range: float = 0.1
     z_translation_range: float = 0.01
     # DS
     partial_conv: bool = True  # False: plain Conv2d (ablation 'plain_conv')
+    depth_norm: Literal["pre", "post"] = "pre"  # GroupNorm before convs (DIGAN) or after them (LiftedGAN)
     depth_nf: int = 16
     depth_z: int = 512
     depth_mlp: int = 4
@@ -71,6 +74,9 @@ class ModelConfig:
     grad_filter: Literal["depth", "texture", "both", "none"] = "depth"
     grad_filter_eps: float = 1e-5
     truncation: float = 0.7
+    # options of a model registered by another package (e.g. baselines' hologan); filled with
+    # that model's defaults by make_config(model=...), so --set model.options.KEY=VALUE works
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,11 +181,28 @@ def variant_overrides(variant: str) -> list[str]:
     return list(VARIANTS[variant])
 
 
-def make_config(preset: str = "paper", variant: str = "full", overrides: list[str] | None = None, base: StudentConfig | None = None) -> StudentConfig:
-    """Config = base (defaults) <- preset <- variant <- overrides."""
+def make_config(preset: str = "paper", variant: str = "full", overrides: list[str] | None = None, base: StudentConfig | None = None,
+                model: str | None = None) -> StudentConfig:
+    """Config = base (defaults) <- model defaults <- preset <- model's preset overrides <- variant <- overrides.
+
+    ``model`` (a name of :mod:`digan.student.registry`, e.g. ``liftgan``) sets ``model.name`` and
+    applies the defaults that model registered (its settings, its ``model.options``); None keeps
+    the base config's model.
+    """
     if preset not in PRESETS:
         raise DiganError(f"unknown preset '{preset}'; choose from: {', '.join(PRESETS)}")
     cfg = base or StudentConfig()
-    cfg = apply_overrides(cfg, PRESETS[preset] + [f"preset={preset}"])
+    model_preset: list[str] = []
+    if model is not None:
+        from digan.student.registry import model_defaults
+
+        defaults, options, presets = model_defaults(model)
+        cfg = apply_overrides(cfg, [f"model.name={model}"] + defaults)
+        if options is not None:
+            import dataclasses
+
+            cfg.model.options = {**dataclasses.asdict(options), **cfg.model.options}
+        model_preset = list(presets.get(preset, []))
+    cfg = apply_overrides(cfg, PRESETS[preset] + [f"preset={preset}"] + model_preset)
     cfg = apply_overrides(cfg, variant_overrides(variant) + [f"variant={variant}"])
     return apply_overrides(cfg, overrides)

@@ -135,10 +135,12 @@ class G3D(nn.Module):
         self.style_dim, self.size, self.inject_dim = style_dim, size, inject_dim
         kan = {"grid_size": m.kan_grid_size, "spline_order": m.kan_spline_order}
         self.view_net = ViewNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan,
-                                m.rotation_range, m.xy_translation_range, m.z_translation_range)
-        self.light_net = LightNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan)
+                                m.rotation_range, m.xy_translation_range, m.z_translation_range,
+                                norm=m.pose_norm, standardize=m.pose_standardize)
+        self.light_net = LightNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan, norm=m.pose_norm, standardize=m.pose_standardize)
         self.compose = ComposeNet(style_dim, m.compose_hidden, m.compose_layers, m.compose_residual)
-        self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv)
+        self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
+                                  norm_order=m.depth_norm)
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))

@@ -124,13 +124,20 @@ def make_mlp(
 
 
 class _StyleRegressor(nn.Module):
-    """Standardise w with teacher statistics, then an MLP/KAN with tanh output."""
+    """Standardise w with teacher statistics, then an MLP/KAN with tanh output.
 
-    def __init__(self, style_dim: int, out_dim: int, n_layers: int, hidden: int, use_kan: bool, kan_kwargs: dict | None):
+    ``norm=False`` drops the hidden GroupNorms and ``standardize=False`` feeds raw w: together
+    with ``use_kan=False`` this is LiftedGAN's plain ``MLP`` (Linear + LeakyReLU(0.2), tanh), whose
+    parameters are ``net.{0,2,4,...}`` as in LiftedGAN's ``mlp.{0,2,4,...}``.
+    """
+
+    def __init__(self, style_dim: int, out_dim: int, n_layers: int, hidden: int, use_kan: bool, kan_kwargs: dict | None,
+                 norm: bool = True, standardize: bool = True):
         super().__init__()
+        self.standardize = standardize
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
-        self.net = make_mlp(style_dim, out_dim, n_layers, hidden, kan=use_kan, norm=True, out_act=nn.Tanh(), kan_kwargs=kan_kwargs)
+        self.net = make_mlp(style_dim, out_dim, n_layers, hidden, kan=use_kan, norm=norm, out_act=nn.Tanh(), kan_kwargs=kan_kwargs)
 
     @torch.no_grad()
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -143,7 +150,10 @@ class _StyleRegressor(nn.Module):
         return self.net(self.standardise(w))
 
     def standardise(self, w: torch.Tensor) -> torch.Tensor:
-        """``(w - mean) / (2 std)``: ~95% of the teacher's w land on the KAN grid [-1, 1]."""
+        """``(w - mean) / (2 std)``: ~95% of the teacher's w land on the KAN grid [-1, 1] (w itself
+        when built with ``standardize=False``)."""
+        if not self.standardize:
+            return w
         return (w - self.w_mean) / (2.0 * self.w_std)
 
 
@@ -160,8 +170,10 @@ class ViewNet(_StyleRegressor):
         rotation_range: float = 60.0,
         xy_translation_range: float = 0.1,
         z_translation_range: float = 0.01,
+        norm: bool = True,
+        standardize: bool = True,
     ):
-        super().__init__(style_dim, 6, n_layers, hidden, use_kan, kan_kwargs)
+        super().__init__(style_dim, 6, n_layers, hidden, use_kan, kan_kwargs, norm, standardize)
         self.rotation_range = rotation_range
         self.xy_translation_range = xy_translation_range
         self.z_translation_range = z_translation_range
@@ -185,8 +197,9 @@ class ViewNet(_StyleRegressor):
 class LightNet(_StyleRegressor):
     """DL: style code w (B,D) -> raw light (B,4) in [-1,1]: (ambient, diffuse, dx, dy)."""
 
-    def __init__(self, style_dim: int, n_layers: int = 4, hidden: int = 256, use_kan: bool = True, kan_kwargs: dict | None = None):
-        super().__init__(style_dim, 4, n_layers, hidden, use_kan, kan_kwargs)
+    def __init__(self, style_dim: int, n_layers: int = 4, hidden: int = 256, use_kan: bool = True, kan_kwargs: dict | None = None,
+                 norm: bool = True, standardize: bool = True):
+        super().__init__(style_dim, 4, n_layers, hidden, use_kan, kan_kwargs, norm, standardize)
 
     @staticmethod
     def to_light(raw: torch.Tensor) -> Light:
@@ -211,7 +224,13 @@ def _latent_mlp(in_dim: int, z_dim: int, n_mlp: int) -> nn.Module | None:
 
 
 class DepthNet(nn.Module):
-    """DS: (w0 (B,D), x2 (B,inject_dim,S,S)) -> raw depth (B,1,S,S); see module docstring."""
+    """DS: (w0 (B,D), x2 (B,inject_dim,S,S)) -> raw depth (B,1,S,S); see module docstring.
+
+    ``norm_order="pre"`` (DIGAN, default): GroupNorm before each convolution of a block and of the
+    head. ``"post"``: LiftedGAN's ``DepthNet`` order, convolution -> GroupNorm -> ReLU, i.e. blocks
+    (ConvTranspose2d, GN, ReLU, conv 3x3, GN, ReLU) and head (conv 3x3, GN, ReLU, conv 5x5, GN,
+    ReLU, conv 5x5 + bias); the module indices then equal LiftedGAN's ``network.*`` / ``head.*``.
+    """
 
     def __init__(
         self,
@@ -222,13 +241,17 @@ class DepthNet(nn.Module):
         nf: int = 16,
         n_mlp: int = 4,
         partial: bool = True,
+        norm_order: str = "pre",
     ):
         super().__init__()
+        if norm_order not in ("pre", "post"):
+            raise ValueError(f"norm_order must be 'pre' or 'post', got {norm_order!r}")
         self.size = size
         n_up = n_upsampling_blocks(size)
         self.mlp = _latent_mlp(style_dim, z_dim, n_mlp)
         zin = z_dim if n_mlp > 0 else style_dim
         nd = nf * 2**n_up
+        post = norm_order == "post"
         net: list[nn.Module] = [
             nn.ConvTranspose2d(zin, nd, kernel_size=4, stride=1, padding=0, bias=False),
             nn.ReLU(),
@@ -236,27 +259,23 @@ class DepthNet(nn.Module):
             nn.ReLU(),
         ]
         for _ in range(n_up):
-            net += [
-                group_norm(nd),
-                nn.ConvTranspose2d(nd, nd // 2, kernel_size=4, stride=2, padding=1, bias=False),
-                nn.ReLU(),
-                group_norm(nd // 2),
-                conv2d_layer(partial, nd // 2, nd // 2, 3, 1),
-                nn.ReLU(),
-            ]
+            up = nn.ConvTranspose2d(nd, nd // 2, kernel_size=4, stride=2, padding=1, bias=False)
+            conv = conv2d_layer(partial, nd // 2, nd // 2, 3, 1)
+            if post:
+                net += [up, group_norm(nd // 2), nn.ReLU(), conv, group_norm(nd // 2), nn.ReLU()]
+            else:
+                net += [group_norm(nd), up, nn.ReLU(), group_norm(nd // 2), conv, nn.ReLU()]
             nd //= 2
         net.append(nn.Upsample(scale_factor=2, mode="nearest"))
         self.network = nn.Sequential(*net)
         self.inject = nn.Conv2d(inject_dim, nd, kernel_size=1, bias=False) if inject_dim > 0 else None
-        self.head = nn.Sequential(
-            group_norm(nd),
-            conv2d_layer(partial, nd, nd, 3, 1),
-            nn.ReLU(),
-            group_norm(nd),
-            nn.Conv2d(nd, nd, kernel_size=5, padding=2, bias=False),
-            nn.ReLU(),
-            nn.Conv2d(nd, 1, kernel_size=5, padding=2, bias=True),
-        )
+        conv3 = conv2d_layer(partial, nd, nd, 3, 1)
+        conv5 = nn.Conv2d(nd, nd, kernel_size=5, padding=2, bias=False)
+        out = nn.Conv2d(nd, 1, kernel_size=5, padding=2, bias=True)
+        if post:
+            self.head = nn.Sequential(conv3, group_norm(nd), nn.ReLU(), conv5, group_norm(nd), nn.ReLU(), out)
+        else:
+            self.head = nn.Sequential(group_norm(nd), conv3, nn.ReLU(), group_norm(nd), conv5, nn.ReLU(), out)
 
     def forward(self, w0: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         z = self.mlp(w0) if self.mlp is not None else w0

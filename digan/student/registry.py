@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from digan.errors import DiganError
 
-__all__ = ["Built", "register_model", "get_builder", "available_models"]
+__all__ = ["Built", "register_model", "get_builder", "available_models", "model_defaults"]
 
 
 @dataclass
@@ -39,16 +39,35 @@ class Built:
 
 _Builder = Callable[..., Built]
 _MODELS: dict[str, tuple[_Builder, str]] = {}
+#: name -> (config overrides, options dataclass instance or None, {preset: overrides})
+_DEFAULTS: dict[str, tuple[list[str], Any, dict[str, list[str]]]] = {}
 
 
-def register_model(name: str, help: str = "") -> Callable[[_Builder], _Builder]:
-    """Decorator registering ``builder(cfg, teacher, device) -> Built`` under ``name``."""
+def register_model(name: str, help: str = "", defaults: list[str] | None = None, options: Any = None,
+                   presets: dict[str, list[str]] | None = None) -> Callable[[_Builder], _Builder]:
+    """Decorator registering ``builder(cfg, teacher, device) -> Built`` under ``name``.
+
+    ``defaults``: ``key=value`` overrides applied when a config is made for this model
+    (``make_config(model=name)``, ``digan-bench train --model name``), before the preset.
+    ``options``: a dataclass instance whose fields become ``model.options`` (settable with
+    ``--set model.options.KEY=VALUE``). ``presets``: extra overrides per preset name, applied
+    after that preset's own.
+    """
 
     def deco(fn: _Builder) -> _Builder:
         _MODELS[name] = (fn, help)
+        _DEFAULTS[name] = (list(defaults or []), options, dict(presets or {}))
         return fn
 
     return deco
+
+
+def model_defaults(name: str) -> tuple[list[str], Any, dict[str, list[str]]]:
+    """(overrides, options dataclass or None, per-preset overrides) registered for model ``name``."""
+    _load_builtin()
+    if name not in _MODELS:
+        raise DiganError(f"unknown model '{name}'; choose from: {', '.join(sorted(_MODELS))}")
+    return _DEFAULTS.get(name, ([], None, {}))
 
 
 def _load_builtin() -> None:
