@@ -10,7 +10,6 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from digan.errors import DiganError, MissingAssetError
 from digan.faces import align

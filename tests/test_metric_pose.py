@@ -102,12 +102,12 @@ def test_synthetic_clay_heads_from_the_renderer(tmp_path, face_models):
 
     n, yaws = 8, (-30.0, 30.0)
     params = [sample_identity(3, i) for i in range(n)]
-    light = np.tile(np.array([[0.6, 0.5, 0.3, -0.3]], np.float32), (n, 1))
-    bank = {}
-    for y in (0.0,) + yaws:
-        v = np.zeros((n, 6), np.float32)
-        v[:, 1] = y
-        bank[(0.0, y)] = render_views(params, v, light, SIZE)["image"]
+    all_views = (0.0,) + yaws
+    v = np.zeros((n * len(all_views), 6), np.float32)
+    v[:, 1] = np.repeat(all_views, n)
+    light = np.tile(np.array([[0.6, 0.5, 0.3, -0.3]], np.float32), (len(v), 1))
+    images = render_views(params * len(all_views), v, light, SIZE)["image"]  # one call: maps built once
+    bank = {(0.0, y): images[k * n : (k + 1) * n] for k, y in enumerate(all_views)}
     ctx = _ctx(tmp_path, face_models, n)
     ctx.yaws = yaws
     recs = {r.setting: r for r in create_metric("pose").compute(BankMethod(bank), ctx)}

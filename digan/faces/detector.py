@@ -46,8 +46,7 @@ i.e. the largest, most central face.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2

@@ -27,7 +27,6 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -243,7 +242,3 @@ def batch_equivalent(run_batch, run_single, x: np.ndarray, atol: float = 1e-4) -
         if arr.shape != ref.shape or not np.allclose(arr, ref, atol=atol, rtol=1e-3):
             return False
     return True
-
-
-def as_list(x: Sequence | None) -> list:
-    return [] if x is None else list(x)
