@@ -189,7 +189,8 @@ def make_pipeline(ctx: EvalContext, align: str = "detector", fixed_kps=None, rec
     onnxruntime on CUDA when ``ctx.device`` is a GPU and onnxruntime has the CUDA provider."""
     from digan.faces.pipeline import FacePipeline
 
-    dev = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
+    # keep the GPU index: under torchrun every rank runs onnxruntime on its own GPU
+    dev = str(ctx.device) if str(ctx.device).startswith("cuda") else "cpu"
     det = _cached("detector", ctx.models.get("detector") or None, dev) if align == "detector" else None
     rec = _cached("recognizer", ctx.models.get("recognizer") or None, dev) if recognizer else False
     return FacePipeline(detector=det, recognizer=rec, align=align, fixed_kps=fixed_kps, device=dev)
