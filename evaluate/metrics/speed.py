@@ -14,9 +14,10 @@ Protocol
 * **Peak memory** (record ``memory``, MiB, lower is better; ``overall`` = generate):
   on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (absolute:
   includes the weights already on the GPU); on CPU the growth of the process's peak resident set
-  over the timed batches (``VmHWM`` from ``/proc/self/status`` after resetting it through
+  over the timed batches (freed heap memory is first returned to the OS with glibc
+  ``malloc_trim``, then ``VmHWM`` from ``/proc/self/status`` is reset through
   ``/proc/self/clear_refs``; where that is not allowed, RSS sampled every 2 ms by a thread),
-  i.e. the working memory of generation without the weights already loaded. The record's
+  i.e. the working memory of generating one batch, without the weights already loaded. The record's
   ``config.memory_method`` says which.
 * Device, torch threads and batch size are part of the record's config (numbers are only
   comparable on the same machine). Under torchrun each rank times its own batches; the value is
@@ -53,6 +54,19 @@ def _rss_kib(field: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``) so that memory freed by
+    earlier work in this process does not hide the growth we measure."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the growth may be under-estimated
+        pass
+
+
 class PeakMemory:
     """Context manager measuring peak memory (bytes) of the enclosed code on ``device``.
 
@@ -74,6 +88,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "cuda.max_memory_allocated"
             return self
+        _release_free_memory()
         self._base = (_rss_kib("VmRSS") or 0) * 1024
         try:
             with open("/proc/self/clear_refs", "w") as f:
