@@ -528,15 +528,20 @@ def _fmt(v: float) -> str:
 
 
 def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str], list[str], dict[tuple[str, str], str], list[str]]:
-    """Rows (method labels), columns (record metric names), cells and footnotes."""
+    """Rows (method labels), column headers (record metric names with their unit), cells and
+    footnotes (n/a reasons, errors, non-Inception features)."""
     rows: list[str] = []
     cols: list[str] = []
+    units: dict[str, str] = {}
     cells: dict[tuple[str, str], str] = {}
     notes: list[str] = []
     # columns follow the plan's metric order; a metric class may emit several record metrics
     order = {m: i for i, m in enumerate(metrics)}
     overall = [r for r in records if r.setting == "overall"]
     overall.sort(key=lambda r: (order.get(r.config.get("metric_class", r.metric), len(order)),))
+    for r in overall:
+        if r.status == "ok" and r.unit:
+            units.setdefault(r.metric, r.unit)
     for r in overall:
         row = r.method if r.variant in ("", "full") else f"{r.method}@{r.variant}"
         if row not in rows:
@@ -546,10 +551,13 @@ def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str],
             cols.append(col)
         if r.status == "ok":
             text = _fmt(r.value)  # type: ignore[arg-type]
-            if r.unit:
+            if r.unit and r.unit != units.get(col):
                 text += f" {r.unit}"
             if r.dataset and ("not Inception" in r.dataset):
                 text += " *"
+                note = f"* {r.metric}: {r.dataset}; not comparable with Inception FID/KID"
+                if note not in notes:
+                    notes.append(note)
         elif r.status == "n/a":
             text = "n/a"
             notes.append(f"{row} / {col}: n/a ({r.reason})")
@@ -557,12 +565,10 @@ def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str],
             text = "error"
             notes.append(f"{row} / {col}: error ({r.reason})")
         cells[(row, col)] = text
-    for r in overall:
-        if r.status == "ok" and r.dataset and "not Inception" in r.dataset:
-            note = f"* {r.metric} uses {r.dataset}: not comparable with Inception FID/KID"
-            if note not in notes:
-                notes.append(note)
-    return rows, cols, cells, notes
+    headers = [f"{c} [{units[c]}]" if c in units else c for c in cols]
+    cells = {(r, headers[cols.index(c)]): v for (r, c), v in cells.items()}
+    notes.sort(key=lambda n: n.startswith("*"))
+    return rows, headers, cells, notes
 
 
 def summary_table(records: list[Record], metrics: list[str] | None = None):
@@ -571,9 +577,9 @@ def summary_table(records: list[Record], metrics: list[str] | None = None):
 
     rows, cols, cells, notes = _summary_grid(records, metrics or [])
     t = Table(title="digan-bench results (overall)", caption="\n".join(notes) or None, caption_justify="left")
-    t.add_column("method", style="bold")
+    t.add_column("method", style="bold", no_wrap=True)
     for c in cols:
-        t.add_column(c, justify="right")
+        t.add_column(c, justify="right", overflow="fold")
     for r in rows:
         t.add_row(r, *[cells.get((r, c), "-") for c in cols])
     return t

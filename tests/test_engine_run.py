@@ -68,9 +68,9 @@ def test_records_values_na_and_files(tmp_path):
         ("fake3d", "test_mean", "run"), ("fake3d", "test_pose", "run")]
     md = (out / "summary.md").read_text()
     lines = md.splitlines()
-    assert lines[0] == "| method | test_mean | test_pose |"
+    assert lines[0] == "| method | test_mean [px] | test_pose [deg] |"
     fake2d_row = [l for l in lines if l.startswith("| fake2d")][0]
-    assert "n/a" in fake2d_row and f"{_get(recs, 'fake2d', 'test_mean').value:.4g} px" in fake2d_row
+    assert "n/a" in fake2d_row and f"| {_get(recs, 'fake2d', 'test_mean').value:.4g} |" in fake2d_row
     assert "fake2d / test_pose: n/a (2D GAN: no pose control)" in md
 
 

@@ -97,7 +97,7 @@ def test_speed_through_the_engine_without_pose(tmp_path):
     recs = run_benchmark(cfg, echo=False)
     assert sorted((r.metric, r.setting) for r in recs) == [("memory", "overall"), ("speed", "overall")]
     md = (tmp_path / "r" / "summary.md").read_text()
-    assert "| method | speed | memory |" in md
+    assert "| method | speed [faces/s] | memory [MiB] |" in md
     # batch size and device are part of the speed config hash: a new batch size reruns
     cfg.batch_size = 3
     recs2 = run_benchmark(cfg, echo=False)
