@@ -61,7 +61,7 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     p = Path(path)
     try:
         with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.array(im.convert("RGB"))  # writable copy: torch warns on read-only buffers
     except FileNotFoundError as e:
         raise DiganError(f"image {p} not found; check the path") from e
     except Exception as e:
