@@ -32,6 +32,7 @@ their mask was empty. The reconstruction pass is shared by ``side`` and ``mad`` 
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -197,7 +198,7 @@ class _Depth3D(Metric):
             raise DiganError(f"ground-truth set {ctx.data[self.dataset]} is empty; regenerate it")
         key = (ctx.data[self.dataset], n, dist.rank(), dist.world_size())
         c = _RECON_CACHE.get("entry")
-        if c is not None and c["method"] is method and c["key"] == key:
+        if c is not None and c["method"]() is method and c["key"] == key:
             ctx.advance(n)
             return c["side"], c["mad"], n
         idx = ctx.shard(n)
@@ -219,7 +220,7 @@ class _Depth3D(Metric):
             ctx.advance(len(items))
         side_all = ctx.gather(torch.cat(sides) if sides else torch.zeros(0, dtype=torch.float64)).numpy()
         mad_all = ctx.gather(torch.cat(mads) if mads else torch.zeros(0, dtype=torch.float64)).numpy()
-        _RECON_CACHE["entry"] = {"method": method, "key": key, "side": side_all, "mad": mad_all}
+        _RECON_CACHE["entry"] = {"method": weakref.ref(method), "key": key, "side": side_all, "mad": mad_all}
         return side_all, mad_all, n
 
     def _record(self, method: Method, ctx: EvalContext, per_image: np.ndarray, n: int) -> Record:

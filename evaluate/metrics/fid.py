@@ -48,6 +48,7 @@ import hashlib
 import json
 import math
 import platform
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -292,7 +293,7 @@ def reference_cache_key(root: Path, files: list[Path], image_size: int, extracto
 def _extract(ext: FeatureExtractor, x: torch.Tensor, device: torch.device) -> np.ndarray:
     with torch.no_grad():
         f = ext.fn(x.to(device))
-    return f.detach().float().cpu().numpy().astype(np.float64)
+    return f.detach().float().cpu().numpy()  # float32: 50k x 2048 Inception features are 400 MB
 
 
 def reference_features(
@@ -316,7 +317,7 @@ def reference_features(
     if exists:
         try:
             with np.load(cache) as z:
-                feats = z["feats"].astype(np.float64)
+                feats = z["feats"].astype(np.float32)
             if feats.shape[0] == len(files):
                 info["cached"] = True
                 return feats, info
@@ -329,13 +330,13 @@ def reference_features(
         batch = [prepare_reference_image(files[i], image_size) for i in range(s, min(s + ctx.batch_size, idx.stop))]
         parts.append(_extract(ext, clean_resize(np.stack(batch)), device))
         ctx.advance(len(batch))
-    local = np.concatenate(parts) if parts else np.zeros((0, 0))
+    local = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     feats = _gather_np(local, ctx)
     if dist.is_main():
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, feats=feats.astype(np.float32), mu=feats.mean(0), sigma=np.cov(feats, rowvar=False),
+        np.savez(buf, feats=feats.astype(np.float32), mu=feats.mean(0, dtype=np.float64), sigma=np.cov(feats, rowvar=False),
                  meta=json.dumps(info))
         write_bytes(cache, buf.getvalue())
     info["cached"] = False
@@ -356,8 +357,8 @@ def _gather_np(local: np.ndarray, ctx: EvalContext) -> np.ndarray:
     d = int(local.shape[1]) if local.ndim == 2 and local.shape[0] else 0
     dims = [x for x in dist.all_gather_objects(d) if x]
     if d == 0:
-        local = np.zeros((0, dims[0] if dims else 0))
-    t = torch.from_numpy(np.ascontiguousarray(local, dtype=np.float64))
+        local = np.zeros((0, dims[0] if dims else 0), np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(local, dtype=np.float32))
     return ctx.gather(t).numpy()
 
 
@@ -382,7 +383,7 @@ def generated_features(method: Method, ctx: EvalContext, ext: FeatureExtractor) 
     n = _n_generated(method, ctx)
     key = (ctx.seed, n, ext.key, ctx.device, dist.rank(), dist.world_size())
     c = _GEN_CACHE.get("entry")
-    if c is not None and c["method"] is method and c["key"] == key:
+    if c is not None and c["method"]() is method and c["key"] == key:
         ctx.advance(n)
         return c["feats"], c["size"]
     device = torch.device(ctx.device)
@@ -399,13 +400,14 @@ def generated_features(method: Method, ctx: EvalContext, ext: FeatureExtractor) 
         size = int(img.shape[-1])
         parts.append(_extract(ext, clean_resize(to_uint8(img)), device))
         ctx.advance(b)
-    local = np.concatenate(parts) if parts else np.zeros((0, 0))
+    local = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     feats = _gather_np(local, ctx)
     if dist.is_distributed():
         size = max(dist.all_gather_objects(size))
     if size <= 0:
         raise DiganError(f"method {method.name} produced no images for FID; increase --n-faces")
-    _GEN_CACHE["entry"] = {"method": method, "key": key, "feats": feats, "size": size}
+    # a weak reference: the cache never keeps a finished method (and its GPU memory) alive
+    _GEN_CACHE["entry"] = {"method": weakref.ref(method), "key": key, "feats": feats, "size": size}
     return feats, size
 
 
@@ -419,6 +421,7 @@ def fid_from_features(gen: np.ndarray, ref: np.ndarray) -> float:
 
     if gen.shape[0] < 2 or ref.shape[0] < 2:
         raise DiganError("FID needs at least 2 generated and 2 reference images; increase --n-faces or the reference set")
+    gen, ref = np.asarray(gen, np.float64), np.asarray(ref, np.float64)
     mu1, s1 = gen.mean(0), np.atleast_2d(np.cov(gen, rowvar=False))
     mu2, s2 = ref.mean(0), np.atleast_2d(np.cov(ref, rowvar=False))
     return float(frechet_distance(mu1, s1, mu2, s2))
@@ -435,6 +438,7 @@ def kid_from_features(
     """
     from cleanfid.fid import kernel_distance
 
+    gen, ref = np.asarray(gen, np.float64), np.asarray(ref, np.float64)
     m = min(gen.shape[0], ref.shape[0], max_subset_size)
     if m < 2:
         raise DiganError("KID needs at least 2 generated and 2 reference images; increase --n-faces")
