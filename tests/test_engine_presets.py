@@ -56,3 +56,26 @@ def test_unknown_preset_and_cli_list(capsys):
     out = capsys.readouterr().out
     for name in ("teacher", "fid", "kid", "side", "mad", "speed", "demo"):
         assert name in out
+
+
+def test_cli_preset_missing_assets_and_config_file(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(presets, "assets_dir", lambda: tmp_path / "assets")
+    assert main(["run", "--preset", "demo", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bundled demo model(s) tiny_teacher_64.pt, tiny_student_64.pt not found at")
+    # a config file names only some keys; options and --set apply on top of it
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _engine_fakes  # noqa: F401
+
+    cfgfile = tmp_path / "run.yaml"
+    cfgfile.write_text("methods: [fake2d]\nmetrics: [test_mean]\nn_faces: 5\nbatch_size: 2\n")
+    out = tmp_path / "r2"
+    assert main(["run", "--config", str(cfgfile), "--n-faces", "4", "--device", "cpu", "--out", str(out),
+                 "--set", "seed=3"]) == 0
+    run = __import__("json").loads((out / "run.json").read_text())["config"]
+    assert run["methods"] == ["fake2d"] and run["n_faces"] == 4 and run["seed"] == 3 and run["batch_size"] == 2
+    cfgfile.write_text("n_face: 5\n")
+    assert main(["run", "--config", str(cfgfile)]) == 2
+    assert "unknown config key 'n_face'" in capsys.readouterr().err

@@ -89,16 +89,14 @@ def run_cmd(
     else:
         cfg = RunConfig()
     if config is not None:
-        from digan.config import from_dict, to_dict
-
-        file_cfg = load_config(RunConfig, config)
-        # a config file overrides only the keys it names
+        # a config file overrides the keys it names (validated with one-line errors)
         import yaml
 
+        from digan.config import from_dict, to_dict
+
+        load_config(RunConfig, config)
         named = yaml.safe_load(Path(config).read_text()) or {}
-        merged = to_dict(cfg)
-        merged.update({k: v for k, v in to_dict(file_cfg).items() if k in named})
-        cfg = from_dict(RunConfig, merged)
+        cfg = from_dict(RunConfig, {**to_dict(cfg), **named})
     if methods is not None:
         cfg.methods = _split_names(methods, "methods")
     if metrics is not None:
