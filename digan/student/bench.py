@@ -39,6 +39,7 @@ class StudentBenchConfig:
     repeats: int = 5
     teacher: Optional[str] = None
     overrides: list[str] = field(default_factory=list)
+    threads: Optional[int] = None  # CPU threads per case (None: torch's default)
 
 
 def _rss_mb() -> float:
@@ -69,13 +70,16 @@ def _teacher(path: Optional[str], size: int, device: str) -> tuple[Any, str]:
     return random_teacher(size=size, style_dim=128, width=64, n_mlp=4).to(device), f"random StyleGAN2 {size}px (width 64, style 128)"
 
 
-def _run_case(preset: str, size: int, device: str, batch: int, warmup: int, repeats: int, teacher_path: Optional[str], overrides: list[str]) -> dict:
+def _run_case(preset: str, size: int, device: str, batch: int, warmup: int, repeats: int, teacher_path: Optional[str], overrides: list[str],
+              threads: Optional[int] = None) -> dict:
     from digan.student.config import make_config
     from digan.student.model import make_renderer
     from digan.student.objective import sample_teacher
     from digan.student.registry import get_builder
 
     warnings.simplefilter("ignore")
+    if threads:
+        torch.set_num_threads(int(threads))
     torch.manual_seed(0)
     cuda = device.startswith("cuda")
     base = torch.cuda.memory_allocated() if cuda else _rss_mb()
@@ -158,7 +162,7 @@ def run_student_bench(cfg: StudentBenchConfig, on_result: Callable[[dict], None]
             continue
         for size in cfg.sizes:
             for preset in cfg.presets:
-                args = (preset, size, device, cfg.batch, cfg.warmup, cfg.repeats, cfg.teacher, list(cfg.overrides))
+                args = (preset, size, device, cfg.batch, cfg.warmup, cfg.repeats, cfg.teacher, list(cfg.overrides), cfg.threads)
                 r = _isolated(args) if (isolate and device == "cpu") else _run_case(*args)
                 out.append(r)
                 if on_result:

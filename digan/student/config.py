@@ -116,6 +116,7 @@ class TrainConfig:
     log_every: int = 10
     w_stats_samples: int = 10_000  # samples for w mean/std (LiftedGAN: 50,000)
     device: Optional[str] = None  # None: cuda when available
+    threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
 
 

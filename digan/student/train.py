@@ -53,7 +53,7 @@ __all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash"
 
 CKPT_FORMAT = "digan-student/1"
 #: config fields that may change between runs of the same training (not part of the resume key)
-_FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device")
+_FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads")
 
 
 @dataclass
@@ -223,6 +223,8 @@ def train(
             the run stays resumable.
     """
     out = Path(out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(int(cfg.train.threads))
     distributed = dist.init_distributed()
     device = dist.device_for_rank(cfg.train.device)
     main = dist.is_main()
