@@ -69,6 +69,7 @@ __all__ = [
     "summary_table",
     "summary_markdown",
     "resolve_device",
+    "apply_run_overrides",
 ]
 
 DEFAULT_METRICS = ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
@@ -129,6 +130,45 @@ class PlanItem:
     config_hash: str = ""
     records_file: str = ""
     message: str = ""
+
+
+_OPEN_MAPPINGS = ("method_options", "metric_options", "data", "models")
+
+
+def apply_run_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...] | None) -> RunConfig:
+    """``--set key=value`` for a RunConfig. Besides the plain keys (``n_faces=50``), the open
+    mappings accept new entries without restating the others:
+    ``metric_options.fid.extractor=inception``, ``method_options.teacher.truncation=0.7``,
+    ``data.ffhq=/data/ffhq256``, ``models.inception=/models/inception-2015-12-05.pt``.
+    Values are parsed as YAML; everything is validated by :func:`digan.config.from_dict`.
+    """
+    import yaml
+
+    from digan.config import apply_overrides, from_dict
+
+    plain: list[str] = []
+    d = to_dict(cfg)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if sep and parts[0] in _OPEN_MAPPINGS and len(parts) > 1:
+            depth = 3 if parts[0].endswith("_options") else 2
+            if len(parts) != depth:
+                example = f"{parts[0]}.NAME.OPTION=VALUE" if depth == 3 else f"{parts[0]}.NAME=PATH"
+                raise DiganError(f"bad override {item!r}: write it as {example}")
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = text
+            node = d[parts[0]]
+            if depth == 3:
+                node = node.setdefault(parts[1], {})
+                if not isinstance(node, dict):
+                    raise DiganError(f"bad override {item!r}: {parts[0]}.{parts[1]} is not a mapping")
+            node[parts[-1]] = value if depth == 3 else text
+        else:
+            plain.append(item)
+    return apply_overrides(from_dict(RunConfig, d), plain)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -187,7 +187,7 @@ def test_cli_run_exit_codes_and_summary(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["run", "--methods", "fake2d,fake3d", "--metrics", "test_mean,test_pose", "--n-faces", "6",
             "--batch-size", "3", "--yaws", "-15,15", "--device", "cpu", "--out", str(out),
-            "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "metric_options={test_mean: {scale: 3}}"]
+            "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "metric_options.test_mean.scale=3"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "test_mean" in text and "n/a" in text and "fake3d" in text
@@ -213,3 +213,19 @@ def test_summary_marks_non_inception_features():
                    config={"metric_class": "fid"})]
     md = summary_markdown(recs, ["fid"])
     assert "| a | 12.5 * |" in md and "not comparable with Inception" in md
+
+
+def test_run_overrides_extend_open_mappings():
+    from evaluate.engine import apply_run_overrides
+
+    cfg = RunConfig(metric_options={"fid": {"dataset": "synth", "extractor": "randproj"}}, data={"synth": "/s"})
+    cfg = apply_run_overrides(cfg, ["metric_options.fid.extractor=inception", "metric_options.kid.num_subsets=10",
+                                    "method_options.teacher.truncation=0.7", "data.ffhq=/data/ffhq", "n_faces=50",
+                                    "yaws=[-30, 30]"])
+    assert cfg.metric_options == {"fid": {"dataset": "synth", "extractor": "inception"}, "kid": {"num_subsets": 10}}
+    assert cfg.method_options == {"teacher": {"truncation": 0.7}}
+    assert cfg.data == {"synth": "/s", "ffhq": "/data/ffhq"} and cfg.n_faces == 50 and cfg.yaws == (-30.0, 30.0)
+    with pytest.raises(DiganError, match="metric_options.NAME.OPTION=VALUE"):
+        apply_run_overrides(cfg, ["metric_options.fid=3"])
+    with pytest.raises(DiganError, match="unknown config key 'n_face'"):
+        apply_run_overrides(cfg, ["n_face=3"])

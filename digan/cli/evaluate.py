@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from digan.cli import app
-from digan.cli.common import ConfigOption, SetOption, parse_float_list
+from digan.cli.common import ConfigOption, parse_float_list
 from digan.errors import DiganError
 
 _MODEL_ROLES = ("detector", "recognizer", "inception")
@@ -54,7 +54,11 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Start from a named preset: demo (tiny bundled models, synthetic data, CPU minutes)."),
     list_: bool = typer.Option(False, "--list", help="List the registered methods, metrics and presets, then exit."),
     config: Optional[Path] = ConfigOption,
-    set_: Optional[list[str]] = SetOption,
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", "-s",
+        help="Override a config value (repeatable): key=value, e.g. n_faces=50, metric_options.fid.extractor=inception, "
+             "method_options.teacher.truncation=0.7.",
+    ),
 ) -> None:
     """Run the benchmark plan and write one record per (method, metric, setting) to --out.
 
@@ -62,8 +66,8 @@ def run_cmd(
     OUT/records/<method>/<metric>.json, OUT/records.jsonl, OUT/records.csv and OUT/summary.md.
     Under torchrun every process renders its share of the faces and rank 0 writes.
     """
-    from digan.config import apply_overrides, load_config
-    from evaluate.engine import RunConfig, has_errors, run_benchmark
+    from digan.config import load_config
+    from evaluate.engine import RunConfig, apply_run_overrides, has_errors, run_benchmark
     from evaluate.presets import available_presets, build_preset
 
     if list_:
@@ -125,7 +129,7 @@ def run_cmd(
         cfg.out = str(out)
     if force:
         cfg.force = True
-    cfg = apply_overrides(cfg, set_)
+    cfg = apply_run_overrides(cfg, set_)
 
     records = run_benchmark(cfg)
     if has_errors(records):
