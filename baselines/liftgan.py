@@ -1,0 +1,163 @@
+"""LiftGAN (LiftedGAN, Shi, Aggarwal and Jain, CVPR 2021): the native implementation, trainable
+with ``digan-bench train --model liftgan``, and the benchmark method ``liftgan``.
+
+LiftGAN is DIGAN's closest relative, so it is *not* a copy: it is the DIGAN student
+(:class:`digan.student.model.G3D`, :class:`digan.student.objective.DistillationObjective`, the same
+renderer and teacher) built with LiftedGAN's settings, :data:`LIFTGAN_DEFAULTS`:
+
+============================  ==========================  ==================================
+part                          DIGAN (paper)                LiftGAN (LiftedGAN's code)
+============================  ==========================  ==================================
+DV / DL                       KAN + GroupNorm, w standardised   plain Linear + LeakyReLU(0.2), width
+                                                           512, no norm, raw w (``model.use_kan``,
+                                                           ``pose_norm``, ``pose_standardize`` off)
+DS convolutions               partial convolutions         plain ``nn.Conv2d`` (``partial_conv``)
+DS normalisation order        GroupNorm before each conv   conv -> GroupNorm -> ReLU (``depth_norm=post``)
+albedo regulariser filter     Laplacian (paper)            grey albedo minus Gaussian blur
+                                                           (``loss.albedo_filter=blur_residual``)
+schedule                      30,000 steps                 50,000 steps (10 x 5,000), batch 8
+w statistics                  10,000 samples               50,000 samples (LiftedGAN's ``get_statistics``)
+============================  ==========================  ==================================
+
+Shared with DIGAN because the two agree: compose net M (LiftedGAN's StyleComposeNet), depth
+post-processing and border, transformation map (sigmoid(+5), blur size 10 / sigma 4 in
+LiftedGAN's formula), gradient clipping on the depth (LiftedGAN's ContourGradientClip), de-lit
+texture from G(w0), loss weights (rec 5, perc 1, flip 0.8, perturbation 2, cycle 4, identity 1
+below 25 deg, w regulariser 0.5, albedo 0.01 with 4x pooling), Adam 1e-4, weight decay 5e-4,
+truncation 0.7. The identity loss uses the project's recogniser (``loss.recognizer``):
+LiftedGAN's LResNet-18 CASIA weights are not available here.
+
+Benchmark method ``liftgan:PATH``: ``PATH`` is a ``student.pt``/``checkpoint.pt`` trained with
+``--model liftgan`` (its teacher is found as for ``digan``), a folder holding ``student.pt``, or
+an official LiftedGAN ``checkpoint_XXX.pth`` (:mod:`baselines.liftgan_checkpoint`; the
+``teacher`` option is then required: LiftedGAN's StyleGAN2 file). ``liftgan@VARIANT:PATH`` names
+an ablation trained with ``--model liftgan --variant VARIANT``; the checkpoint must match. Options: ``teacher``,
+``truncation`` (1.0), ``inversion_steps`` (150), ``inversion_lr`` (0.05), ``device``. Capabilities,
+rendering and reconstruction are those of the ``digan`` method (:class:`DiganMethod`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digan.errors import DiganError
+from digan.student.build import build_digan
+from digan.student.config import StudentConfig
+from digan.student.method import DiganMethod
+from digan.student.registry import Built, register_model
+from evaluate.methods import Method, register_method
+
+__all__ = ["LIFTGAN_DEFAULTS", "build_liftgan", "load_liftgan", "LiftGANMethod"]
+
+#: config overrides that turn the DIGAN student into LiftGAN (applied by ``--model liftgan``)
+LIFTGAN_DEFAULTS: list[str] = [
+    "model.use_kan=false",
+    "model.pose_hidden=512",
+    "model.pose_layers=4",
+    "model.pose_norm=false",
+    "model.pose_standardize=false",
+    "model.partial_conv=false",
+    "model.depth_norm=post",
+    "model.compose_residual=false",
+    "model.grad_filter=depth",
+    "loss.albedo_filter=blur_residual",
+    "train.steps=50000",
+    "train.batch=8",
+    "train.lr=1e-4",
+    "train.weight_decay=5e-4",
+    "train.w_stats_samples=50000",
+]
+
+
+@register_model("liftgan", help="LiftGAN (LiftedGAN): plain-MLP view/light nets, plain-conv depth net, LiftedGAN losses and schedule",
+                defaults=LIFTGAN_DEFAULTS)
+def build_liftgan(cfg: StudentConfig, teacher: Any, device: torch.device | str = "cpu") -> Built:
+    """The trainer's builder for ``liftgan``: DIGAN's G3D and objective with ``cfg`` (LiftGAN's
+    settings come from :data:`LIFTGAN_DEFAULTS` through ``make_config(model="liftgan")``)."""
+    if cfg.model.name != "liftgan":
+        raise DiganError(f"build_liftgan got a config for model '{cfg.model.name}'; make it with make_config(model='liftgan')")
+    built = build_digan(cfg, teacher, device)
+    built.info = {**built.info, "model": "liftgan", "architecture": "LiftedGAN settings on the shared G3D (baselines.liftgan)"}
+    return built
+
+
+def load_liftgan(path: str | Path, teacher_path: str | Path | None = None, device: torch.device | str = "cpu",
+                 w_stats_samples: int = 0):
+    """A LiftGAN :class:`~digan.student.inference.Student` from a native checkpoint (trained with
+    ``--model liftgan``) or an official LiftedGAN file (then ``teacher_path`` is required)."""
+    from digan.config import from_dict
+    from digan.student.build import build_g3d
+    from digan.student.inference import Student, resolve_teacher_path
+    from digan.student.train import CKPT_FORMAT, load_teacher, teacher_matches
+    from digan.utils.io import load_torch
+
+    from baselines.liftgan_checkpoint import is_liftedgan_checkpoint, load_liftedgan_checkpoint
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        cand = p / "student.pt"
+        if not cand.is_file():
+            raise DiganError(f"no student.pt in {p}; train one with 'digan-bench train --model liftgan --out {p}' or pass the file")
+        p = cand
+    ck = load_torch(p, what="LiftGAN checkpoint")
+    dev = torch.device(device)
+    if is_liftedgan_checkpoint(ck):
+        if teacher_path is None:
+            raise DiganError(f"{p} is an official LiftedGAN checkpoint, which holds no teacher; pass LiftedGAN's StyleGAN2 "
+                             "(stylegan2-ffhq-cropped-300000.pt from the LiftedGAN README) with the method option teacher=PATH")
+        teacher = load_teacher(teacher_path, dev)
+        return load_liftedgan_checkpoint(p, teacher, dev, w_stats_samples=w_stats_samples)
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise DiganError(f"{p} is neither a digan-bench LiftGAN checkpoint nor an official LiftedGAN one (netD/netT/netSD/netSC); "
+                         "train one with 'digan-bench train --model liftgan'")
+    if ck.get("model") != "liftgan":
+        raise DiganError(f"{p} holds a '{ck.get('model')}' model, not liftgan; use the method '{ck.get('model')}:{p}'")
+    cfg = from_dict(StudentConfig, ck["config"])
+    tpath = resolve_teacher_path(ck, p, teacher_path)
+    teacher = load_teacher(tpath, dev)
+    if not teacher_matches(ck["teacher"], teacher, tpath):
+        raise DiganError(f"teacher {tpath} is not the one {p} was trained with; pass the matching teacher option")
+    g3d = build_g3d(cfg, teacher, dev, w_stats=False)
+    g3d.load_state_dict(ck["state"])
+    return Student(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck["teacher"],
+                                                 "meta": ck.get("meta", {}), "source": "digan-bench liftgan checkpoint"})
+
+
+class LiftGANMethod(DiganMethod):
+    """A loaded LiftGAN (native or official weights) with the ``digan`` method's rendering,
+    capabilities and teacher-inversion reconstruction."""
+
+    name = "liftgan"
+
+    def __init__(self, path: str | Path, truncation: float = 1.0, teacher: str | None = None, inversion_steps: int = 150,
+                 inversion_lr: float = 0.05, device: str | torch.device | None = None, variant: str = "full"):
+        self.student = load_liftgan(path, teacher, device or "cpu")
+        self.path = Path(self.student.info["path"])
+        trained_as = self.student.cfg.variant
+        if trained_as != variant:
+            raise DiganError(f"{self.path} was trained as liftgan@{trained_as}, not liftgan@{variant}; pass the matching checkpoint")
+        self.variant = variant
+        self.truncation = float(truncation)
+        self.inversion_steps = int(inversion_steps)
+        self.inversion_lr = float(inversion_lr)
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update({"name": self.name, "source": self.student.info.get("source"), "epoch": self.student.info.get("epoch")})
+        return out
+
+
+@register_method("liftgan", help="LiftGAN (LiftedGAN). liftgan:PATH: a 'train --model liftgan' student.pt, or an official "
+                                 "LiftedGAN checkpoint_XXX.pth with the teacher option")
+def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
+                  inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | None = None, **unknown: Any) -> Method:
+    if unknown:
+        raise DiganError(f"liftgan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, inversion_steps, "
+                         "inversion_lr, device")
+    if not arg:
+        raise DiganError("liftgan needs a checkpoint: liftgan:PATH (train one with 'digan-bench train --model liftgan "
+                         "--teacher T --out DIR', or pass an official LiftedGAN checkpoint_XXX.pth with the teacher option)")
+    return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant)

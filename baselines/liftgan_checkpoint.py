@@ -1,0 +1,243 @@
+"""Load the official LiftedGAN checkpoints (seasonSH/LiftedGAN, ``checkpoint_XXX.pth``) into the
+native LiftGAN (:mod:`baselines.liftgan`), i.e. a :class:`digan.student.model.G3D` built with
+LiftedGAN's settings, so the official weights are benchmarked by the same renderer and metrics.
+
+File layout (``LiftedGAN.save_model``): ``{"netD": state_dict, "netT": ..., "netSD": ...,
+"netSC": ..., "optimizer": ..., "global_step": int, "epoch": int}``. The teacher (LiftedGAN's
+reduced-channel StyleGAN2, ``stylegan2-ffhq-cropped-300000.pt``) is not in the file: pass it.
+
+Key mapping (``i`` is the module index inside LiftedGAN's ``nn.Sequential``; the native modules
+were built so that the indices agree one to one)::
+
+    LiftedGAN key                          native G3D key             notes
+    netSD.model_view.mlp.{i}.{w,b}         view_net.net.{i}.{w,b}     DV: Linear+LeakyReLU(0.2) x3, Linear, tanh
+    netSD.model_light.mlp.{i}.{w,b}        light_net.net.{i}.{w,b}    DL: same, 4 outputs
+    netSD.model_style.mlp.*                (not loaded)               LiftedGAN computes this neutral
+                                                                      style but overwrites it with netSC
+    netSC.embed_style.mlp.{i}.*            compose.embed_style.{i}.*  M: Linear, GroupNorm, LeakyReLU x3,
+    netSC.embed_light.mlp.{i}.*            compose.embed_light.{i}.*     Linear, ScaleShift(weight, bias)
+    netSC.embed_view.mlp.{i}.*             compose.embed_view.{i}.*
+    netSC.model.mlp.{i}.*                  compose.model.{i}.*
+    netD.mlp.{i}.{w,b}                     depth_net.mlp.{i}.{w,b}    DS latent MLP (Linear+LeakyReLU) x4
+    netD.network.{i}.*                     depth_net.network.{i}.*    ConvT 1->4, conv; blocks ConvT,GN,ReLU,conv,GN,ReLU
+    netD.inject.weight                     depth_net.inject.weight    1x1 conv of the teacher's last features
+    netD.head.{i}.*                        depth_net.head.{i}.*       conv3,GN,ReLU,conv5,GN,ReLU,conv5+bias
+    netT.mlp.{i}.{w,b}                     trans_net.mlp.{i}.{w,b}    DT latent MLP
+    netT.network.{i}.*                     trans_net.network.{i}.*
+    global_step, epoch                     (recorded in the info)
+    optimizer                              (not loaded: training state)
+
+A leading ``module.`` (DataParallel) inside a sub-dict is stripped. Buffers that LiftedGAN does
+not store (``w_mean``, ``w_std``, ``w_sigma_inv`` and the DV/DL input statistics) are teacher
+statistics used only by the training-time w regulariser (LiftGAN does not standardise the DV/DL
+input); :func:`load_liftedgan_checkpoint` computes them when ``w_stats_samples > 0``.
+
+The architecture (style dimension, hidden widths, number of layers, image size, channel widths,
+inject dimension) is read from the tensor shapes, so any LiftedGAN-layout file loads, not only
+the 256 px FFHQ one; it must agree with the teacher (size, style dimension, feature channels).
+A key the table cannot place, a native parameter the file lacks, or a shape that disagrees is a
+one-line :class:`~digan.errors.DiganError` naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from digan.errors import DiganError
+
+__all__ = [
+    "LIFTEDGAN_TOP_KEYS",
+    "is_liftedgan_checkpoint",
+    "map_liftedgan_key",
+    "convert_liftedgan_state",
+    "infer_liftedgan_overrides",
+    "load_liftedgan_checkpoint",
+]
+
+#: top-level keys of an official checkpoint: networks, then metadata
+LIFTEDGAN_NETS = ("netD", "netT", "netSD", "netSC")
+LIFTEDGAN_META = ("optimizer", "global_step", "epoch")
+LIFTEDGAN_TOP_KEYS = LIFTEDGAN_NETS + LIFTEDGAN_META
+
+# (pattern on "net.key", replacement or None for "known, not loaded")
+_RULES: list[tuple[re.Pattern[str], str | None]] = [
+    (re.compile(r"^netSD\.model_view\.mlp\.(\d+)\.(weight|bias)$"), r"view_net.net.\1.\2"),
+    (re.compile(r"^netSD\.model_light\.mlp\.(\d+)\.(weight|bias)$"), r"light_net.net.\1.\2"),
+    (re.compile(r"^netSD\.model_style\.mlp\.(\d+)\.(weight|bias)$"), None),
+    (re.compile(r"^netSC\.(embed_style|embed_light|embed_view|model)\.mlp\.(\d+)\.(weight|bias)$"), r"compose.\1.\2.\3"),
+    (re.compile(r"^netD\.mlp\.(\d+)\.(weight|bias)$"), r"depth_net.mlp.\1.\2"),
+    (re.compile(r"^netD\.network\.(\d+)\.(weight|bias)$"), r"depth_net.network.\1.\2"),
+    (re.compile(r"^netD\.inject\.weight$"), "depth_net.inject.weight"),
+    (re.compile(r"^netD\.head\.(\d+)\.(weight|bias)$"), r"depth_net.head.\1.\2"),
+    (re.compile(r"^netT\.mlp\.(\d+)\.(weight|bias)$"), r"trans_net.mlp.\1.\2"),
+    (re.compile(r"^netT\.network\.(\d+)\.(weight|bias)$"), r"trans_net.network.\1.\2"),
+]
+
+#: native buffers that an official file does not hold (teacher statistics)
+_COMPUTED = {"w_mean", "w_std", "w_sigma_inv", "view_net.w_mean", "view_net.w_std", "light_net.w_mean", "light_net.w_std"}
+
+
+def is_liftedgan_checkpoint(obj: Any) -> bool:
+    """True for a dict that looks like ``LiftedGAN.save_model`` output (has netD and netSD)."""
+    return isinstance(obj, dict) and isinstance(obj.get("netD"), dict) and isinstance(obj.get("netSD"), dict)
+
+
+def map_liftedgan_key(key: str) -> str | None:
+    """Native G3D key of a LiftedGAN key ``"<net>.<param>"`` (None: known but not loaded).
+
+    Raises DiganError naming ``key`` when no rule places it.
+    """
+    for pat, rep in _RULES:
+        if pat.match(key):
+            return None if rep is None else pat.sub(rep, key)
+    raise DiganError(f"LiftedGAN checkpoint key '{key}' cannot be placed in the native LiftGAN (not in LiftedGAN's "
+                     "netD/netT/netSD/netSC layout); this file is not an official LiftedGAN checkpoint of the supported layout")
+
+
+def _flat(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``{"net.param": tensor}`` over the network sub-dicts; unknown top-level keys are errors."""
+    for k in ckpt:
+        if k not in LIFTEDGAN_TOP_KEYS:
+            raise DiganError(f"LiftedGAN checkpoint key '{k}' cannot be placed (expected only {', '.join(LIFTEDGAN_TOP_KEYS)}); "
+                             "this is not an official LiftedGAN checkpoint of the supported layout")
+    missing = [n for n in LIFTEDGAN_NETS if n not in ckpt]
+    if missing:
+        raise DiganError(f"LiftedGAN checkpoint lacks '{missing[0]}' (it needs {', '.join(LIFTEDGAN_NETS)}); pass a full checkpoint_XXX.pth")
+    out: dict[str, torch.Tensor] = {}
+    for net in LIFTEDGAN_NETS:
+        sd = ckpt[net]
+        if not isinstance(sd, dict):
+            raise DiganError(f"LiftedGAN checkpoint entry '{net}' is not a state dict; the file is damaged or of another layout")
+        for k, v in sd.items():
+            kk = k[len("module."):] if k.startswith("module.") else k
+            if not isinstance(v, torch.Tensor):
+                raise DiganError(f"LiftedGAN checkpoint key '{net}.{k}' is not a tensor; the file is damaged or of another layout")
+            out[f"{net}.{kk}"] = v
+    return out
+
+
+def convert_liftedgan_state(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(native state dict without the computed buffers, info) of an official checkpoint dict.
+
+    ``info``: ``global_step``, ``epoch``, ``ignored`` (LiftedGAN keys known but not loaded).
+    """
+    flat = _flat(ckpt)
+    state: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for k, v in flat.items():
+        nk = map_liftedgan_key(k)
+        if nk is None:
+            ignored.append(k)
+            continue
+        state[nk] = v.detach().float().cpu()
+    info = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch"), "ignored": ignored}
+    return state, info
+
+
+def _linear_count(flat: dict[str, torch.Tensor], prefix: str) -> int:
+    return sum(1 for k, v in flat.items() if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 2)
+
+
+def _conv_indices(flat: dict[str, torch.Tensor], prefix: str) -> list[int]:
+    idx = []
+    for k, v in flat.items():
+        m = re.match(re.escape(prefix) + r"(\d+)\.weight$", k)
+        if m and v.dim() == 4:
+            idx.append(int(m.group(1)))
+    return sorted(idx)
+
+
+def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """Config overrides (``model.*``) that rebuild the file's architecture, and the facts read
+    (``size``, ``style_dim``, ``inject_dim``) to check against the teacher."""
+    flat = _flat(ckpt)
+
+    def need(key: str) -> torch.Tensor:
+        if key not in flat:
+            raise DiganError(f"LiftedGAN checkpoint lacks '{key}'; the file is damaged or of another layout")
+        return flat[key]
+
+    view0 = need("netSD.model_view.mlp.0.weight")
+    style_dim, pose_hidden = int(view0.shape[1]), int(view0.shape[0])
+    pose_layers = _linear_count(flat, "netSD.model_view.mlp.")
+    if _linear_count(flat, "netSD.model_light.mlp.") != pose_layers:
+        raise DiganError("LiftedGAN checkpoint: netSD.model_light and netSD.model_view have different depths; unsupported layout")
+    # depth net
+    depth_mlp = _linear_count(flat, "netD.mlp.")
+    convs = _conv_indices(flat, "netD.network.")
+    if len(convs) < 2 or (len(convs) - 2) % 2:
+        raise DiganError(f"LiftedGAN checkpoint: netD.network has {len(convs)} conv weights; expected 2 + 2 per upsampling block")
+    n_up = (len(convs) - 2) // 2
+    nd0 = int(need("netD.network.0.weight").shape[1])
+    depth_z = int(need("netD.mlp.0.weight").shape[0]) if depth_mlp else style_dim
+    inject = flat.get("netD.inject.weight")
+    inject_dim = int(inject.shape[1]) if inject is not None else 0
+    # transformation net
+    trans_mlp = _linear_count(flat, "netT.mlp.")
+    tconvs = _conv_indices(flat, "netT.network.")
+    t_up = len(tconvs) - 3  # ConvT 1->4, n_up ConvT x2, conv 3x3, conv 5x5
+    if t_up != n_up:
+        raise DiganError(f"LiftedGAN checkpoint: netT has {t_up} upsampling blocks but netD {n_up}; unsupported layout")
+    tn0 = int(need("netT.network.0.weight").shape[1])
+    trans_z = int(need("netT.mlp.0.weight").shape[0]) if trans_mlp else style_dim
+    compose_hidden = int(need("netSC.embed_style.mlp.0.weight").shape[0])
+    compose_layers = _linear_count(flat, "netSC.model.mlp.")
+    size = 2 ** (n_up + 3)
+    overrides = [
+        f"model.pose_hidden={pose_hidden}", f"model.pose_layers={pose_layers}",
+        f"model.depth_nf={nd0 // 2 ** n_up}", f"model.depth_z={depth_z}", f"model.depth_mlp={depth_mlp}",
+        f"model.use_inject={'true' if inject_dim else 'false'}",
+        f"model.trans_nf={tn0 // 2 ** n_up}", f"model.trans_z={trans_z}", f"model.trans_mlp={trans_mlp}",
+        f"model.compose_hidden={compose_hidden}", f"model.compose_layers={compose_layers}", "model.compose_residual=false",
+    ]
+    return overrides, {"size": size, "style_dim": style_dim, "inject_dim": inject_dim}
+
+
+def load_liftedgan_checkpoint(path: str | Path, teacher: Any, device: torch.device | str = "cpu", w_stats_samples: int = 0,
+                              seed: int = 0):
+    """An official LiftedGAN checkpoint as a :class:`digan.student.inference.Student` (model
+    ``liftgan``) on ``device`` with ``teacher`` (a loaded :class:`digan.teacher.Teacher`).
+
+    ``w_stats_samples`` > 0 computes the teacher w statistics (LiftedGAN used 50,000); they only
+    matter for further training, so inference leaves them at their neutral defaults.
+    """
+    from digan.student.build import build_g3d
+    from digan.student.config import make_config
+    from digan.student.inference import Student
+    from digan.student.model import teacher_info
+    from digan.utils.io import load_torch
+
+    p = Path(path)
+    ck = load_torch(p, what="LiftedGAN checkpoint")
+    if not is_liftedgan_checkpoint(ck):
+        first = next(iter(ck), None) if isinstance(ck, dict) else type(ck).__name__
+        raise DiganError(f"{p} is not an official LiftedGAN checkpoint (no netD/netSD; first key '{first}'); "
+                         "pass a checkpoint_XXX.pth of seasonSH/LiftedGAN or a digan-bench liftgan student.pt")
+    overrides, facts = infer_liftedgan_overrides(ck)
+    tinfo = teacher_info(teacher, device)
+    if facts["size"] != tinfo["size"] or facts["style_dim"] != tinfo["style_dim"] or facts["inject_dim"] not in (0, tinfo["inject_dim"]):
+        raise DiganError(
+            f"{p} was trained with a {facts['size']} px teacher (style {facts['style_dim']}, last features {facts['inject_dim']} channels) "
+            f"but the teacher given is {tinfo['size']} px (style {tinfo['style_dim']}, {tinfo['inject_dim']} channels); pass LiftedGAN's "
+            "StyleGAN2 (stylegan2-ffhq-cropped-300000.pt, reduced channel table) with the 'teacher' option")
+    cfg = make_config("paper", "full", overrides + [f"train.w_stats_samples={max(1, int(w_stats_samples))}", f"train.seed={seed}"],
+                      model="liftgan")
+    g3d = build_g3d(cfg, teacher, device, w_stats=w_stats_samples > 0)
+    state, info = convert_liftedgan_state(ck)
+    native = g3d.state_dict()
+    for k, v in state.items():
+        if k not in native:
+            raise DiganError(f"LiftedGAN checkpoint tensor for '{k}' has no place in the native LiftGAN built from its shapes; unsupported layout")
+        if tuple(native[k].shape) != tuple(v.shape):
+            raise DiganError(f"LiftedGAN checkpoint: '{k}' has shape {tuple(v.shape)}, the native LiftGAN expects {tuple(native[k].shape)}")
+    missing = [k for k in native if k not in state and k not in _COMPUTED]
+    if missing:
+        raise DiganError(f"LiftedGAN checkpoint lacks the weights of native '{missing[0]}'; the file is incomplete or of another layout")
+    g3d.load_state_dict({**native, **state})
+    info.update({"path": str(p), "source": "official LiftedGAN checkpoint", "step": info.get("global_step"),
+                 "teacher": {"path": str(getattr(teacher, "source", "") or "")}, "meta": {}})
+    return Student(g3d, teacher, cfg, device, info=info)
