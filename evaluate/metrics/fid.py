@@ -459,7 +459,9 @@ def kid_from_features(
 class _FeatureMetric(Metric):
     """Common options and plumbing of FID and KID."""
 
-    requires = ("generate",)
+    # no capability needed: a fixed folder of samples (generate=False, max_faces) is scored over
+    # its images just like a generator's renders
+    requires = ()
 
     def __init__(
         self,
