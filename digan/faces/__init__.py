@@ -15,8 +15,10 @@ Model files resolve from an explicit path, ``$DIGAN_BENCH_MODELS``, then
 from digan.faces.align import ARCFACE_TEMPLATE, FFHQ_TEMPLATE, align_faces, estimate_norm, norm_crop, umeyama
 from digan.faces.detector import Face, FaceDetector
 from digan.faces.onnx_models import DEFAULT_MODELS, resolve_model
+from digan.faces.pipeline import FaceAnalysis, FacePipeline
 from digan.faces.pose import FACE5_3D, PoseEstimate, estimate_pose
 from digan.faces.recognizer import FaceRecognizer, cosine_similarity
+from digan.faces.verification import roc_auc, verify_pairs
 
 __all__ = [
     "ARCFACE_TEMPLATE",
@@ -34,4 +36,8 @@ __all__ = [
     "estimate_pose",
     "FaceRecognizer",
     "cosine_similarity",
+    "FaceAnalysis",
+    "FacePipeline",
+    "roc_auc",
+    "verify_pairs",
 ]

@@ -102,7 +102,10 @@ class FaceRecognizer:
 
     def _graph_rule(self) -> tuple[float, float]:
         """insightface's rule: raw pixels if the graph normalises its input, else 127.5 / 127.5."""
-        import onnx
+        try:
+            import onnx
+        except ImportError as e:  # a dependency of insightface; needed to read the graph
+            raise DiganError("the onnx package is missing; install it with 'pip install onnx'") from e
 
         m = onnx.load(str(self.path), load_external_data=False)
         for node in list(m.graph.node)[:8]:
