@@ -338,3 +338,24 @@ def test_engine_runs_identity_and_pose_with_fixed_alignment_option(tmp_path, fac
     assert all(r.status == "ok" for r in ident + pose)
     assert ident[-1].config["align"] == "fixed" and ident[-1].value == pytest.approx(1.0, abs=1e-5)
     assert pose[-1].setting == "overall" and pose[-1].config["pipeline"]["align"] == "detector"
+
+
+def test_bench_identity_reports_consistent_figures(shared_data, face_models, capsys):
+    from digan.cli import main
+    from digan.faces.bench import IdentityBenchConfig, run_identity_bench
+
+    res = run_identity_bench(IdentityBenchConfig(
+        n_faces=3, yaws=(-15.0, 15.0), size=64, batch_size=2, detector=str(face_models / "det_500m.onnx"),
+        recognizer=str(face_models / "mobilefacenet_arcface_w128.onnx"), images=str(shared_data / "faces/ffhq"),
+        devices=["cpu"], threads=2))
+    assert len(res) == 1
+    r = res[0]
+    assert r["images"] == 9 and r["views"] == 3 and r["extrapolated"]
+    assert r["wall_s_1000_faces"] == pytest.approx(r["wall_s"] * 1000 / 3)
+    assert r["images_per_s"] == pytest.approx(9 / r["wall_s"])
+    # mirrored photos for +15, unchanged for -15: identity between 1 and the mirrored similarity
+    assert 0.5 < r["identity_overall"] <= 1.0 + 1e-6 and r["missed"] == 0
+    rc = main(["bench", "identity", "-n", "2", "--yaws", "15", "--device", "cpu", "--images", str(shared_data / "faces/ffhq"),
+               "--detector", str(face_models / "det_500m.onnx"), "--recognizer", "missing_model.onnx"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing_model.onnx" in err and "buffalo_l.zip" in err
