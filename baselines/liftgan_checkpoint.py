@@ -142,13 +142,13 @@ def _linear_count(flat: dict[str, torch.Tensor], prefix: str) -> int:
     return sum(1 for k, v in flat.items() if k.startswith(prefix) and k.endswith(".weight") and v.dim() == 2)
 
 
-def _conv_indices(flat: dict[str, torch.Tensor], prefix: str) -> list[int]:
-    idx = []
+def _upconv_count(flat: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of 4x4 (transposed) convolutions under ``prefix``: the 1->4 px one plus one per block."""
+    n = 0
     for k, v in flat.items():
-        m = re.match(re.escape(prefix) + r"(\d+)\.weight$", k)
-        if m and v.dim() == 4:
-            idx.append(int(m.group(1)))
-    return sorted(idx)
+        if re.match(re.escape(prefix) + r"(\d+)\.weight$", k) and v.dim() == 4 and tuple(v.shape[-2:]) == (4, 4):
+            n += 1
+    return n
 
 
 def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
@@ -168,18 +168,16 @@ def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str
         raise DiganError("LiftedGAN checkpoint: netSD.model_light and netSD.model_view have different depths; unsupported layout")
     # depth net
     depth_mlp = _linear_count(flat, "netD.mlp.")
-    convs = _conv_indices(flat, "netD.network.")
-    if len(convs) < 2 or (len(convs) - 2) % 2:
-        raise DiganError(f"LiftedGAN checkpoint: netD.network has {len(convs)} conv weights; expected 2 + 2 per upsampling block")
-    n_up = (len(convs) - 2) // 2
+    n_up = _upconv_count(flat, "netD.network.") - 1
+    if n_up < 1:
+        raise DiganError("LiftedGAN checkpoint: netD.network has no upsampling blocks (no 4x4 transposed convolutions); unsupported layout")
     nd0 = int(need("netD.network.0.weight").shape[1])
     depth_z = int(need("netD.mlp.0.weight").shape[0]) if depth_mlp else style_dim
     inject = flat.get("netD.inject.weight")
     inject_dim = int(inject.shape[1]) if inject is not None else 0
     # transformation net
     trans_mlp = _linear_count(flat, "netT.mlp.")
-    tconvs = _conv_indices(flat, "netT.network.")
-    t_up = len(tconvs) - 3  # ConvT 1->4, n_up ConvT x2, conv 3x3, conv 5x5
+    t_up = _upconv_count(flat, "netT.network.") - 1
     if t_up != n_up:
         raise DiganError(f"LiftedGAN checkpoint: netT has {t_up} upsampling blocks but netD {n_up}; unsupported layout")
     tn0 = int(need("netT.network.0.weight").shape[1])
@@ -208,7 +206,6 @@ def load_liftedgan_checkpoint(path: str | Path, teacher: Any, device: torch.devi
     from digan.student.build import build_g3d
     from digan.student.config import make_config
     from digan.student.inference import Student
-    from digan.student.model import teacher_info
     from digan.utils.io import load_torch
 
     p = Path(path)
@@ -218,15 +215,20 @@ def load_liftedgan_checkpoint(path: str | Path, teacher: Any, device: torch.devi
         raise DiganError(f"{p} is not an official LiftedGAN checkpoint (no netD/netSD; first key '{first}'); "
                          "pass a checkpoint_XXX.pth of seasonSH/LiftedGAN or a digan-bench liftgan student.pt")
     overrides, facts = infer_liftedgan_overrides(ck)
-    tinfo = teacher_info(teacher, device)
-    if facts["size"] != tinfo["size"] or facts["style_dim"] != tinfo["style_dim"] or facts["inject_dim"] not in (0, tinfo["inject_dim"]):
-        raise DiganError(
+
+    def mismatch(inject: object) -> DiganError:
+        return DiganError(
             f"{p} was trained with a {facts['size']} px teacher (style {facts['style_dim']}, last features {facts['inject_dim']} channels) "
-            f"but the teacher given is {tinfo['size']} px (style {tinfo['style_dim']}, {tinfo['inject_dim']} channels); pass LiftedGAN's "
+            f"but the teacher given is {int(teacher.size)} px (style {int(teacher.style_dim)}, {inject} channels); pass LiftedGAN's "
             "StyleGAN2 (stylegan2-ffhq-cropped-300000.pt, reduced channel table) with the 'teacher' option")
+
+    if facts["size"] != int(teacher.size) or facts["style_dim"] != int(teacher.style_dim):
+        raise mismatch("?")
     cfg = make_config("paper", "full", overrides + [f"train.w_stats_samples={max(1, int(w_stats_samples))}", f"train.seed={seed}"],
                       model="liftgan")
-    g3d = build_g3d(cfg, teacher, device, w_stats=w_stats_samples > 0)
+    g3d = build_g3d(cfg, teacher, device, w_stats=w_stats_samples > 0)  # probes the teacher's feature channels
+    if facts["inject_dim"] and facts["inject_dim"] != g3d.inject_dim:
+        raise mismatch(g3d.inject_dim)
     state, info = convert_liftedgan_state(ck)
     native = g3d.state_dict()
     for k, v in state.items():

@@ -210,7 +210,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError as e:
         raise DiganError(f"image {path} is missing; re-export the samples folder") from e
     except Exception as e:
