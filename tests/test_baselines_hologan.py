@@ -175,17 +175,17 @@ def test_training_on_the_synthetic_set_resumes_bit_exactly(tmp_path, synth_set, 
     from digan.student.train import train
     from digan.utils.io import load_torch
 
-    sets = ["train.batch=2", "train.steps=3", "train.log_every=1", "model.options.z_dim=16", f"model.options.data={synth_set}",
+    sets = ["train.batch=2", "train.steps=2", "train.log_every=1", "model.options.z_dim=16", f"model.options.data={synth_set}",
             "train.grid_every=100", "train.ckpt_every=100"]
     cfg = make_config("tiny", model="hologan", overrides=sets)
     assert cfg.model.options["size"] == 32 and cfg.train.betas == (0.5, 0.999) and cfg.train.weight_decay == 0
     res = train(cfg, tmp_path / "a", teacher_path=teacher_file, show_progress=False)
-    assert all(math.isfinite(v) for v in res.last_losses.values()) and res.steps == 3
-    train(cfg, tmp_path / "b", teacher_path=teacher_file, show_progress=False, max_steps_this_run=2)
+    assert all(math.isfinite(v) for v in res.last_losses.values()) and res.steps == 2
+    train(cfg, tmp_path / "b", teacher_path=teacher_file, show_progress=False, max_steps_this_run=1)
     train(cfg, tmp_path / "b", teacher_path=teacher_file, show_progress=False)
     a = load_torch(tmp_path / "a" / "student.pt")["state"]
     b = load_torch(tmp_path / "b" / "student.pt")["state"]
-    assert int(a["step"]) == 3 and a.keys() == b.keys()
+    assert int(a["step"]) == 2 and a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     init = HoloGAN(HoloGANOptions(**cfg.model.options)).state_dict()
