@@ -360,12 +360,13 @@ class HoloGANObjective(nn.Module):
         return self._teacher[0]
 
     @torch.no_grad()
-    def real_batch(self, b: int, device: torch.device) -> torch.Tensor:
-        """``b`` real images at ``opts.size`` (teacher samples or the next images of the folder)."""
+    def real_batch(self, b: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``b`` real images at ``opts.size`` (teacher samples, from ``generator`` or the global RNG,
+        or the next images of the folder)."""
         if self.data is None:
             from digan.student.objective import sample_teacher
 
-            z = torch.randn(b, int(self.teacher.style_dim)).to(device)
+            z = torch.randn(b, int(self.teacher.style_dim), generator=generator).to(device)
             _, img = sample_teacher(self.teacher, z, self.opts.teacher_psi)
         else:
             from digan.utils import dist
@@ -430,7 +431,9 @@ class HoloGANObjective(nn.Module):
         u = gaussian_to_uniform(z[:, : o.z_dim])
         G = self.core.generator
         vol = G.volume(u)
-        rows = {"real": self.real_batch(b, dev) if self.data is None else self.data.load(list(range(min(b, len(self.data))))).to(dev)}
+        # fixed teacher samples (own generator: a preview must not move the training RNG, or resume would differ)
+        rows = {"real": self.real_batch(b, dev, torch.Generator().manual_seed(20240601)) if self.data is None
+                else self.data.load(list(range(min(b, len(self.data))))).to(dev)}
         rows["real"] = _resize(rows["real"], o.size)
         if rows["real"].shape[0] < b:
             rows["real"] = torch.cat([rows["real"], rows["real"].new_ones(b - rows["real"].shape[0], 3, o.size, o.size)])

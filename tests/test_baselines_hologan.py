@@ -175,21 +175,23 @@ def test_training_on_the_synthetic_set_resumes_bit_exactly(tmp_path, synth_set, 
     from digan.student.train import train
     from digan.utils.io import load_torch
 
-    sets = ["train.batch=2", "train.steps=2", "train.log_every=1", "model.options.z_dim=16", f"model.options.data={synth_set}",
-            "train.grid_every=100", "train.ckpt_every=100"]
-    cfg = make_config("tiny", model="hologan", overrides=sets)
-    assert cfg.model.options["size"] == 32 and cfg.train.betas == (0.5, 0.999) and cfg.train.weight_decay == 0
-    res = train(cfg, tmp_path / "a", teacher_path=teacher_file, show_progress=False)
-    assert all(math.isfinite(v) for v in res.last_losses.values()) and res.steps == 2
-    train(cfg, tmp_path / "b", teacher_path=teacher_file, show_progress=False, max_steps_this_run=1)
-    train(cfg, tmp_path / "b", teacher_path=teacher_file, show_progress=False)
-    a = load_torch(tmp_path / "a" / "student.pt")["state"]
-    b = load_torch(tmp_path / "b" / "student.pt")["state"]
-    assert int(a["step"]) == 2 and a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    init = HoloGAN(HoloGANOptions(**cfg.model.options)).state_dict()
-    assert any(not torch.equal(init[k], a[k]) for k in init if k != "step")
+    for data in (str(synth_set), "teacher"):  # the folder's image order and the teacher samples both resume exactly
+        sets = ["train.batch=2", "train.steps=2", "train.log_every=1", "model.options.z_dim=16", f"model.options.data={data}",
+                "train.grid_every=100", "train.ckpt_every=100"]
+        cfg = make_config("tiny", model="hologan", overrides=sets)
+        assert cfg.model.options["size"] == 32 and cfg.train.betas == (0.5, 0.999) and cfg.train.weight_decay == 0
+        tag = "folder" if data != "teacher" else "teacher"
+        res = train(cfg, tmp_path / f"a_{tag}", teacher_path=teacher_file, show_progress=False)
+        assert all(math.isfinite(v) for v in res.last_losses.values()) and res.steps == 2
+        train(cfg, tmp_path / f"b_{tag}", teacher_path=teacher_file, show_progress=False, max_steps_this_run=1)  # writes a grid at step 1
+        train(cfg, tmp_path / f"b_{tag}", teacher_path=teacher_file, show_progress=False)
+        a = load_torch(tmp_path / f"a_{tag}" / "student.pt")["state"]
+        b = load_torch(tmp_path / f"b_{tag}" / "student.pt")["state"]
+        assert int(a["step"]) == 2 and a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{tag}: {k}")
+        init = HoloGAN(HoloGANOptions(**cfg.model.options)).state_dict()
+        assert any(not torch.equal(init[k], a[k]) for k in init if k != "step")
 
 
 def test_cli_train_and_method(tmp_path, teacher_file, capsys):
