@@ -441,6 +441,8 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
             )
         if int(resume["step"]) >= cfg.steps:
             dist.barrier()
+            if distributed:
+                dist.cleanup()
             return TrainResult(out, int(resume["step"]), int(resume["step"]), 0.0, teacher_path, ckpt_path, {},
                                float(resume.get("ada_aug_p", 0.0)), is_main=rank == 0)
 
