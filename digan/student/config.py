@@ -54,6 +54,7 @@ class ModelConfig:
     depth_z: int = 512
     depth_mlp: int = 4
     use_inject: bool = True  # 1x1 inject conv of the teacher's last feature map
+    depth_zero_init: bool = True  # zero-initialised output conv: start from a flat depth map
     min_depth: float = 0.9
     max_depth: float = 1.1
     border_depth: float = 1.05

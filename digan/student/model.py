@@ -140,7 +140,7 @@ class G3D(nn.Module):
         self.light_net = LightNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan, norm=m.pose_norm, standardize=m.pose_standardize)
         self.compose = ComposeNet(style_dim, m.compose_hidden, m.compose_layers, m.compose_residual)
         self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
-                                  norm_order=m.depth_norm)
+                                  norm_order=m.depth_norm, zero_init=m.depth_zero_init)
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))

@@ -29,7 +29,10 @@ Structure (the paper's text; LiftedGAN where the paper is vague):
   px + ReLU + partial conv + ReLU, then ``n_up`` blocks (GroupNorm, ConvTranspose2d x2, ReLU,
   GroupNorm, partial conv 3x3, ReLU), nearest x2 upsampling, plus a 1x1 "inject" conv of x2 (the
   teacher's last feature map), then the head (GroupNorm, partial conv 3x3, ReLU, GroupNorm,
-  Conv2d 5x5, ReLU, output Conv2d 5x5 with bias). ``n_up = log2(S) - 3`` (5 at 256 px, as in the
+  Conv2d 5x5, ReLU, output Conv2d 5x5 with bias). The output conv is zero-initialised by default
+  (``zero_init``, our choice, on in the config by default): training starts from a flat depth map, so the first renders are
+  the canonical image instead of the streaks a random depth field produces, which matters for
+  short (CPU) training runs. ``n_up = log2(S) - 3`` (5 at 256 px, as in the
   paper); channels start at ``nf * 2**n_up`` and halve per block down to ``nf``. GroupNorm uses
   groups of 4 channels (LiftedGAN). Convs the paper calls "partial" are :class:`PartialConv2d`
   with an all-ones mask (``plain_conv`` ablation: ``nn.Conv2d``).
@@ -242,6 +245,7 @@ class DepthNet(nn.Module):
         n_mlp: int = 4,
         partial: bool = True,
         norm_order: str = "pre",
+        zero_init: bool = False,
     ):
         super().__init__()
         if norm_order not in ("pre", "post"):
@@ -276,6 +280,9 @@ class DepthNet(nn.Module):
             self.head = nn.Sequential(conv3, group_norm(nd), nn.ReLU(), conv5, group_norm(nd), nn.ReLU(), out)
         else:
             self.head = nn.Sequential(group_norm(nd), conv3, nn.ReLU(), group_norm(nd), conv5, nn.ReLU(), out)
+        if zero_init:  # start from a flat depth map (our choice; LiftedGAN starts from a random field)
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
 
     def forward(self, w0: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         z = self.mlp(w0) if self.mlp is not None else w0
