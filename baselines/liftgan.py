@@ -13,6 +13,8 @@ DV / DL                       KAN + GroupNorm, w standardised   plain Linear + L
                                                            ``pose_norm``, ``pose_standardize`` off)
 DS convolutions               partial convolutions         plain ``nn.Conv2d`` (``partial_conv``)
 DS normalisation order        GroupNorm before each conv   conv -> GroupNorm -> ReLU (``depth_norm=post``)
+DS output conv init           zero (flat start depth)      PyTorch default, a random start field
+                                                           (``depth_zero_init=false``)
 albedo regulariser filter     Laplacian (paper)            grey albedo minus Gaussian blur
                                                            (``loss.albedo_filter=blur_residual``)
 schedule                      30,000 steps                 50,000 steps (10 x 5,000), batch 8
@@ -61,6 +63,7 @@ LIFTGAN_DEFAULTS: list[str] = [
     "model.pose_standardize=false",
     "model.partial_conv=false",
     "model.depth_norm=post",
+    "model.depth_zero_init=false",
     "model.compose_residual=false",
     "model.grad_filter=depth",
     "loss.albedo_filter=blur_residual",
