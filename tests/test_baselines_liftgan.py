@@ -372,7 +372,7 @@ def test_liftgan_config_and_training(tmp_path):
 
     paper = make_config("paper", model="liftgan")
     assert (paper.train.steps, paper.train.batch, paper.train.w_stats_samples, paper.loss.albedo_filter) == (50000, 8, 50000, "blur_residual")
-    assert "model.pose_norm=false" in LIFTGAN_DEFAULTS
+    assert "model.pose_norm=false" in LIFTGAN_DEFAULTS and paper.model.depth_zero_init is False  # LiftedGAN's random init
     tpath = tmp_path / "t.pt"
     save_random_teacher(tpath, size=32, style_dim=32, width=16)
     cfg = make_config("tiny", model="liftgan", overrides=["train.batch=2", "train.steps=2", "train.w_stats_samples=256", "loss.identity=0"])
