@@ -134,7 +134,7 @@ def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = 
         metric_options={"fid": dict(feat), "kid": dict(feat),
                         "side": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
                         "mad": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
-                        "speed": {"warmup": 1, "batches": 3}},
+                        "speed": {"warmup": 1, "batches": 3, "multiview_yaws": [-30.0, 30.0]}},
         preset="demo",
     )
 

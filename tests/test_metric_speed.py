@@ -102,3 +102,12 @@ def test_speed_through_the_engine_without_pose(tmp_path):
     cfg.batch_size = 3
     recs2 = run_benchmark(cfg, echo=False)
     assert recs2[0].config["batch_size"] == 3
+
+
+def test_multiview_yaws_option():
+    ctx = EvalContext(out_dir=".", batch_size=2, yaws=(-45.0, -15.0, 15.0, 45.0))
+    meth = Slow(pose=True)
+    recs = Speed(warmup=1, batches=1, multiview_yaws=[10]).compute(meth, ctx)
+    mv = [r for r in recs if r.setting == "stage=multiview" and r.metric == "speed"][0]
+    assert mv.stats["views"] == 1 and mv.config["multiview_yaws"] == [10.0]
+    assert sorted({y for _, y in meth.calls}) == [0.0, 10.0]

@@ -9,7 +9,8 @@ Protocol
 * **generate**: ``method.render(latents, yaw=0, pitch=0)``: a face from its latent to the
   frontal image (for DIGAN: mapping, the 3D networks and the mesh renderer).
   Record ``speed`` / ``overall`` in faces/s (higher is better).
-* **multiview** (methods with pose control only): every batch rendered at each of ``ctx.yaws``;
+* **multiview** (methods with pose control only): every batch rendered at each of ``ctx.yaws``
+  (or the option ``multiview_yaws``);
   record ``speed`` / ``stage=multiview`` in images/s.
 * **Peak memory** (record ``memory``, MiB, lower is better; ``overall`` = generate):
   on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (absolute:
@@ -158,21 +159,28 @@ class Speed(Metric):
     higher_is_better = True
     requires = ("generate",)
 
-    def __init__(self, warmup: int = 2, batches: int = 8, multiview: bool = True):
+    def __init__(self, warmup: int = 2, batches: int = 8, multiview: bool = True,
+                 multiview_yaws: list[float] | None = None):
         self.warmup = int(warmup)
         self.batches = int(batches)
         self.multiview = bool(multiview)
+        self.multiview_yaws = [float(y) for y in multiview_yaws] if multiview_yaws else None
+
+    def _yaws(self, ctx: EvalContext) -> list[float]:
+        if not self.multiview:
+            return []
+        return list(self.multiview_yaws) if self.multiview_yaws is not None else [float(y) for y in ctx.yaws]
 
     def config(self, ctx: EvalContext) -> dict[str, Any]:
         return {
             "seed": ctx.seed, "batch_size": ctx.batch_size, "device": ctx.device,
             "threads": torch.get_num_threads(), "warmup_batches": self.warmup, "timed_batches": self.batches,
-            "multiview_yaws": list(ctx.yaws) if self.multiview else [],
+            "multiview_yaws": self._yaws(ctx),
             "world_size": dist.world_size(), "cpu_count": os.cpu_count(),
         }
 
     def work_units(self, method: Method, ctx: EvalContext) -> int:
-        views = 1 + (len(ctx.yaws) if self.multiview and method.capabilities.pose else 0)
+        views = 1 + (len(self._yaws(ctx)) if method.capabilities.pose else 0)
         return (self.warmup + self.batches) * views
 
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
@@ -209,8 +217,8 @@ class Speed(Metric):
                    higher_is_better=False, n_faces=self.batches * bs * dist.world_size(),
                    stats={"bytes": peak_all}, config=cfg),
         ]
-        if self.multiview and method.capabilities.pose and ctx.yaws:
-            yaws = list(ctx.yaws)
+        yaws = self._yaws(ctx)
+        if method.capabilities.pose and yaws:
 
             def views(i: int) -> None:
                 with torch.no_grad():
