@@ -222,9 +222,17 @@ def train(
         max_steps_this_run: stop after this many steps of this call (tests, time-boxed jobs);
             the run stays resumable.
     """
-    out = Path(out_dir)
+    prev_threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
+    try:
+        return _train(cfg, Path(out_dir), teacher, teacher_path, force, show_progress, max_steps_this_run)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path | None, force: bool,
+           show_progress: bool, max_steps_this_run: int | None) -> TrainResult:
     distributed = dist.init_distributed()
     device = dist.device_for_rank(cfg.train.device)
     main = dist.is_main()
