@@ -39,6 +39,11 @@ def test_train_then_export(teacher_file, tmp_path, capsys):
     assert prov["config"]["variant"] == "no_flip" and "rec" in prov["last_losses"]
     rc = main(["export", "--student", str(out / "student.pt"), "--out", str(tmp_path / "m"), "--n", "2", "--formats", "obj,glb"])
     assert rc == 0
+    rc = main(["sample", "--student", str(out / "student.pt"), "--n", "1", "--yaws", "-15,15", "--light", "0.3,0.8,0.5,0",
+               "--out", str(tmp_path / "smp")])
+    assert rc == 0
+    assert {"yaw-15_pitch+0.png", "yaw+15_pitch+0.png", "relit_0.png", "depth.png"} <= {p.name for p in (tmp_path / "smp" / "face_0000").iterdir()}
+    assert main(["sample", "--student", str(out / "student.pt"), "--light", "1,2", "--out", str(tmp_path / "bad")]) == 2
     names = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert names == ["face_0000.glb", "face_0000.mtl", "face_0000.obj", "face_0000.png",
                      "face_0001.glb", "face_0001.mtl", "face_0001.obj", "face_0001.png"]

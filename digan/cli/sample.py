@@ -1,7 +1,8 @@
 """``digan-bench sample``: write generated images to a folder.
 
 One command for every generator. Sources so far: ``--teacher CKPT`` (the 2D StyleGAN2 teacher;
-``tiny`` is the bundled one). Another generator adds its own option(s) to :func:`sample_cmd`
+``tiny`` is the bundled one) and ``--student CKPT`` (the DIGAN student: renders at ``--yaws`` x
+``--pitches``, maps, ``--light`` relighting, ``--turntable``). Another generator adds its own option(s) to :func:`sample_cmd`
 and a branch in the dispatch below; exactly one source may be given.
 """
 
@@ -30,6 +31,26 @@ def _sample_teacher(teacher: str, n: int, out: Path, seed: int, psi: float, nois
         return write_teacher_samples(cfg, out, force=force, on_batch=lambda k: bar.update(task, completed=k))
 
 
+def _sample_student(student: Path, n: int, out: Path, seed: int, psi: float, yaws: str, pitches: str, lights: list[str],
+                    turntable: Optional[str], batch: int, device: str, force: bool, teacher: Optional[str]) -> dict:
+    """DIGAN student: per face the teacher image, renders at every yaw x pitch, albedo/depth/normal/shading
+    maps, relit images and an optional turntable (:func:`digan.student.inference.sample_faces`)."""
+    from digan.cli.common import parse_float_list
+    from digan.errors import DiganError
+    from digan.student.inference import Student, sample_faces
+
+    light_list = []
+    for text in lights:
+        v = parse_float_list(text, "--light")
+        if len(v) != 4:
+            raise DiganError(f"bad --light {text!r}: write AMBIENT,DIFFUSE,DX,DY, e.g. 0.3,0.8,0.6,0")
+        light_list.append(tuple(v))
+    s = Student.load(student, teacher_path=teacher, device=device)
+    res = sample_faces(s, out, n=n, seed=seed, yaws=parse_float_list(yaws, "--yaws"), pitches=parse_float_list(pitches, "--pitches"),
+                       lights=light_list, psi=psi, turntable=turntable, batch=batch, force=force)
+    return {"student": str(student), "faces": res.n_faces, "images": res.n_images, "psi": psi, "time": f"{res.seconds:.1f} s", "folder": str(res.out_dir)}
+
+
 @app.command("sample")
 def sample_cmd(
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (.pt/.pkl) or 'tiny' for the bundled 64 px one."),
@@ -42,14 +63,25 @@ def sample_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write grid.png (up to 64 images)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder (after the new one is complete)."),
+    student: Optional[Path] = typer.Option(None, "--student", "-m", help="DIGAN student checkpoint (student.pt): 3D renders, maps, relighting.", dir_okay=False),
+    yaws: str = typer.Option("-30,0,30", "--yaws", help="Student: yaw angles in degrees."),
+    pitches: str = typer.Option("0", "--pitches", help="Student: pitch angles in degrees."),
+    lights: Optional[list[str]] = typer.Option(None, "--light", help="Student: relight with AMBIENT,DIFFUSE,DX,DY (repeatable), e.g. 0.3,0.8,0.6,0."),
+    turntable: Optional[str] = typer.Option(None, "--turntable", help="Student: also write a turntable per face: gif or mp4."),
+    student_teacher: Optional[str] = typer.Option(None, "--student-teacher", help="Student: its teacher (default: the one recorded in the checkpoint)."),
 ) -> None:
     """Generate N images: OUT/images/000000.png ..., grid.png, w.npy, config.json, run.json."""
     from digan.errors import DiganError
 
-    sources = {"--teacher": teacher}
+    sources = {"--teacher": teacher, "--student": student}
     given = [k for k, v in sources.items() if v is not None]
     if len(given) != 1:
         raise DiganError(f"pass exactly one generator to sample from ({', '.join(sources)}); e.g. --teacher tiny")
+    if student is not None:
+        res = _sample_student(student, n, out, seed, psi, yaws, pitches, lights or [], turntable, batch, device, force,
+                              student_teacher)
+        echo_kv("sample", res)
+        return
     if teacher is not None:
         res = _sample_teacher(teacher, n, out, seed, psi, noise, batch, device, grid, force)
         echo_kv("sample", {"teacher": res["teacher"], "images": f"{res['n']} x {res['size']}px", "psi": res["psi"],
