@@ -200,3 +200,22 @@ def test_mesh_export_roundtrip_counts(tmp_path):
     np.testing.assert_allclose(m.vertices[:, 2].mean(), 0.0, atol=1e-5)  # depth 1.0 -> z = 0
     with pytest.raises(DiganError, match="unknown mesh format"):
         export_mesh(tmp_path / "x", depth, albedo, ("stl",))
+
+
+def test_init_from_copies_weights_and_rejects_other_shapes(teacher, tmp_path):
+    from digan.student.train import init_weights
+
+    cfg = _cfg("train.steps=1", "loss.identity=0")
+    train(cfg, tmp_path / "s", teacher=teacher, show_progress=False)
+    src = load_torch(tmp_path / "s" / "student.pt")["state"]
+    g = build_g3d(cfg, teacher)
+    w_mean = g.w_mean.clone()
+    init_weights(g, tmp_path / "s" / "student.pt")
+    own = g.state_dict()
+    for k, v in src.items():
+        if not k.endswith(("w_mean", "w_std", "w_sigma_inv")):
+            torch.testing.assert_close(own[k], v, msg=k)
+    torch.testing.assert_close(g.w_mean, w_mean)  # teacher statistics stay the new teacher's
+    other = build_g3d(make_config("paper", overrides=["train.w_stats_samples=64"]), teacher)
+    with pytest.raises(DiganError, match="does not fit"):
+        init_weights(other, tmp_path / "s" / "student.pt")

@@ -117,6 +117,7 @@ class TrainConfig:
     log_every: int = 10
     w_stats_samples: int = 10_000  # samples for w mean/std (LiftedGAN: 50,000)
     device: Optional[str] = None  # None: cuda when available
+    init_from: Optional[str] = None  # start from another student checkpoint's weights (fine-tuning)
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
 

@@ -126,6 +126,21 @@ def checkpoint_payload(cfg: StudentConfig, core: torch.nn.Module, info: dict, th
     }
 
 
+def init_weights(core: torch.nn.Module, path: str | Path) -> None:
+    """Initialise ``core`` from another student checkpoint's weights (fine-tuning, e.g. on a
+    retrained teacher). The teacher statistics buffers (w mean/std) keep the new teacher's values."""
+    ck = load_torch(path, what="init checkpoint (train.init_from)")
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise DiganError(f"train.init_from {path} is not a digan-bench student checkpoint")
+    own = core.state_dict()
+    sd = {k: v for k, v in ck["state"].items() if not k.endswith(("w_mean", "w_std", "w_sigma_inv"))}
+    bad = [k for k, v in sd.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in ck["state"]]
+    if bad or missing:
+        raise DiganError(f"train.init_from {path} does not fit this model (first mismatch: {(bad or missing)[0]}); use a checkpoint of the same preset/variant")
+    core.load_state_dict(sd, strict=False)
+
+
 def _rng_state(sampler: torch.Generator) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
@@ -276,6 +291,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         opt.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"], sampler)
         start = int(state["step"])
+    elif cfg.train.init_from:
+        init_weights(core, cfg.train.init_from)
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
