@@ -38,8 +38,9 @@ def test_records_values_na_and_files(tmp_path):
     for name in ("fake2d", "fake3d"):
         m = create_method(name)
         r = _get(recs, name, "test_mean")
-        # independent: one big batch instead of sharded batches of 4
-        assert r.value == pytest.approx(fakes.mean_brightness(m, 10, 0), rel=1e-12)
+        # independent: one big batch instead of sharded batches of 4; the images are float32 and
+        # BLAS blocks a batch of 10 differently from batches of 4, so agree to float32 precision
+        assert r.value == pytest.approx(fakes.mean_brightness(m, 10, 0), rel=1e-6)
         assert r.status == "ok" and r.unit == "px" and r.higher_is_better is True
         assert r.seeds["latents"] == 0 and r.versions["torch"] == torch.__version__.split("+")[0] or r.versions["torch"]
         assert r.weights["proj"].startswith("tensors:")
