@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("DIGAN_BENCH_QUIET", "1")
+# hermetic tests: never reach for the network (tests of the downloader unset it themselves)
+os.environ.setdefault("DIGAN_BENCH_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 

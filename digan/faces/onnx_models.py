@@ -46,6 +46,9 @@ __all__ = [
 #: default file for each model role (insightface ``buffalo_l`` pack)
 DEFAULT_MODELS = {"detector": "det_10g.onnx", "recognizer": "w600k_r50.onnx"}
 BUFFALO_L_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+#: where insightface unpacks the pack, and the files it holds (downloaded on first use when online)
+BUFFALO_L_DIR = Path("~/.insightface/models/buffalo_l")
+BUFFALO_L_FILES = ("det_10g.onnx", "w600k_r50.onnx", "1k3d68.onnx", "2d106det.onnx", "genderage.onnx")
 
 
 def model_search_dirs() -> list[Path]:
@@ -55,7 +58,7 @@ def model_search_dirs() -> list[Path]:
     env = os.environ.get("DIGAN_BENCH_MODELS")
     if env:
         dirs.append(Path(env).expanduser())
-    dirs.append(Path("~/.insightface/models/buffalo_l").expanduser())
+    dirs.append(BUFFALO_L_DIR.expanduser())
     return dirs
 
 
@@ -82,9 +85,18 @@ def resolve_model(role: str, path: str | os.PathLike | None = None) -> Path:
     for d in model_search_dirs():
         if (d / name).is_file():
             return d / name
+    why = ""
+    if name in BUFFALO_L_FILES:  # online: fetch the pack once, as insightface itself does
+        from digan.utils.download import DownloadError, fetch_and_unzip
+
+        try:
+            fetch_and_unzip(BUFFALO_L_URL, BUFFALO_L_DIR, "insightface buffalo_l models", members=(name,))
+            return BUFFALO_L_DIR.expanduser() / name
+        except DownloadError as e:
+            why = f" ({e})"
     where = " or ".join(str(d / name) for d in model_search_dirs())
     raise MissingAssetError(
-        f"face {role} model {name}",
+        f"face {role} model {name}{why}",
         where,
         f"download insightface's buffalo_l.zip ({BUFFALO_L_URL}) and unpack it into "
         f"~/.insightface/models/buffalo_l/ (or set DIGAN_BENCH_MODELS to a folder holding {name}), "

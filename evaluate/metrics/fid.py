@@ -131,8 +131,9 @@ def _cleanfid_cache_dir() -> Path:
 def find_inception(ctx: EvalContext) -> Path:
     """The Inception TorchScript file, or MissingAssetError naming file, folder and URL.
 
-    Order: ``ctx.models["inception"]``, clean-fid's cache folder, ``ctx.cache_dir``. Never
-    downloads (clean-fid would; we check first so offline runs fail with a clear message).
+    Order: ``ctx.models["inception"]``, clean-fid's cache folder, ``ctx.cache_dir``; then it
+    downloads it into clean-fid's cache when missing, unless offline (``DIGAN_BENCH_OFFLINE=1``
+    or no network), in which case the error names the file, the folder and the URL.
     """
     given = ctx.models.get("inception")
     if given:
@@ -149,8 +150,14 @@ def find_inception(ctx: EvalContext) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    from digan.utils.download import DownloadError, fetch
+
+    try:  # online: fetch it once into clean-fid's cache, as clean-fid itself would
+        return fetch(INCEPTION_URL, candidates[0], f"FID Inception weights ({INCEPTION_FILE})")
+    except DownloadError as e:
+        why = f" ({e})"
     raise MissingAssetError(
-        f"FID Inception weights ({INCEPTION_FILE})", str(candidates[0]),
+        f"FID Inception weights ({INCEPTION_FILE}){why}", str(candidates[0]),
         f"download {INCEPTION_URL} into {candidates[0].parent} (clean-fid's cache) or "
         f"{candidates[1].parent}, or pass --model inception=PATH",
     )
