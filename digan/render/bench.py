@@ -15,7 +15,6 @@ resident size just before the first render, i.e. the extra memory forward+backwa
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import statistics
 import time
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from digan.errors import DiganError
+from digan.utils.isolate import run_in_fresh_process
 
 __all__ = ["BenchConfig", "BenchResult", "parse_cases", "run_renderer_bench"]
 
@@ -171,23 +171,8 @@ def _run_case(batch: int, size: int, device: str, backend: str, repeats: int, se
     )
 
 
-def _child(q, args) -> None:  # pragma: no cover - runs in a spawned process
-    try:
-        q.put(("ok", _run_case(*args)))
-    except BaseException as e:  # report instead of hanging the parent
-        q.put(("err", f"{type(e).__name__}: {e}"))
-
-
 def _run_isolated(args: tuple) -> dict:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(q, args))
-    p.start()
-    status, payload = q.get()
-    p.join()
-    if status != "ok":
-        raise DiganError(f"renderer benchmark case {args[:3]} failed: {payload}")
-    return payload
+    return run_in_fresh_process(_run_case, args, f"renderer benchmark case {args[:3]}")
 
 
 def run_renderer_bench(cfg: BenchConfig, on_result=None) -> list[dict]:

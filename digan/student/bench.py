@@ -16,7 +16,6 @@ initialised StyleGAN2 of the requested size (width 64, style 128); the result na
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import resource
 import statistics
 import time
@@ -133,25 +132,10 @@ def _run_case(preset: str, size: int, device: str, batch: int, warmup: int, repe
     }
 
 
-def _child(q, args) -> None:  # pragma: no cover - runs in a spawned process
-    try:
-        q.put(("ok", _run_case(*args)))
-    except BaseException as e:
-        q.put(("error", f"{type(e).__name__}: {e}"))
-
-
 def _isolated(args: tuple) -> dict:
-    from digan.errors import DiganError
+    from digan.utils.isolate import run_in_fresh_process
 
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(q, args))
-    p.start()
-    status, res = q.get()
-    p.join()
-    if status != "ok":
-        raise DiganError(f"student benchmark case {args[:3]} failed: {res}")
-    return res
+    return run_in_fresh_process(_run_case, args, f"student benchmark case {args[:3]}")
 
 
 def run_student_bench(cfg: StudentBenchConfig, on_result: Callable[[dict], None] | None = None, isolate: bool = True) -> list[dict]:

@@ -16,7 +16,6 @@ activations); on CPU each case runs in a fresh process and reports its peak resi
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import statistics
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from digan.errors import DiganError
+from digan.utils.isolate import run_in_fresh_process
 
 __all__ = ["TeacherBenchConfig", "parse_cases", "run_teacher_bench", "DEFAULT_CASES"]
 
@@ -142,13 +142,6 @@ def _case(preset: str, size: int, batch: int, device: str, repeats: int, warmup:
     }
 
 
-def _child(q, args) -> None:  # pragma: no cover - runs in a subprocess
-    try:
-        q.put(("ok", _case(*args)))
-    except BaseException as e:
-        q.put(("err", f"{type(e).__name__}: {e}"))
-
-
 def run_teacher_bench(cfg: TeacherBenchConfig, on_result=None) -> list[dict]:
     """Run every case (CUDA cases skipped without a GPU; CPU cases in fresh processes)."""
     out = []
@@ -156,14 +149,10 @@ def run_teacher_bench(cfg: TeacherBenchConfig, on_result=None) -> list[dict]:
         if device == "cuda" and not torch.cuda.is_available():
             r = {"preset": preset, "size": size, "batch": batch, "device": device, "skipped": "no CUDA device"}
         elif device == "cpu":
-            ctx = mp.get_context("spawn")
-            q = ctx.Queue()
-            p = ctx.Process(target=_child, args=(q, (preset, size, batch, device, cfg.repeats, cfg.warmup, cfg.threads, cfg.seed)))
-            p.start()
-            status, r = q.get()
-            p.join()
-            if status != "ok":
-                raise DiganError(f"teacher benchmark case {preset}@{size}x{batch}:{device} failed ({r})")
+            r = run_in_fresh_process(
+                _case, (preset, size, batch, device, cfg.repeats, cfg.warmup, cfg.threads, cfg.seed),
+                f"teacher benchmark case {preset}@{size}x{batch}:{device}",
+            )
         else:
             r = _case(preset, size, batch, device, cfg.repeats, cfg.warmup, cfg.threads, cfg.seed)
         out.append(r)
