@@ -503,6 +503,22 @@ def _config_values(records: Sequence[Record], metrics: tuple[str, ...], keys: tu
     return "; ".join(vals)
 
 
+def _flat_reference(records: Sequence[Record]) -> str:
+    """``Flat-plane reference (same faces and masks): SIDE 1.470 ×10⁻², MAD 45.22 deg.`` from the
+    ``flat_side`` / ``flat_mad`` stats of SIDE/MAD records (a range when methods' masks differ)."""
+    out = []
+    for metric in ("side", "mad"):
+        vals = [r.stats.get(f"flat_{metric}") for r in records if r.metric == metric and r.status == "ok" and isinstance(r.stats, dict)]
+        vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not vals:
+            continue
+        spec = metric_spec(metric)
+        lo, hi = (format_number(v * spec.scale, spec.decimals) for v in (min(vals), max(vals)))
+        unit = " deg" if metric == "mad" else (f" {spec.scale_label}" if spec.scale != 1 and spec.scale_label else "")
+        out.append(f"{spec.label} {lo}{unit}" if lo == hi else f"{spec.label} {lo}-{hi}{unit}")
+    return f"Flat-plane reference (same faces and masks): {', '.join(out)}." if out else ""
+
+
 def _fid_protocol(records: Sequence[Record]) -> str:
     out = []
     ds = sorted({r.dataset for r in records if r.metric in ("fid", "kid") and r.dataset})
@@ -609,7 +625,7 @@ def ablation_table(records: Sequence[Record], method: str = "digan", title: str 
     caption = " ".join(x for x in [
         f"Ablations of {row_label(method, 'full').replace(' (ours)', '')}: the full model, each loss removed, and the "
         "network swaps of this implementation (arrows give the better direction; best in bold).",
-        _fid_protocol(used), _protocol_text(used)] if x)
+        _fid_protocol(used), _protocol_text(used), _flat_reference(used)] if x)
     rows = [variant_label(v) for _, v in row_keys] if one_method else [row_label(m, v) for m, v in row_keys]
     return _make_table(recs, name, title, caption, row_keys, col_keys, rows=rows,
                        row_header="Variant" if one_method else "Method: variant")
@@ -624,7 +640,7 @@ def summary_table(records: Sequence[Record], title: str = "Table 4", name: str =
     used = _used(records, row_keys, col_keys)
     caption = " ".join(x for x in [
         "All summary metrics per method and variant (arrows give the better direction; best in bold).",
-        _fid_protocol(used), _protocol_text(used)] if x)
+        _fid_protocol(used), _protocol_text(used), _flat_reference(used)] if x)
     return _make_table(records, name, title, caption, row_keys, col_keys)
 
 

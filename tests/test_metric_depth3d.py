@@ -176,6 +176,14 @@ def test_side_mad_metrics_end_to_end(tmp_path, monkeypatch):
     assert recs["side"].n_faces == 5 and recs["mad"].unit == "deg" and recs["side"].higher_is_better is False
     assert recs["side"].config["mask_erosion_px"] == 1 and recs["side"].dataset == "synth"
     assert Recon.calls == 3, "side and mad share one reconstruction pass (5 faces in batches of 2)"
+    # flat-plane reference on the same masks: SIDE = std of log true depth, MAD = angle of the
+    # true normal to the camera axis (numpy, independent of the metric's code)
+    m = (D.erode_mask(_square_mask())[0, 0] > 0).numpy()
+    flat_side = np.mean([np.std(np.log(GT[i]["depth"][0].double().numpy()[m])) for i in range(5)])
+    flat_mad = np.mean([np.degrees(np.arccos(np.abs(GT[i]["normal"][2].double().numpy()[m]))).mean() for i in range(5)])
+    assert recs["side"].stats["flat_side"] == pytest.approx(flat_side, rel=1e-4)
+    assert recs["mad"].stats["flat_mad"] == pytest.approx(flat_mad, abs=2e-3)
+    assert "flat_mad" not in recs["side"].stats and recs["mad"].stats["flat_mad"] > 1.0
 
 
 def test_predicted_mask_and_resolution_are_honoured():
@@ -197,6 +205,10 @@ def test_predicted_mask_and_resolution_are_honoured():
     pred = Rendered(image=gt["image"], depth=gt["depth"], normal=gt["normal"], mask=pm)
     _, mad, cnt = D.reconstruction_errors(pred, gt)
     assert cnt.tolist() == [4 * 10, 4 * 10] and mad.abs().max() < 1e-6
+    # the flat-plane reference keeps the prediction's mask
+    fside, fmad, fcnt = D.flat_plane_errors(pred, gt)
+    assert fcnt.tolist() == cnt.tolist()
+    assert torch.allclose(fside, D.side_per_image(torch.ones_like(gt["depth"]), gt["depth"], D.erode_mask(gt["mask"]) * D.erode_mask(pm)))
 
 
 def test_methods_without_reconstruction_are_na(tmp_path):

@@ -223,3 +223,17 @@ def test_non_inception_features_are_flagged():
     assert t.caption == ("FID and KID (×10³) of generated faces against real faces (lower is better; best in bold). "
                          "Reference data set: synth [randproj features, not Inception]. Features: randproj-v1 clean. "
                          "Warning: computed with non-Inception features (offline demo), not comparable to published FID/KID.")
+
+
+def test_summary_caption_quotes_the_flat_plane_reference():
+    kw = dict(higher_is_better=False, dataset="synth", n_faces=16)
+    recs = [
+        Record("digan", "side", value=0.0120, stats={"std": 0.002, "flat_side": 0.0147}, **kw),
+        Record("liftgan", "side", value=0.0160, stats={"std": 0.002, "flat_side": 0.0151}, **kw),
+        Record("digan", "mad", value=30.5, unit="deg", stats={"std": 3.0, "flat_mad": 45.2151}, **kw),
+        Record("liftgan", "mad", value=40.0, unit="deg", stats={"std": 3.0, "flat_mad": 45.2151}, **kw),
+    ]
+    cap = summary_table(recs).caption
+    # SIDE is shown x1e-2 with 3 decimals (a range: the two methods' masks differ), MAD with 2
+    assert "Flat-plane reference (same faces and masks): SIDE 1.470-1.510 ×10⁻², MAD 45.22 deg." in cap
+    assert "Flat-plane" not in summary_table([Record("digan", "fid", value=20.0, higher_is_better=False)]).caption

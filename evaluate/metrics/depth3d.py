@@ -26,6 +26,11 @@ Protocol
   and true normals in degrees (Unsup3d's ``acos(n_pred . n_true)``, evaluated stably as
   ``atan2(|n_pred x n_true|, n_pred . n_true)``); the reported value is the mean over images.
 
+* **Flat-plane reference**: every record also carries ``stats.flat_side`` / ``stats.flat_mad``,
+  the same errors for a fronto-parallel plane (constant depth) scored on the same images with the
+  same masks (:func:`flat_plane_errors`). A reconstruction that does not beat them has not
+  recovered shape; reports show them next to the method's value.
+
 Both are lower-is-better; ``stats`` hold the std over images, ``n`` and images skipped because
 their mask was empty. The reconstruction pass is shared by ``side`` and ``mad`` in one process.
 """
@@ -54,6 +59,7 @@ __all__ = [
     "mad_per_image",
     "normals_from_depth",
     "reconstruction_errors",
+    "flat_plane_errors",
     "SIDE",
     "MAD",
 ]
@@ -154,6 +160,18 @@ def reconstruction_errors(pred: Any, gt: dict[str, torch.Tensor]) -> tuple[torch
     return side_per_image(d_pred, gt["depth"], m), mad_per_image(n_pred, gt["normal"], m), m.flatten(1).sum(1)
 
 
+def flat_plane_errors(pred: Any, gt: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image (SIDE, MAD, mask pixel count) of a fronto-parallel plane at depth 1, masked exactly
+    as :func:`reconstruction_errors` masks ``pred`` (the prediction's mask is kept, its depth and
+    normals are replaced): the baseline a reconstruction must beat to have recovered any shape."""
+    from evaluate.methods import Rendered
+
+    size = tuple(gt["depth"].shape[-2:])
+    mask = _fit(pred.mask, size, "nearest") if pred is not None else None
+    plane = Rendered(image=gt["image"], depth=torch.ones_like(gt["depth"]), normal=None, mask=mask)
+    return reconstruction_errors(plane, gt)
+
+
 # --------------------------------------------------------------------------------------------
 # metrics
 
@@ -191,7 +209,8 @@ class _Depth3D(Metric):
         except DiganError:
             return self._n_requested(ctx)
 
-    def _errors(self, method: Method, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, int]:
+    def _errors(self, method: Method, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray, int, dict[str, float]]:
+        """(per-image SIDE, per-image MAD, faces, {"flat_side", "flat_mad"} means)."""
         data = self._open(ctx)
         n = min(self._n_requested(ctx), len(data))
         if n < 1:
@@ -200,9 +219,9 @@ class _Depth3D(Metric):
         c = _RECON_CACHE.get("entry")
         if c is not None and c["method"]() is method and c["key"] == key:
             ctx.advance(n)
-            return c["side"], c["mad"], n
+            return c["side"], c["mad"], n, c["flat"]
         idx = ctx.shard(n)
-        sides, mads = [], []
+        sides, mads, fsides, fmads = [], [], [], []
         device = torch.device(ctx.device)
         for s in range(idx.start, idx.stop, ctx.batch_size):
             items = [data[i] for i in range(s, min(s + ctx.batch_size, idx.stop))]
@@ -215,15 +234,23 @@ class _Depth3D(Metric):
                 mask=None if pred.mask is None else pred.mask.detach().float().cpu(),
             )
             side, mad, _ = reconstruction_errors(pred_cpu, gt)
+            fside, fmad, _ = flat_plane_errors(pred_cpu, gt)
             sides.append(side)
             mads.append(mad)
+            fsides.append(fside)
+            fmads.append(fmad)
             ctx.advance(len(items))
         side_all = ctx.gather(torch.cat(sides) if sides else torch.zeros(0, dtype=torch.float64)).numpy()
         mad_all = ctx.gather(torch.cat(mads) if mads else torch.zeros(0, dtype=torch.float64)).numpy()
-        _RECON_CACHE["entry"] = {"method": weakref.ref(method), "key": key, "side": side_all, "mad": mad_all}
-        return side_all, mad_all, n
+        flat = {}
+        for name, parts in (("flat_side", fsides), ("flat_mad", fmads)):
+            v = ctx.gather(torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)).numpy()
+            v = v[np.isfinite(v)]
+            flat[name] = float(v.mean()) if v.size else float("nan")
+        _RECON_CACHE["entry"] = {"method": weakref.ref(method), "key": key, "side": side_all, "mad": mad_all, "flat": flat}
+        return side_all, mad_all, n, flat
 
-    def _record(self, method: Method, ctx: EvalContext, per_image: np.ndarray, n: int) -> Record:
+    def _record(self, method: Method, ctx: EvalContext, per_image: np.ndarray, n: int, reference: float) -> Record:
         ok = per_image[np.isfinite(per_image)]
         if ok.size == 0:
             raise DiganError(f"{self.name.upper()}: no image had valid (masked, positive-depth) pixels; check the reconstruction masks")
@@ -231,7 +258,7 @@ class _Depth3D(Metric):
             method=method.name, metric=self.name, setting="overall", value=float(ok.mean()), unit=self.unit,
             higher_is_better=False,
             stats={"std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0, "n": int(ok.size),
-                   "skipped_empty_mask": int(per_image.size - ok.size)},
+                   "skipped_empty_mask": int(per_image.size - ok.size), f"flat_{self.name}": reference},
             dataset=self.dataset, n_faces=n, config=self.config(ctx),
         )
 
@@ -244,8 +271,8 @@ class SIDE(_Depth3D):
     unit = ""
 
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
-        side, _, n = self._errors(method, ctx)
-        return [self._record(method, ctx, side, n)]
+        side, _, n, flat = self._errors(method, ctx)
+        return [self._record(method, ctx, side, n, flat["flat_side"])]
 
 
 @register_metric
@@ -256,5 +283,5 @@ class MAD(_Depth3D):
     unit = "deg"
 
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
-        _, mad, n = self._errors(method, ctx)
-        return [self._record(method, ctx, mad, n)]
+        _, mad, n, flat = self._errors(method, ctx)
+        return [self._record(method, ctx, mad, n, flat["flat_mad"])]
