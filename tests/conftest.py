@@ -14,6 +14,13 @@ import pytest
 os.environ.setdefault("DIGAN_BENCH_QUIET", "1")
 # hermetic tests: never reach for the network (tests of the downloader unset it themselves)
 os.environ.setdefault("DIGAN_BENCH_OFFLINE", "1")
+# One CPU thread per test process (and the CLI subprocesses tests start) unless
+# DIGAN_BENCH_TEST_THREADS says otherwise: the tests use small tensors, where OpenMP threads only
+# add contention (on a busy 2-core runner a test ran 40x slower with 2 threads than with 1), and
+# one thread gives the same float32 sums on every machine.
+TEST_THREADS = os.environ.get("DIGAN_BENCH_TEST_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", TEST_THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", TEST_THREADS)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +43,12 @@ def face_models(shared_data: Path) -> Path:
     if not (p / "det_500m.onnx").is_file():
         pytest.skip(f"face models not found in {p}")
     return p
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(int(TEST_THREADS))
 
 
 @pytest.fixture(autouse=True)
