@@ -64,6 +64,7 @@ LIFTGAN_DEFAULTS: list[str] = [
     "model.partial_conv=false",
     "model.depth_norm=post",
     "model.depth_zero_init=false",
+    "model.depth_prior=none",
     "model.compose_residual=false",
     "model.grad_filter=depth",
     "loss.albedo_filter=blur_residual",

@@ -60,7 +60,7 @@ def test_depth_post_processing_direct(teacher):
     g3d = build_g3d(_cfg(), teacher, w_stats=False)
     raw = torch.randn(2, 1, 32, 32)
     d = g3d.depth_from_raw(raw)
-    ref = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True)) * 0.1 + 1.0
+    ref = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True) + g3d.prior) * 0.1 + 1.0
     torch.testing.assert_close(d[..., 2:-2], ref[..., 2:-2])
 
 
@@ -96,6 +96,29 @@ def test_objective_total_is_weighted_sum(teacher):
     for name in ("view_net", "light_net", "compose", "depth_net", "trans_net"):
         grads = [p.grad for p in getattr(g3d, name).parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_canonical_symmetry_term_and_perturbation_translation(teacher):
+    from digan.student.objective import perturbation
+
+    cfg = _cfg("loss.identity=0", "loss.perc=0", "loss.canonical_symmetry=0.5")
+    b = get_builder("digan")(cfg, teacher)
+    torch.manual_seed(3)
+    total, logs = b.objective(torch.randn(3, 32), keep=True)
+    c = b.objective.last["est"].canonical
+    assert logs["canonical_symmetry"].item() == pytest.approx((c - c.flip(3)).abs().mean().item(), rel=1e-5)
+    lc = cfg.loss
+    expect = lc.rec * (logs["rec"] + lc.flip * logs["flip"]) + lc.perturb * logs["perturb"] + lc.cycle * logs["cycle"] \
+        + lc.w_reg * logs["w_reg"] + lc.albedo * logs["albedo"] + 0.5 * logs["canonical_symmetry"]
+    assert total.item() == pytest.approx(expect.item(), rel=1e-5)
+    off = get_builder("digan")(_cfg("loss.identity=0"), teacher).objective
+    assert "canonical_symmetry" not in off(torch.randn(2, 32))[1]  # paper default 0: not computed
+    # perturbed views: tx = perturb_translation * sin(yaw) raw units (LiftedGAN: 0.2)
+    for k in (0.2, 0.0):
+        c2 = _cfg(f"loss.perturb_translation={k}")
+        _, view, angles = perturbation(torch.zeros(64, 4), torch.zeros(64, 6), c2, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(view[:, 3], k * torch.sin(angles[:, 1] * np.pi / 180))
+        assert angles[:, 1].abs().max() <= 45 and angles[:, 0].abs().max() <= 15 and view[:, 4:].abs().max() == 0
 
 
 def _eval_rec(core, teacher, cfg, z):
@@ -219,3 +242,39 @@ def test_init_from_copies_weights_and_rejects_other_shapes(teacher, tmp_path):
     other = build_g3d(make_config("paper", overrides=["train.w_stats_samples=64"]), teacher)
     with pytest.raises(DiganError, match="does not fit"):
         init_weights(other, tmp_path / "s" / "student.pt")
+
+
+def test_convex_depth_prior_closed_form_and_untrained_depth_equals_it(teacher):
+    S = 32
+    p = build_g3d(_cfg(), teacher, w_stats=False).depth_prior("ellipsoid", S, 0.96, 1.05, (0.5, 0.75))
+    c = (np.arange(S) + 0.5) / S * 2 - 1
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    cap = np.sqrt(np.clip(1 - (xx / 0.5) ** 2 - (yy / 0.75) ** 2, 0, None))
+    ref = 1.05 - 0.09 * cap  # depth: 0.96 at the centre, 1.05 on and outside the ellipse
+    np.testing.assert_allclose(np.tanh(p[0, 0].double().numpy()) * 0.1 + 1.0, ref, atol=1e-6)
+    assert torch.count_nonzero(build_g3d(_cfg("model.depth_prior=none"), teacher, w_stats=False).prior) == 0
+    # the zero-initialised depth net starts exactly at the prior (border columns aside): the
+    # centre in front of the 1.0 pivot, the outline behind it
+    g3d = build_g3d(_cfg(), teacher)
+    w, _ = sample_teacher(teacher, torch.randn(2, 32), 0.7)
+    est = g3d.estimate(w, teacher)
+    np.testing.assert_allclose(est.depth[:, 0, :, 2:-2].detach().double().numpy(), np.broadcast_to(ref[:, 2:-2], (2, S, S - 4)), atol=1e-5)
+    d = est.depth[0, 0]
+    assert d[16, 16] < 1.0 < d[16, 8] and d[16, 16] < d[16, 12] < d[16, 8]
+    with pytest.raises(DiganError, match="depth_prior"):
+        build_g3d(_cfg("model.depth_prior=sphere"), teacher, w_stats=False)
+
+
+def test_depth_warmup_keeps_the_depth_net_fixed_then_trains_it(teacher, tmp_path):
+    cfg = _cfg("train.steps=2", "train.depth_warmup=1", "train.ckpt_every=1", "loss.identity=0")
+    torch.manual_seed(cfg.train.seed)  # train() seeds the same way before building G3D
+    g0 = {k: v.clone() for k, v in build_g3d(cfg, teacher).state_dict().items()}
+    train(cfg, tmp_path / "w", teacher=teacher, show_progress=False, max_steps_this_run=1)
+    s1 = load_torch(tmp_path / "w" / "checkpoint.pt")["state"]
+    depth_keys = [k for k in s1 if k.startswith("depth_net.")]
+    other = [k for k in s1 if k.startswith(("view_net.", "compose.")) and s1[k].is_floating_point()]
+    assert depth_keys and all(torch.equal(s1[k], g0[k]) for k in depth_keys)
+    assert any(not torch.equal(s1[k], g0[k]) for k in other)
+    train(cfg, tmp_path / "w", teacher=teacher, show_progress=False)
+    s2 = load_torch(tmp_path / "w" / "student.pt")["state"]
+    assert any(not torch.equal(s2[k], s1[k]) for k in depth_keys)

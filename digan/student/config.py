@@ -55,6 +55,12 @@ class ModelConfig:
     depth_mlp: int = 4
     use_inject: bool = True  # 1x1 inject conv of the teacher's last feature map
     depth_zero_init: bool = True  # zero-initialised output conv: start from a flat depth map
+    # convex shape prior added to DS's raw output (see G3D.depth_prior): breaks the convex/concave
+    # ("hollow face") ambiguity that image losses cannot; "none" = LiftedGAN / the paper
+    depth_prior: Literal["ellipsoid", "none"] = "ellipsoid"
+    depth_prior_apex: float = 0.96  # prior depth at the image centre
+    depth_prior_rim: float = 1.05  # prior depth on and outside the ellipse (behind the 1.0 pivot)
+    depth_prior_extent: tuple[float, float] = (0.5, 0.75)  # semi-axes x, y as fractions of the half image
     min_depth: float = 0.9
     max_depth: float = 1.1
     border_depth: float = 1.05
@@ -93,10 +99,17 @@ class LossConfig:
     cycle: float = 4.0  # light/view cycle MSE
     w_reg: float = 0.5
     albedo: float = 0.01  # nuclear norm; ablation 'no_albedo': 0
+    # image loss between the canonical face G(w0) and its mirror image: pushes M to frontalise
+    # w0 directly (0 = paper / LiftedGAN, where only the flip loss does; see objective docstring)
+    canonical_symmetry: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
     perturb_pitch: float = 15.0  # sampled |pitch| range (deg)
     perturb_yaw: float = 45.0  # sampled |yaw| range (deg)
+    # x translation of a perturbed view, raw units per sin(yaw): LiftedGAN's heuristic for FFHQ
+    # crops (aligned on the face, so a turned head shifts in the frame); 0 for data whose crops
+    # do not shift with yaw (the synthetic heads)
+    perturb_translation: float = 0.2
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3
@@ -118,6 +131,10 @@ class TrainConfig:
     w_stats_samples: int = 10_000  # samples for w mean/std (LiftedGAN: 50,000)
     device: Optional[str] = None  # None: cuda when available
     init_from: Optional[str] = None  # start from another student checkpoint's weights (fine-tuning)
+    # steps at the start during which DS (the depth net) is not updated: the depth stays at its
+    # initialisation (the convex model.depth_prior) while DV, DL, M and DT learn to rotate and
+    # light a convex head; 0 = paper / LiftedGAN (see digan.student.train.train)
+    depth_warmup: int = 0
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
 

@@ -9,7 +9,8 @@ Given a style code w (B,D) of the teacher:
 3. Texture (DW): ``I_c, feats = G.synthesis(w0)``, the canonical face through the teacher's
    StyleGAN2 synthesis (frozen weights, gradients flow to w0); with ``delight`` the albedo is
    ``I_c`` divided by the frontal shading ``a + b * max(0, n_z)`` of the canonical depth.
-4. Depth (DS): ``raw = DS(w0, feats[-1])``; ``d = tanh(raw - mean_xy(raw))`` mapped to
+4. Depth (DS): ``raw = DS(w0, feats[-1])``; ``d = tanh(raw - mean_xy(raw) + P)`` with ``P`` the
+   convex head prior (:meth:`G3D.depth_prior`, zero with ``depth_prior="none"``) mapped to
    [min_depth, max_depth] = [0.9, 1.1]; the ``border_width`` (2) leftmost and rightmost columns
    are set to ``border_depth`` (1.05). LiftedGAN sets only the left/right columns (its code pads
    the width only); we follow the code.
@@ -145,9 +146,42 @@ class G3D(nn.Module):
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
+        self.register_buffer("prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent,
+                                                       (m.min_depth, m.max_depth)), persistent=False)
         scale = size / 256.0
         self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
         self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
+
+    @staticmethod
+    def depth_prior(kind: str, size: int, apex: float = 0.96, rim: float = 1.05,
+                    extent: tuple[float, float] = (0.5, 0.75), depth_range: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+        """(1,1,S,S) raw-depth prior: ``depth_from_raw(raw)`` adds it after the mean subtraction.
+
+        Photometric losses cannot tell a convex face seen from one side from a concave (hollow)
+        face seen from the other: mirrored yaw and inverted relief explain the same image (the
+        bas-relief ambiguity). Which one training finds depends on the first parallax the
+        renderer produces: when the face's centre is in front of the rotation pivot (depth 1.0)
+        and its outline behind it, a positive yaw moves the features right and the outline left,
+        as on a real head. LiftedGAN and the DIGAN paper start from a random or flat depth and let
+        chance pick; in our CPU runs that settled on the hollow solution (predicted yaw
+        anti-correlated with the true yaw). Like GAN2Shape's ellipsoid initialisation we start from
+        a head-sized convex shape, as a fixed prior in tanh units, so the zero-initialised DS
+        starts exactly at it and learns the residual: depth ``apex - (apex - rim) * (1 - sqrt(max(0,
+        1 - (x/ex)^2 - (y/ey)^2)))`` on the [-1,1]^2 image grid, i.e. ``apex`` (0.96) at the centre
+        rising to ``rim`` (1.05, the background level) at the ellipse (semi-axes ``extent`` =
+        0.5 x 0.75 of the half image) and outside it. ``kind="none"`` gives zeros (paper / LiftedGAN).
+        """
+        if kind == "none":
+            return torch.zeros(1, 1, size, size)
+        if kind != "ellipsoid":
+            raise DiganError(f"unknown model.depth_prior {kind!r}; choose ellipsoid or none")
+        c = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2 - 1
+        y, x = torch.meshgrid(c, c, indexing="ij")
+        cap = (1 - (x / extent[0]) ** 2 - (y / extent[1]) ** 2).clamp(min=0).sqrt()
+        depth = rim - (rim - apex) * cap
+        lo, hi = depth_range
+        u = ((depth - lo) / (hi - lo) * 2 - 1).clamp(-0.999, 0.999)
+        return torch.atanh(u).float().view(1, 1, size, size)
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
@@ -171,8 +205,10 @@ class G3D(nn.Module):
         return self.compose(w.detach(), l0, torch.zeros_like(view_raw))
 
     def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """Depth net output -> depth: ``tanh(raw - mean_xy(raw) + prior)`` in [min_depth, max_depth],
+        border columns set to ``border_depth``."""
         m = self.cfg.model
-        d = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True))
+        d = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True) + self.prior)
         d = (1 + d) / 2 * m.max_depth + (1 - d) / 2 * m.min_depth
         bw = m.border_width
         if bw > 0:

@@ -8,7 +8,8 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * G3D estimate; render I_3D at the predicted view/light, and the flipped render.
 * ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``.
 * Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights; V' =
-  pitch ~ U(+-15), yaw ~ U(+-45) deg, roll 0, tx = 0.2 sin(yaw) raw units; w' = M(w, L', V').
+  pitch ~ U(+-15), yaw ~ U(+-45) deg, roll 0, tx = ``loss.perturb_translation`` (0.2) x sin(yaw)
+  raw units; w' = M(w, L', V').
   ``perturb`` (x ``loss.perturb``) = image loss of the render at DV/DL(w') vs G(w') (G detached)
   + image loss of G(w') vs the render at (L', V') (render detached): LiftedGAN computes the
   two halves with two backward passes; their sum in one backward gives the same gradients.
@@ -17,6 +18,11 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
   samples with |yaw'| < 25 deg (skipped when no recogniser is configured).
 * ``w_reg`` (x ``loss.w_reg``): w' stays near the teacher's w distribution.
 * ``albedo`` (x ``loss.albedo``): nuclear norm of filtered grey albedos (foreground, pooled).
+* ``canonical_symmetry`` (x ``loss.canonical_symmetry``, 0 in the paper): image loss between
+  G(w0) and its mirror image. Not in DIGAN or LiftedGAN. Without it, M can leave the pose in
+  w0 (the canonical face is then the posed face and DV learns no yaw: "M adds V'" is as
+  consistent with the perturbation loss as "M sets V'"); the flip loss alone escapes that
+  state only slowly, which short CPU runs never see. The tiny preset turns it on.
 
 A term whose weight is 0 is not computed (this is how the ablations switch terms off).
 """
@@ -59,7 +65,7 @@ def perturbation(light_raw: torch.Tensor, view_raw: torch.Tensor, cfg: StudentCo
     lo = torch.tensor([-cfg.loss.perturb_pitch, -cfg.loss.perturb_yaw, 0.0])
     hi = -lo
     angles = (torch.rand(b, 3, generator=generator) * (hi - lo) + lo).to(dev)
-    tx = torch.sin(angles[:, 1:2] * math.pi / 180) * 0.2
+    tx = torch.sin(angles[:, 1:2] * math.pi / 180) * cfg.loss.perturb_translation
     view = torch.cat([angles / cfg.model.rotation_range, tx, torch.zeros(b, 2, device=dev)], 1).detach()
     return light, view, angles
 
@@ -131,6 +137,10 @@ class DistillationObjective(nn.Module):
                 wr = L.w_regularizer(w_p, g3d.w_mean, g3d.w_sigma_inv)
                 total = total + lc.w_reg * wr
                 logs["w_reg"] = wr.detach()
+        if lc.canonical_symmetry > 0:
+            cs = self._img(est.canonical, est.canonical.flip(3))
+            total = total + lc.canonical_symmetry * cs
+            logs["canonical_symmetry"] = cs.detach()
         if lc.albedo > 0:
             ar = L.albedo_rank_loss(est.albedo, g3d.foreground(est.depth), lc.albedo_pool, lc.albedo_filter)
             total = total + lc.albedo * ar

@@ -325,6 +325,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     last: dict[str, float] = {}
     step = start
     core.train()
+    depth_net = getattr(core, "depth_net", None)
+    frozen_depth = list(depth_net.parameters()) if depth_net is not None and cfg.train.depth_warmup > 0 else []
     with progress() if show_progress else _NullProgress() as bar:
         task = bar.add_task("train", total=total_steps, completed=start, info="")
         while step < stop:
@@ -336,6 +338,9 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                     "lower train.lr or check the teacher, then rerun to resume")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if step < cfg.train.depth_warmup:
+                for p in frozen_depth:  # no gradient -> Adam neither steps nor decays them
+                    p.grad = None
             opt.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == stop:
