@@ -114,7 +114,7 @@ def _tiny() -> TeacherTrainConfig:
         model=StyleGAN2Config(size=64, style_dim=128, n_mlp=4, channels={4: 256, 8: 128, 16: 64, 32: 32, 64: 16},
                               d_channels={4: 128, 8: 128, 16: 64, 32: 32, 64: 16}),
         augment=AugmentConfig(kind="ada", ada_target=0.6, ada_kimg=100.0),
-        batch=16, steps=4500, lr=0.0025, r1=0.1, ema_kimg=5.0, sample_every=250, ckpt_every=250,
+        batch=16, steps=6500, lr=0.0025, r1=0.1, ema_kimg=5.0, sample_every=250, ckpt_every=250,
     )
 
 
