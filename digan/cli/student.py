@@ -136,3 +136,41 @@ def bench_student_cmd(
     if out is not None:
         write_json(out, {"benchmark": "student", "results": results, "provenance": run_info("bench", config=cfg)})
         console.print(f"wrote {out}")
+
+
+@bench_app.command("shape")
+def bench_shape_cmd(
+    student: Path = typer.Option(..., "--student", "-s", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
+    data: Path = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
+    n_faces: int = typer.Option(24, "--n-faces", "-n", min=3, help="Synthetic faces to invert and score."),
+    inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps per batch."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+) -> None:
+    """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, relief,
+    SIDE/MAD next to a flat plane, the depth prior alone and the inverted relief."""
+    import torch
+
+    from digan.student.diagnostics import shape_diagnostics
+    from digan.student.inference import Student
+    from digan.utils.io import write_json
+    from digan.utils.progress import console
+
+    if threads:
+        torch.set_num_threads(threads)
+    st = Student.load(student, teacher_path=teacher, device="cpu")
+    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps)
+    rows = [
+        ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
+        ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
+        ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
+        ("relief (depth std)", f"{rep['relief_std']:.4f}"),
+    ]
+    for name in ("student", "flat_plane", "prior_only", "inverted_relief"):
+        rows.append((f"SIDE / MAD {name.replace('_', ' ')}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+    for k, v in rows:
+        console.print(f"{k:28s} {v}")
+    if out:
+        write_json(out, rep)
+        console.print(f"wrote {out}")
