@@ -467,8 +467,7 @@ def build_hologan(cfg: StudentConfig, teacher: Any, device: torch.device | str =
 def load_hologan(path: str | Path, device: torch.device | str = "cpu") -> tuple[HoloGAN, StudentConfig, dict[str, Any]]:
     """(model in eval mode, config, checkpoint facts) of a ``--model hologan`` student.pt/checkpoint.pt
     (or a folder holding student.pt)."""
-    from digan.config import from_dict
-    from digan.student.train import CKPT_FORMAT
+    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint
     from digan.utils.io import load_torch
 
     p = Path(path).expanduser()
@@ -481,7 +480,7 @@ def load_hologan(path: str | Path, device: torch.device | str = "cpu") -> tuple[
         raise DiganError(f"{p} is not a digan-bench checkpoint; train HoloGAN with 'digan-bench train --model hologan'")
     if ck.get("model") != "hologan":
         raise DiganError(f"{p} holds a '{ck.get('model')}' model, not hologan; use the method '{ck.get('model')}:{p}'")
-    cfg = from_dict(StudentConfig, ck["config"])
+    cfg = load_config_from_checkpoint(ck)
     model = HoloGAN(hologan_options(cfg))
     model.load_state_dict(ck["state"])
     model.to(device).eval()

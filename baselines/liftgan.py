@@ -92,10 +92,9 @@ def load_liftgan(path: str | Path, teacher_path: str | Path | None = None, devic
                  w_stats_samples: int = 0):
     """A LiftGAN :class:`~digan.student.inference.Student` from a native checkpoint (trained with
     ``--model liftgan``) or an official LiftedGAN file (then ``teacher_path`` is required)."""
-    from digan.config import from_dict
     from digan.student.build import build_g3d
     from digan.student.inference import Student, resolve_teacher_path
-    from digan.student.train import CKPT_FORMAT, load_teacher, teacher_matches
+    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_teacher, teacher_matches
     from digan.utils.io import load_torch
 
     from baselines.liftgan_checkpoint import is_liftedgan_checkpoint, load_liftedgan_checkpoint
@@ -119,7 +118,7 @@ def load_liftgan(path: str | Path, teacher_path: str | Path | None = None, devic
                          "train one with 'digan-bench train --model liftgan'")
     if ck.get("model") != "liftgan":
         raise DiganError(f"{p} holds a '{ck.get('model')}' model, not liftgan; use the method '{ck.get('model')}:{p}'")
-    cfg = from_dict(StudentConfig, ck["config"])
+    cfg = load_config_from_checkpoint(ck)
     tpath = resolve_teacher_path(ck, p, teacher_path)
     teacher = load_teacher(tpath, dev)
     if not teacher_matches(ck["teacher"], teacher, tpath):

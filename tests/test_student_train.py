@@ -281,3 +281,17 @@ def test_depth_warmup_keeps_the_depth_net_fixed_then_trains_it(teacher, tmp_path
     train(cfg, tmp_path / "w", teacher=teacher, show_progress=False)
     s2 = load_torch(tmp_path / "w" / "student.pt")["state"]
     assert any(not torch.equal(s2[k], s1[k]) for k in depth_keys)
+
+
+def test_checkpoints_from_before_the_depth_prior_load_without_it(teacher, tmp_path):
+    from digan.student.train import load_config_from_checkpoint
+
+    cfg = _cfg("train.steps=1", "loss.identity=0")
+    train(cfg, tmp_path / "s", teacher=teacher, show_progress=False)
+    ck = load_torch(tmp_path / "s" / "student.pt")
+    assert load_config_from_checkpoint(ck).model.depth_prior == "ellipsoid"
+    del ck["config"]["model"]["depth_prior"]  # as written before the option existed
+    assert load_config_from_checkpoint(ck).model.depth_prior == "none"
+    torch.save(ck, tmp_path / "old.pt")
+    s = Student.load(tmp_path / "old.pt", teacher=teacher)
+    assert s.cfg.model.depth_prior == "none" and torch.count_nonzero(s.g3d.prior) == 0

@@ -61,16 +61,15 @@ class Student:
     def load(cls, path: str | Path, teacher: Any = None, teacher_path: str | Path | None = None,
              device: torch.device | str | None = None, check_teacher: bool = True) -> "Student":
         """Load a ``student.pt``/``checkpoint.pt``; the teacher must be the one it was trained with."""
-        from digan.config import from_dict
         from digan.student.build import build_g3d
-        from digan.student.train import CKPT_FORMAT, load_teacher, teacher_matches
+        from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_teacher, teacher_matches
 
         p = Path(path)
         ck = load_torch(p, what="student checkpoint")
         if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
             raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
         dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        cfg = from_dict(StudentConfig, ck["config"])
+        cfg = load_config_from_checkpoint(ck)
         tpath = None
         if teacher is None:
             tpath = resolve_teacher_path(ck, p, teacher_path)

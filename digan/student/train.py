@@ -380,8 +380,16 @@ class _NullProgress:
 
 
 def load_config_from_checkpoint(state: dict[str, Any]) -> StudentConfig:
-    """The :class:`StudentConfig` stored in a checkpoint dict."""
-    return from_dict(StudentConfig, state["config"])
+    """The :class:`StudentConfig` stored in a checkpoint dict.
+
+    Checkpoints written before ``model.depth_prior`` existed were trained without a prior; they
+    load with ``depth_prior="none"`` (not today's default), so their depth is what they learnt.
+    """
+    raw = dict(state["config"])
+    model = dict(raw.get("model") or {})
+    model.setdefault("depth_prior", "none")
+    raw["model"] = model
+    return from_dict(StudentConfig, raw)
 
 
 def package_student(run_dir: str | Path, dest: str | Path, command: str = "", notes: dict[str, Any] | None = None) -> tuple[Path, Path]:
