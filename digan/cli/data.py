@@ -18,6 +18,7 @@ def synth_cmd(
     size: Optional[int] = typer.Option(None, "--size", help="Image size: 64, 128 or 256 (default 64)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 0); sample i depends only on (seed, i)."),
     views_per_identity: Optional[int] = typer.Option(None, "--views-per-identity", help="Poses/lights per identity (default 4)."),
+    twins: bool = typer.Option(False, "--twins", help="Also write each damaged head's undamaged twin and its restore mask (ground truth for 'digan-bench restore')."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output (only after the new one is complete)."),
     config: Optional[Path] = ConfigOption,
     set_: Optional[list[str]] = SetOption,
@@ -33,7 +34,7 @@ def synth_cmd(
     from digan.data.synth import SynthConfig, generate_synth
 
     cfg = build_config(SynthConfig, config, set_)
-    explicit = {"n": n, "size": size, "seed": seed, "views_per_identity": views_per_identity}
+    explicit = {"n": n, "size": size, "seed": seed, "views_per_identity": views_per_identity, "twins": True if twins else None}
     cfg = SynthConfig(**{**cfg.__dict__, **{k: v for k, v in explicit.items() if v is not None}})
     cfg.validate()
     t0 = time.perf_counter()

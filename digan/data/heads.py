@@ -45,6 +45,7 @@ __all__ = [
     "params_to_vector",
     "vector_to_params",
     "head_maps",
+    "undamaged",
 ]
 
 BACK_DEPTH = 1.04  # depth of the silhouette outline (height 0); the head's middle sits near the pivot 1.0
@@ -98,21 +99,32 @@ class HeadMaps:
     damage: torch.Tensor  # (1,S,S) float {0,1}
 
 
-def sample_identity(seed: int, index: int, damage_prob: float = 0.5) -> dict[str, float]:
+def sample_identity(seed: int, index: int, damage_prob: float = 0.5, missing_prob: float = 0.3) -> dict[str, float]:
     """Identity ``index`` of a seed: parameters uniform in their ranges, damage drawn as flags.
 
     With probability ``damage_prob`` the head is damaged: 1-4 chips, and each missing part
-    (nose tip, topknot, ear) with probability 0.3. Depends only on ``(seed, index)``.
+    (nose tip, topknot, ear) with probability ``missing_prob`` (0.3). Depends only on
+    ``(seed, index)``; ``missing_prob`` only moves the thresholds, not the random stream.
     """
     rng = np.random.default_rng([int(seed), int(index), 1])
     p = {k: float(rng.uniform(lo, hi)) for k, (lo, hi, _) in PARAMS.items()}
     damaged = rng.uniform() < damage_prob
     p["damage_chips"] = float(rng.integers(1, 5)) if damaged else 0.0
     for k in ("broken_nose", "broken_topknot", "broken_ear"):
-        p[k] = float(damaged and rng.uniform() < 0.3)
+        p[k] = float(damaged and rng.uniform() < missing_prob)
     p["moustache"] = 0.0 if rng.uniform() < 0.25 else p["moustache"]
     p["noise_seed"] = float(rng.integers(0, 2**31 - 1))
     return p
+
+
+def undamaged(p: dict[str, float]) -> dict[str, float]:
+    """The same identity without damage (no chips, nothing missing): its undamaged twin. Every
+    other parameter, including the noise seed and so the textures, is kept."""
+    q = dict(p)
+    q["damage_chips"] = 0.0
+    for k in ("broken_nose", "broken_topknot", "broken_ear"):
+        q[k] = 0.0
+    return q
 
 
 def params_to_vector(p: dict[str, float]) -> np.ndarray:

@@ -29,6 +29,17 @@ Layout of a data set folder::
     arrays/*.npy             one array per field (memory-mappable), see ``manifest["fields"]``
     contact_sheet.png        the first 64 images
     ground_truth_sheet.png   image, depth, normals, mask, damage, canonical albedo/depth of 8 samples
+
+Undamaged twins (``twins=True``, ``digan-bench data synth --twins``): every sample also gets the
+same identity without damage (:func:`digan.data.heads.undamaged`: no chips, nothing missing)
+rendered at the same view, light and backdrop, so restoration of the damaged image has exact
+ground truth. Extra fields ``twin_images``, ``twin_depth``, ``twin_normal``, ``twin_mask`` and
+``restore_mask`` (the region to restore: the visible damage plus what the twin shows and the
+damaged head lacks, e.g. a missing ear, dilated by one pixel so anti-aliased edges count as
+damaged), and folders ``twins/`` (PNG) and ``restore_masks/`` (PNG, white = restore), the layout
+``digan-bench restore --images images --masks restore_masks`` reads. An undamaged sample is its
+own twin with an empty restore mask. ``missing_prob`` sets how often each part (nose tip,
+topknot, ear) of a damaged head is missing.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from digan.data.heads import (
     head_maps,
     params_to_vector,
     sample_identity,
+    undamaged,
 )
 from digan.errors import DiganError
 from digan.render.renderer import MeshRenderer, RendererConfig
@@ -90,6 +102,8 @@ class SynthConfig:
     diffuse_range: tuple[float, float] = (0.35, 0.75)
     light_xy_range: float = 0.8
     damage_prob: float = 0.5
+    missing_prob: float = 0.3  # each part (nose tip, topknot, ear) of a damaged head is missing with this probability
+    twins: bool = False  # also render each sample's undamaged twin and the restore mask (module docstring)
     supersample: int = 2
     backdrop: Literal["gradient", "white"] = "gradient"
     batch_size: int = 32  # samples per render batch at 64 px; scaled down by (64 / size)^2 above
@@ -117,6 +131,8 @@ class SynthConfig:
                 raise DiganError(f"bad {name} ({lo}, {hi}): need 0 <= low <= high <= 2")
         if not 0 <= self.damage_prob <= 1:
             raise DiganError(f"bad damage_prob {self.damage_prob}: use a probability in [0, 1]")
+        if not 0 <= self.missing_prob <= 1:
+            raise DiganError(f"bad missing_prob {self.missing_prob}: use a probability in [0, 1]")
         if self.batch_size < 1:
             raise DiganError(f"bad batch_size {self.batch_size}: use 1 or more")
         if self.threads < 0:
@@ -236,6 +252,14 @@ _FIELDS: dict[str, dict[str, Any]] = {
     "canonical_damage": {"dtype": "uint8", "shape": "I,S,S", "units": "0/1", "description": "damage (chips, missing parts) in the canonical frame"},
     "identity_params": {"dtype": "float64", "shape": "I,P", "units": "see identity_param_names", "description": "procedural parameters of each identity"},
 }
+# written only with ``twins`` (module docstring)
+_TWIN_FIELDS: dict[str, dict[str, Any]] = {
+    "twin_images": {"dtype": "uint8", "shape": "N,S,S,3", "units": "sRGB 0..255", "description": "the undamaged twin: same identity, view, light and backdrop (twins/*.png)"},
+    "twin_depth": {"dtype": "float32", "shape": "N,S,S", "units": "camera depth z", "description": "depth of the twin's visible surface"},
+    "twin_normal": {"dtype": "float16", "shape": "N,3,S,S", "units": "unit vector, camera axes", "description": "view-space normals of the twin"},
+    "twin_mask": {"dtype": "uint8", "shape": "N,S,S", "units": "0/1", "description": "the twin's foreground coverage"},
+    "restore_mask": {"dtype": "uint8", "shape": "N,S,S", "units": "0/1", "description": "region to restore: damage | (twin_mask & ~mask), dilated 1 px (restore_masks/*.png)"},
+}
 
 
 def _conventions(cfg: SynthConfig) -> dict[str, str]:
@@ -305,7 +329,13 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
             k: np.lib.format.open_memmap(tmp / "arrays" / f"{k}.npy", mode="w+", dtype=np.dtype(_FIELDS[k]["dtype"]), shape=shp)
             for k, shp in shapes.items()
         }
-        params = [sample_identity(cfg.seed, k, cfg.damage_prob) for k in range(n_id)]
+        if cfg.twins:
+            (tmp / "twins").mkdir()
+            (tmp / "restore_masks").mkdir()
+            for k in _TWIN_FIELDS:
+                shapes[k] = (cfg.n, 3, s, s) if k == "twin_normal" else ((cfg.n, s, s, 3) if k == "twin_images" else (cfg.n, s, s))
+                arr[k] = np.lib.format.open_memmap(tmp / "arrays" / f"{k}.npy", mode="w+", dtype=np.dtype(_TWIN_FIELDS[k]["dtype"]), shape=shapes[k])
+        params = [sample_identity(cfg.seed, k, cfg.damage_prob, cfg.missing_prob) for k in range(n_id)]
         samples, identities = [], []
         for k, p in enumerate(params):
             arr["identity_params"][k] = params_to_vector(p)
@@ -332,6 +362,8 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
                 arr["view"][sl] = views
                 arr["light"][sl] = lights
                 arr["identity"][sl] = np.asarray(ids, np.int32)
+                if cfg.twins:
+                    _write_twins(tmp, arr, cfg, idx, [params[j] for j in ids], views, lights, backs, res, img8)
                 for j, i in enumerate(idx):
                     # plain writes: the whole folder is swapped in atomically at the end
                     Image.fromarray(img8[j]).save(tmp / "images" / f"{i:06d}.png", format="PNG")
@@ -365,7 +397,7 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
                 "missing": [part for part in ("nose", "topknot", "ear") if p[f"broken_{part}"] > 0.5],
             })
         fields = {}
-        for k, spec in _FIELDS.items():
+        for k, spec in {**_FIELDS, **(_TWIN_FIELDS if cfg.twins else {})}.items():
             fields[k] = {**spec, "file": f"arrays/{k}.npy", "shape": list(shapes[k])}
         prov = run_info("data", config=cfg, seeds={"seed": cfg.seed})
         manifest = {
@@ -396,6 +428,41 @@ def _generate(out: str | Path, cfg: SynthConfig, force: bool) -> None:
 
 
 write_synth = generate_synth
+
+
+def _write_twins(tmp: Path, arr: dict[str, np.ndarray], cfg: SynthConfig, idx: list[int], params: list[dict[str, float]],
+                 views: np.ndarray, lights: np.ndarray, backs: np.ndarray, res: dict[str, torch.Tensor], img8: np.ndarray) -> None:
+    """Render the undamaged twins of one batch (only damaged samples are re-rendered; an
+    undamaged sample is its own twin) and write their arrays, PNGs and restore masks."""
+    from PIL import Image
+
+    twin = {k: res[k].clone() for k in ("depth", "normal", "mask")}
+    timg8 = img8.copy()
+    hurt = [j for j, p in enumerate(params) if undamaged(p) != p]
+    if hurt:
+        tr = render_views(
+            [undamaged(params[j]) for j in hurt], views[hurt], lights[hurt], cfg.size, cfg.fov, cfg.supersample,
+            None if cfg.backdrop == "white" else backs[hurt],
+        )
+        for q, j in enumerate(hurt):
+            for k in twin:
+                twin[k][j] = tr[k][q]
+        timg8[hurt] = ((tr["image"].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    missing = (twin["mask"] > 0.5) & (res["mask"] < 0.5)
+    region = ((res["damage"] > 0.5) | missing).float()
+    region = F.max_pool2d(region, 3, 1, 1)
+    # an undamaged sample has nothing to restore, also not at its outline
+    region = region * torch.tensor([float(j in hurt) for j in range(len(idx))]).view(-1, 1, 1, 1)
+    sl = slice(idx[0], idx[-1] + 1)
+    arr["twin_images"][sl] = timg8
+    arr["twin_depth"][sl] = twin["depth"][:, 0].numpy()
+    arr["twin_normal"][sl] = twin["normal"].numpy().astype(np.float16)
+    arr["twin_mask"][sl] = twin["mask"][:, 0].numpy().astype(np.uint8)
+    rm = region[:, 0].numpy().astype(np.uint8)
+    arr["restore_mask"][sl] = rm
+    for j, i in enumerate(idx):
+        Image.fromarray(timg8[j]).save(tmp / "twins" / f"{i:06d}.png", format="PNG")
+        Image.fromarray(rm[j] * 255).save(tmp / "restore_masks" / f"{i:06d}.png", format="PNG")
 
 
 def _write_sheets(root: Path, arr: dict[str, np.ndarray], cfg: SynthConfig) -> None:

@@ -21,6 +21,10 @@ canonical_albedo   (3,S,S)      the identity's albedo in [-1, 1]
 canonical_normal   (3,S,S)      normals of canonical_depth
 canonical_mask     (1,S,S)      silhouette in the canonical frame
 canonical_damage   (1,S,S)      damage in the canonical frame
+twin_image         (3,S,S)      only in sets made with ``twins``: the undamaged twin (same view,
+                                light, backdrop), and its ``twin_depth`` (1,S,S), ``twin_normal``
+                                (3,S,S), ``twin_mask`` (1,S,S); ``restore_mask`` (1,S,S) the region
+                                to restore (:mod:`digan.data.synth`)
 =================  ===========  =================================================================
 
 ``ImageFolderDataset(root)``: every PNG/JPG under a folder (recursively, sorted), all of one
@@ -43,6 +47,7 @@ __all__ = ["SynthDataset", "load_synth", "ImageFolderDataset", "IMAGE_SUFFIXES"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _PER_SAMPLE = ("images", "depth", "normal", "mask", "damage", "view", "light", "identity")
 _PER_IDENTITY = ("canonical_depth", "canonical_albedo", "canonical_normal", "canonical_mask", "canonical_damage")
+_TWINS = ("twin_images", "twin_depth", "twin_normal", "twin_mask", "restore_mask")  # optional (data synth --twins)
 
 
 class SynthDataset(Dataset):
@@ -67,7 +72,8 @@ class SynthDataset(Dataset):
         self.size = int(self.manifest["size"])
         self.canonical = canonical
         self.arrays: dict[str, np.ndarray] = {}
-        for name in _PER_SAMPLE + (_PER_IDENTITY if canonical else ()):
+        self.has_twins = all(k in self.manifest["fields"] for k in _TWINS)
+        for name in _PER_SAMPLE + (_PER_IDENTITY if canonical else ()) + (_TWINS if self.has_twins else ()):
             spec = self.manifest["fields"].get(name)
             if spec is None:
                 raise DiganError(f"{mpath} lists no field {name!r}; regenerate the data set")
@@ -128,6 +134,12 @@ class SynthDataset(Dataset):
             "light": t(a["light"][i]),
             "identity": torch.tensor(int(a["identity"][i]), dtype=torch.int64),
         }
+        if self.has_twins:
+            item["twin_image"] = t(a["twin_images"][i]).permute(2, 0, 1) / 127.5 - 1.0
+            item["twin_depth"] = t(a["twin_depth"][i])[None]
+            item["twin_normal"] = t(a["twin_normal"][i])
+            item["twin_mask"] = t(a["twin_mask"][i])[None]
+            item["restore_mask"] = t(a["restore_mask"][i])[None]
         if self.canonical:
             k = int(a["identity"][i])
             item["canonical_depth"] = t(a["canonical_depth"][k])[None]
