@@ -97,6 +97,30 @@ def test_normals_from_depth_of_a_tilted_plane():
     assert torch.allclose(n[0, :, 1:-1, 1:-1].permute(1, 2, 0), expect.expand(S - 2, S - 2, 3), atol=1e-4)
 
 
+def test_depth_roughness_closed_forms():
+    # z = c + a x^2 + b y^2 (x, y in pixels): the 5-point Laplacian is exactly 2a + 2b everywhere,
+    # a plane's is 0; the mask is eroded by one pixel, so background values never leak in
+    y, x = torch.meshgrid(torch.arange(S, dtype=torch.float64), torch.arange(S, dtype=torch.float64), indexing="ij")
+    a, b = 3e-4, -1e-4
+    quad = (1.0 + a * (x - 7.3) ** 2 + b * (y - 4.1) ** 2).view(1, 1, S, S)
+    plane = (1.0 + 2e-3 * x - 5e-3 * y).view(1, 1, S, S)
+    m = _square_mask()  # 2..13 -> eroded 3..12
+    wild = torch.where(m > 0, quad, torch.full_like(quad, 50.0))  # junk outside the mask
+    r = D.depth_roughness(torch.cat([quad, plane, wild]), m.expand(3, -1, -1, -1))
+    assert r[0].item() == pytest.approx(abs(2 * a + 2 * b), rel=1e-9)
+    assert r[1].item() == pytest.approx(0.0, abs=1e-12)
+    assert r[2].item() == pytest.approx(abs(2 * a + 2 * b), rel=1e-9)
+    # ripple of amplitude e on a checkerboard: |Laplacian| = 8 e at every pixel
+    checker = 1.0 + 1e-3 * ((x + y) % 2 * 2 - 1).view(1, 1, S, S)
+    assert D.depth_roughness(checker, m).item() == pytest.approx(8e-3, rel=1e-9)
+    # one-pixel mask: nothing survives the erosion -> NaN; shapes must match
+    tiny = torch.zeros(1, 1, S, S)
+    tiny[..., 5, 5] = 1
+    assert torch.isnan(D.depth_roughness(quad, tiny)).all()
+    with pytest.raises(Exception, match="depth_roughness"):
+        D.depth_roughness(quad, m[..., :8, :8])
+
+
 # ------------------------------------------------------------------ the metric end to end
 
 

@@ -30,6 +30,10 @@ Protocol
   the same errors for a fronto-parallel plane (constant depth) scored on the same images with the
   same masks (:func:`flat_plane_errors`). A reconstruction that does not beat them has not
   recovered shape; reports show them next to the method's value.
+* **Depth roughness** (diagnostic, not a registered metric; ``bench shape`` and training-time
+  evaluation report it): :func:`depth_roughness`, the mean ``|Laplacian|`` of depth over the
+  mask eroded by one pixel, shown beside the ground truth's value on the same pixels. SIDE/MAD
+  average out ripple; this number catches shredded depth.
 
 Both are lower-is-better; ``stats`` hold the std over images, ``n`` and images skipped because
 their mask was empty. The reconstruction pass is shared by ``side`` and ``mad`` in one process.
@@ -60,6 +64,8 @@ __all__ = [
     "normals_from_depth",
     "reconstruction_errors",
     "flat_plane_errors",
+    "laplacian_5pt",
+    "depth_roughness",
     "SIDE",
     "MAD",
 ]
@@ -170,6 +176,29 @@ def flat_plane_errors(pred: Any, gt: dict[str, torch.Tensor]) -> tuple[torch.Ten
     mask = _fit(pred.mask, size, "nearest") if pred is not None else None
     plane = Rendered(image=gt["image"], depth=torch.ones_like(gt["depth"]), normal=None, mask=mask)
     return reconstruction_errors(plane, gt)
+
+
+def laplacian_5pt(x: torch.Tensor) -> torch.Tensor:
+    """Five-point Laplacian ``x[i-1,j] + x[i+1,j] + x[i,j-1] + x[i,j+1] - 4 x[i,j]`` of (B,1,H,W)
+    ``x`` in float64, per pixel^2 (replicate padding: meaningful one pixel inside the border)."""
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64, device=x.device)
+    return F.conv2d(F.pad(x.double(), (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
+
+
+def depth_roughness(depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Depth roughness per image: mean ``|laplacian_5pt(depth)|`` (depth units per pixel^2) over
+    ``mask`` eroded by one pixel (:func:`erode_mask`, so every stencil lies inside ``mask``).
+
+    (B,1,H,W) inputs; returns (B,) float64, NaN where the eroded mask is empty. A plane scores
+    0 and a quadratic ``a x^2 + b y^2`` (x, y in pixels) scores ``|2a + 2b|``; shredded or
+    rippled depth scores far above a smooth face. Compare it with the ground truth's value on
+    the same pixels: the number depends on resolution and depth scale.
+    """
+    if depth.shape != mask.shape or depth.dim() != 4 or depth.shape[1] != 1:
+        raise DiganError(f"depth_roughness needs (B,1,H,W) depth and mask of one shape, got {tuple(depth.shape)} and {tuple(mask.shape)}")
+    m = erode_mask((mask > 0.5).float()).double()
+    lap = laplacian_5pt(depth).abs()
+    return (lap * m).flatten(1).sum(1) / m.flatten(1).sum(1)
 
 
 # --------------------------------------------------------------------------------------------
