@@ -3,7 +3,7 @@
 The ONNX ArcFace models of the evaluation (``digan/faces``) run in onnxruntime and cannot be
 back-propagated through, so training uses a torch recogniser chosen by ``loss.recognizer``:
 
-* ``torch:PATH``: a TorchScript file (``torch.jit.save``) or a pickled ``nn.Module``; input
+* ``torch:PATH``: a TorchScript file (``torch.jit.save``; pickled modules are refused); input
   (B,3,112,112) RGB in [-1,1], output (B,E) embeddings (ArcFace convention).
 * ``onnx:PATH``: an ONNX recogniser (e.g. insightface ``w600k_r50.onnx`` or the MobileFaceNet in
   the test data) converted to torch with the optional ``onnx2torch`` package; same input
@@ -129,10 +129,9 @@ def _load_torch_net(path: Path) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception:
         pass
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, nn.Module):
-        return obj
-    raise DiganError(f"{path} is neither TorchScript nor a pickled nn.Module; save the recogniser with torch.jit.save")
+    # a pickled nn.Module is code, not data: it is never unpickled (digan.utils.io.load_torch)
+    raise DiganError(f"{path} is not a TorchScript file; save the recogniser with torch.jit.save(torch.jit.script(model), PATH) "
+                     "(pickled nn.Module files are refused: unpickling them can run code)")
 
 
 def _load_onnx_net(path: Path) -> tuple[nn.Module, bool]:

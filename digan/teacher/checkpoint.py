@@ -548,24 +548,92 @@ class _Stub:
         self._state = state
 
 
+def _load_storage_from_bytes(b: bytes) -> Any:
+    """``torch.storage._load_from_bytes`` without its ``weights_only=False``: a storage is data."""
+    import io
+
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+class _RefusedGlobal(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _torch_module_class(module: str, name: str) -> Any:
+    """A ``torch.nn`` module class (harmless to construct), else None."""
+    import importlib
+
+    if not module.startswith("torch.nn.modules."):
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else None
+
+
 class _AdaUnpickler(pickle.Unpickler):
-    _ALLOWED_PREFIXES = ("torch", "collections", "numpy", "builtins", "copyreg", "_codecs")
+    """Resolves only what an NVIDIA network pickle needs; anything else is refused.
+
+    NVIDIA's persistent classes become :class:`_PersistentObj` parameter trees (their embedded
+    source is never run), ``dnnlib.EasyDict`` a dict, other classes of NVIDIA's own packages
+    inert stubs; tensors are rebuilt by torch's tensor/parameter rebuild functions with storages
+    read as weights only. Everything else (``builtins.exec``, ``os.system``, ``torch.load`` ...)
+    raises :class:`_RefusedGlobal` before anything is called.
+    """
+
+    _NVIDIA_PACKAGES = ("torch_utils", "dnnlib", "training", "metrics")
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): None,
+        ("torch._utils", "_rebuild_tensor"): None,
+        ("torch._utils", "_rebuild_tensor_v2"): None,
+        ("torch._utils", "_rebuild_parameter"): None,
+        ("torch._utils", "_rebuild_parameter_with_state"): None,
+        ("torch", "Size"): None,
+        ("torch", "device"): None,
+        ("_codecs", "encode"): None,  # protocol-2 bytes
+        ("builtins", "set"): None,
+        ("builtins", "frozenset"): None,
+        ("builtins", "slice"): None,
+        ("builtins", "complex"): None,
+        ("builtins", "bytearray"): None,
+        ("numpy.core.multiarray", "_reconstruct"): None,
+        ("numpy._core.multiarray", "_reconstruct"): None,
+        ("numpy.core.multiarray", "scalar"): None,
+        ("numpy._core.multiarray", "scalar"): None,
+        ("numpy", "ndarray"): None,
+        ("numpy", "dtype"): None,
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch_utils.persistence" and name == "_reconstruct_persistent_obj":
             return _PersistentObj
         if module.startswith("dnnlib") and name == "EasyDict":
             return dict
-        if module.split(".")[0] in self._ALLOWED_PREFIXES:
+        if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        return type(name, (_Stub,), {})
+        if module == "torch.storage" and name == "_load_from_bytes":
+            return _load_storage_from_bytes
+        if module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return super().find_class(module, name)
+        cls = _torch_module_class(module, name)
+        if cls is not None:
+            return cls
+        if module.split(".")[0] in self._NVIDIA_PACKAGES and name[:1].isupper():
+            return type(name, (_Stub,), {})  # an NVIDIA class we do not need: inert
+        raise _RefusedGlobal(f"{module}.{name}")
 
 
 def read_ada_pickle(path: str | Path) -> dict[str, Any]:
     """Read an NVIDIA stylegan2-ada-pytorch network pickle without NVIDIA's code.
 
-    Returns ``{"G_ema": state_dict, "G": ..., "D": ...}`` (whatever the pickle holds). Only
-    trusted files should be opened: pickles can run code (torch and numpy objects are allowed).
+    Returns ``{"G_ema": state_dict, "G": ..., "D": ...}`` (whatever the pickle holds). The
+    unpickler (:class:`_AdaUnpickler`) resolves only the classes such a file needs, so a pickle
+    that would run code is refused with one line before anything in it is called.
     """
     p = Path(path)
     if not p.is_file():
@@ -575,6 +643,10 @@ def read_ada_pickle(path: str | Path) -> dict[str, Any]:
             data = _AdaUnpickler(f).load()
     except DiganError:
         raise
+    except _RefusedGlobal as e:
+        from digan.utils.io import refusal_message
+
+        raise DiganError(refusal_message(p, [e.name])) from None
     except Exception as e:
         raise DiganError(
             f"{p} is not a readable stylegan2-ada-pytorch pickle ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +34,12 @@ __all__ = [
     "sha256_bytes",
     "state_dict_hash",
     "json_default",
+    "SAFE_GLOBALS",
+    "refusal_message",
+    "check_out_path",
+    "claim_output",
+    "output_lock",
+    "clean_stale_tmp",
 ]
 
 
@@ -132,20 +139,91 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def load_torch(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
-    """Load a torch file with one-line errors for a missing or corrupt file.
+def _safe_globals() -> list[Any]:
+    """What the project's own checkpoints may hold beyond tensors and plain containers.
 
-    ``weights_only=False`` is needed for the community checkpoints (they pickle ``args``
-    namespaces); only load files you trust.
+    ``argparse.Namespace`` (rosinality's ``args``), numpy arrays, scalars and dtypes (the numpy
+    RNG state in training checkpoints). Nothing here runs code when unpickled.
     """
+    import argparse
+
+    import numpy as np
+
+    out: list[Any] = [argparse.Namespace, np.ndarray, np.dtype]
+    try:  # numpy >= 2
+        from numpy._core import multiarray as _ma
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray as _ma  # type: ignore[no-redef]
+    for fn in (_ma._reconstruct, _ma.scalar):
+        out.append(fn)
+        # files written under numpy 1.x name the same functions numpy.core.multiarray.*
+        out.append((fn, f"numpy.core.multiarray.{fn.__name__}"))
+        out.append((fn, f"numpy._core.multiarray.{fn.__name__}"))
+    for t in (np.bool_, np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
+              np.float16, np.float32, np.float64):
+        out.append(type(np.dtype(t)))  # numpy.dtypes.UInt32DType, ...
+    return out
+
+
+#: documentation of :func:`_safe_globals` (names only; the objects are built lazily)
+SAFE_GLOBALS = ("argparse.Namespace", "numpy.ndarray", "numpy.dtype", "numpy.dtypes.*DType",
+                "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar")
+
+
+def refusal_message(path: str | Path, names: Any) -> str:
+    """The one-line refusal of a file whose pickle names globals outside the allowlist."""
+    shown = ", ".join(sorted(set(names))) or "a callable outside the allowlist"
+    return (f"{path} holds objects a checkpoint may not contain ({shown}); it was not loaded and nothing in it ran. "
+            "A checkpoint must be data (tensors, numbers, strings, lists, dicts): re-save the weights with "
+            "torch.save(model.state_dict(), PATH) from a source you trust")
+
+
+def _unsafe_names(p: Path, err: Exception) -> list[str]:
+    """Globals of ``p`` that the weights-only unpickler refused (best effort, never executes)."""
+    import torch
+
+    allowed = set()
+    for g in _safe_globals():
+        if isinstance(g, tuple):
+            allowed.add(g[1])
+        else:
+            allowed.add(f"{g.__module__}.{g.__qualname__}")
+    names: list[str] = []
+    try:
+        names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(str(p)) if n not in allowed]
+    except Exception:  # legacy (non-zip) files: read the names from the error message
+        pass
+    if not names:
+        names = re.findall(r"GLOBAL ([\w.]+)", str(err)) or re.findall(r"Unsupported global: ([\w.]+)", str(err))
+    return names
+
+
+def load_torch(path: str | Path, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """Load a torch file as data: ``weights_only=True`` plus the allowlist of :func:`_safe_globals`.
+
+    A file whose pickle names anything else (a ``__reduce__`` calling ``os.system``, a pickled
+    module class, ...) is refused with one line and nothing in it runs. Missing and corrupt files
+    also give one-line errors.
+    """
+    import pickle
+
     import torch
 
     p = Path(path)
     if not p.is_file():
         raise DiganError(f"{what} {p} not found; check the path")
     try:
-        return torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:  # zip errors, unpickling errors, truncated files
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" in msg or "Unsupported" in msg or "GLOBAL" in msg:
+            raise DiganError(refusal_message(p, _unsafe_names(p, e))) from None
+        raise DiganError(
+            f"{what} {p} is corrupt or not a PyTorch file (UnpicklingError: {msg.splitlines()[0] if msg else ''}); "
+            "re-download or re-create it"
+        ) from e
+    except Exception as e:  # zip errors, truncated files
         raise DiganError(
             f"{what} {p} is corrupt or not a PyTorch file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
             "re-download or re-create it"
@@ -210,3 +288,151 @@ def state_dict_hash(module_or_state: Any) -> str:
         else:
             h.update(repr(v).encode())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders: a usable path, one writer at a time, no debris from killed writes
+# ---------------------------------------------------------------------------------------------
+
+def check_out_path(path: str | Path, flag: str = "--out", kind: str = "dir") -> Path:
+    """Fail early, in one line, when ``path`` cannot be written as an output ``kind`` (dir/file).
+
+    Catches: an existing file where a folder is wanted (or the reverse), a path under a file,
+    and a read-only (or otherwise unwritable) folder on the way. Nothing is created.
+    """
+    p = Path(path)
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise DiganError(f"{flag} {p} is a file, not a folder; choose another {flag} or remove the file")
+    if kind == "file" and p.is_dir():
+        raise DiganError(f"{flag} {p} is a folder, not a file; choose another {flag}")
+    # the nearest existing ancestor must be a writable folder
+    anc = p if (kind == "dir" and p.exists()) else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DiganError(f"{flag} {p} lies under {anc}, which is a file, not a folder; choose another {flag}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise DiganError(f"{flag} {p} cannot be written: {anc} is read-only for this user; choose another {flag}")
+    if kind == "file" and p.exists() and not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
+        raise DiganError(f"{flag} {p} cannot be written (read-only); choose another {flag}")
+    return p
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive lock on the output folder ``out`` (a ``.NAME.lock`` file beside it).
+
+    A second process on the same ``out`` stops at once with ``OUT is in use by pid N``. The lock
+    is an ``flock`` on that file, so the kernel drops it when its holder dies: a file left by a
+    killed process does not block. Only rank 0 of a torchrun job locks (the others write nothing).
+    """
+    out = Path(out)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        yield out
+        return
+    import fcntl
+
+    lp = _lock_path(out)
+    lp.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            os.close(fd)
+            raise DiganError(f"{out} is in use by pid {holder}; wait for that command to finish (or stop it), "
+                             f"or choose another {flag}") from None
+        try:  # the holder we waited on may have removed the file: lock the one on disk
+            if os.stat(lp).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield out
+        finally:
+            try:
+                os.ftruncate(fd, 0)
+                lp.unlink(missing_ok=True)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+#: names made by :func:`_tmp_sibling` / :func:`atomic_dir`: ``.NAME.<8 random chars>.tmp``
+_TMP_RX = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+_OLD_RX = re.compile(r"^\..+\.old-(\d+)$")
+
+
+def clean_stale_tmp(out: str | Path) -> list[Path]:
+    """Remove hidden temporaries that killed writes left in ``out`` (recursively) and the
+    ``atomic_dir`` build folders of ``out`` beside it. Call it only while holding
+    :func:`output_lock` on ``out`` (no other writer can be mid-write). Returns what was removed."""
+    out = Path(out)
+    removed: list[Path] = []
+
+    def rm(p: Path) -> None:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+
+    if out.is_dir():
+        for root, dirs, files in os.walk(out):
+            for name in list(dirs):
+                if _TMP_RX.match(name) or ((m := _OLD_RX.match(name)) and not _pid_alive(int(m.group(1)))):
+                    rm(Path(root) / name)
+                    dirs.remove(name)
+            for name in files:
+                if _TMP_RX.match(name):
+                    rm(Path(root) / name)
+    parent = out.parent
+    if parent.is_dir():
+        own = re.compile(r"^\." + re.escape(out.name) + r"\.[A-Za-z0-9_]{8}\.tmp$")
+        old = re.compile(r"^\." + re.escape(out.name) + r"\.old-(\d+)$")
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            names = []
+        for name in names:
+            if own.match(name) or ((m := old.match(name)) and not _pid_alive(int(m.group(1)))):
+                rm(parent / name)
+    return removed
+
+
+@contextlib.contextmanager
+def claim_output(out: str | Path, flag: str = "--out") -> Iterator[Path]:
+    """:func:`check_out_path`, then :func:`output_lock`, then :func:`clean_stale_tmp`: what every
+    command that writes a folder does before it starts."""
+    p = check_out_path(out, flag)
+    with output_lock(p, flag):
+        clean_stale_tmp(p)
+        yield p
