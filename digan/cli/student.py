@@ -23,6 +23,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out synthetic heads (digan-bench data synth, teacher's size): SIDE/MAD/roughness logged to OUT/shape_eval.jsonl every train.eval_every steps (train.eval_*)."),
     config: Optional[Path] = ConfigOption,
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
@@ -49,6 +50,8 @@ def train_cmd(
         cfg = make_config(preset, variant, extra, base=base, model=model)
     else:
         cfg = make_config(preset, variant, extra, model=model)
+    if eval_data is not None:  # set directly: a path is not a YAML scalar
+        cfg.train.eval_data = str(eval_data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = train(cfg, out, teacher_path=teacher, force=force)

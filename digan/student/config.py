@@ -137,6 +137,12 @@ class TrainConfig:
     depth_warmup: int = 0
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
+    # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv
+    # and plotted by `digan-bench report --runs OUT` (digan.student.diagnostics.TrainingShapeEval)
+    eval_data: Optional[str] = None  # a `digan-bench data synth` set at the teacher's size; None = off
+    eval_every: Optional[int] = None  # steps between evaluations; None = ckpt_every
+    eval_faces: int = 16  # first N heads of eval_data
+    eval_inversion_steps: int = 30  # teacher inversion steps (bench shape: 60): cheap, for the trend
 
 
 @dataclass

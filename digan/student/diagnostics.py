@@ -15,9 +15,18 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
 * **3D error**: SIDE and MAD (Unsup3d protocol, :mod:`evaluate.metrics.depth3d`) of the
   reconstructions, with three references on the same images and masks: a flat plane, the
   model's own depth prior alone (``model.depth_prior``, frontal), and the reconstruction with
-  its relief inverted about its mean (lower than the reconstruction = hollow faces).
+  its relief inverted about its mean (lower than the reconstruction = hollow faces);
+* **inversion or depth**: PSNR inside the ground-truth mask, per face and mean, of the teacher's
+  image of the inverted w against the input (low: the teacher cannot reproduce the face, so the
+  3D error is the inversion's) and of the student's render (low while the teacher's is high: the
+  student's depth, albedo or view explain the image badly);
+* **roughness**: mean ``|Laplacian|`` of the reconstructed depth
+  (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the ground truth's and the prior's on
+  the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out.
 
-All numbers come from fixed seeds; the report is a JSON-ready dict.
+The inversion and scoring pass (:func:`reconstruction_report`) is shared with the evaluation during
+training (:class:`TrainingShapeEval`, ``digan-bench train --eval-data``). All numbers come from
+fixed seeds; the report is a JSON-ready dict.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "masked_std", "shape_diagnostics"]
+__all__ = ["pose_agreement", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics",
+           "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
 
 def pose_agreement(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -67,14 +77,109 @@ def _scores(pred_depth: torch.Tensor, mask: torch.Tensor, gt: dict[str, torch.Te
     return {"side": float(np.nanmean(side.numpy())), "mad": float(np.nanmean(mad.numpy()))}
 
 
+def masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB, float64) of (B,3,H,W) images in [-1, 1] (peak-to-peak 2, i.e. the
+    usual PSNR of [0, 1] images) over the pixels of the (B,1,H,W) ``mask``, all channels.
+    ``inf`` for identical images, NaN for an empty mask."""
+    m = (mask > 0.5).double().expand_as(a)
+    mse = (((a.double() - b.double()) ** 2) * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def _mean(x: torch.Tensor | np.ndarray) -> float:
+    v = np.asarray(x, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
+    (``image``, ``depth``, ``normal``, ``mask``; CPU float) and their true yaws (degrees).
+    At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
+    from digan.data.synthetic import load_synth
+
+    p = Path(synth_dir).expanduser()
+    if not p.exists():
+        raise DiganError(f"synthetic ground-truth set {p} not found; make it with 'digan-bench data synth --out {p} --size {size}'")
+    data = load_synth(p)
+    n = min(int(n_faces), len(data))
+    if n < 3:
+        raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces or make more with digan-bench data synth")
+    items = [data[i] for i in range(n)]
+    gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask")}
+    if gt["image"].shape[-1] != size:
+        raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
+    return gt, np.array([float(it["rotation"][1]) for it in items])
+
+
+def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int) -> dict[str, Any]:
+    """Invert each ground-truth image into the teacher, estimate and render the face at its
+    predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
+    during training both call it).
+
+    Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``student``/``flat_plane``/``prior_only``/
+    ``inverted_relief`` (SIDE, MAD), ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
+    inverted w, ``student`` = the student's render, both against the input inside the
+    ground-truth mask), ``roughness`` (:func:`~evaluate.metrics.depth3d.depth_roughness` of the
+    rendered depth, the ground truth's and the prior's on the same pixels: the ground-truth mask
+    where the render covers, eroded by one pixel; ``ratio`` = student / ground truth of the
+    means), the two L1 errors, and ``per_face`` lists.
+    """
+    from evaluate.methods import Rendered
+    from evaluate.metrics.depth3d import depth_roughness, flat_plane_errors, reconstruction_errors
+    from digan.student.method import invert_teacher
+
+    s, g = student, student.g3d
+    n = gt["image"].shape[0]
+    imgs = gt["image"].to(s.device)
+    with torch.enable_grad():
+        wi = invert_teacher(s.teacher, imgs, g.w_std, inversion_steps)
+    with torch.no_grad():
+        e2 = s.estimate(wi)
+        rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))
+        inv_img = s.teacher_image(wi).cpu()
+    mask = ((rend.extra > 0.5).float() * rend.mask).cpu()
+    depth = rend.depth.cpu()
+    image = rend.image.clamp(-1, 1).cpu()
+    out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps)}
+    pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
+    out["pose"] = pose_agreement(pred_yaw, true_yaw)
+    out["pose"]["true_yaw_std"] = float(true_yaw.std())
+    out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
+    out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
+    psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
+    out["psnr"] = {"teacher": _mean(psnr_t), "student": _mean(psnr_s)}
+
+    side, mad, _ = reconstruction_errors(Rendered(image=gt["image"], depth=depth, normal=None, mask=mask), gt)
+    out["student"] = {"side": _mean(side), "mad": _mean(mad)}
+    fs, fm, _ = flat_plane_errors(Rendered(image=gt["image"], depth=depth, normal=None, mask=mask), gt)
+    out["flat_plane"] = {"side": _mean(fs), "mad": _mean(fm)}
+    prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+    out["prior_only"] = _scores(prior, g.foreground(prior), gt)
+    m = mask > 0.5
+    mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+    out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
+
+    rmask = (gt["mask"] > 0.5).float() * rend.mask.cpu()
+    r_s, r_gt, r_p = depth_roughness(depth, rmask), depth_roughness(gt["depth"], rmask), depth_roughness(prior, rmask)
+    rough = {"student": _mean(r_s), "ground_truth": _mean(r_gt), "prior_only": _mean(r_p)}
+    gt_r = rough["ground_truth"]
+    rough["ratio"] = rough["student"] / gt_r if gt_r > 0 else float("nan")
+    rough["prior_ratio"] = rough["prior_only"] / gt_r if gt_r > 0 else float("nan")
+    out["roughness"] = rough
+
+    def lst(x: Any) -> list[float]:
+        return [float(v) for v in np.asarray(x, dtype=np.float64)]
+
+    out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
+                       "side": lst(side), "mad": lst(mad), "roughness": lst(r_s), "roughness_gt": lst(r_gt)}
+    return out
+
+
 def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24, inversion_steps: int = 60,
                       n_samples: int = 64, seed: int = 123) -> dict[str, Any]:
     """The report described in the module docstring, for ``n_faces`` images of ``synth_dir``
     (inverted with ``inversion_steps`` steps) and ``n_samples`` teacher samples of ``seed``."""
-    from digan.data.synthetic import load_synth
-    from digan.student.method import invert_teacher
-    from evaluate.metrics.depth3d import flat_plane_errors
-
     s, g = student, student.g3d
     out: dict[str, Any] = {"n_faces": 0, "n_samples": n_samples, "inversion_steps": inversion_steps, "seed": seed}
     w = s.style(s.latents(n_samples, seed=seed))
@@ -85,36 +190,126 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
                     "direction_std": [float(v) for v in est.light.direction.std(0)]}
     out["relief_std"] = float(masked_std(est.depth, fg).mean())
     out["asymmetry"] = {"canonical": _asym(est.canonical.clamp(-1, 1)), "teacher": _asym(teacher_img)}
-
-    data = load_synth(synth_dir)
-    n = min(int(n_faces), len(data))
-    if n < 3:
-        raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces or make more with digan-bench data synth")
-    items = [data[i] for i in range(n)]
-    gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask")}
-    true_yaw = np.array([float(it["rotation"][1]) for it in items])
-    imgs = gt["image"].to(s.device)
-    if imgs.shape[-1] != g.size:
-        raise DiganError(f"synthetic faces are {imgs.shape[-1]} px but the student renders {g.size} px; make the set with --size {g.size}")
-    with torch.enable_grad():
-        wi = invert_teacher(s.teacher, imgs, g.w_std, inversion_steps)
-    e2 = s.estimate(wi)
-    rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))
-    mask = ((rend.extra > 0.5).float() * rend.mask).cpu()
-    depth = rend.depth.cpu()
-    out["n_faces"] = n
-    out["pose"] = pose_agreement(e2.view.rotation[:, 1].cpu().numpy(), true_yaw)
-    out["pose"]["true_yaw_std"] = float(true_yaw.std())
-    out["reconstruction_l1"] = float((rend.image.clamp(-1, 1) - imgs).abs().mean())
-    out["teacher_inversion_l1"] = float((s.teacher_image(wi) - imgs).abs().mean())
-    out["student"] = _scores(depth, mask, gt)
-    from evaluate.methods import Rendered
-
-    fs, fm, _ = flat_plane_errors(Rendered(image=gt["image"], depth=depth, normal=None, mask=mask), gt)
-    out["flat_plane"] = {"side": float(np.nanmean(fs.numpy())), "mad": float(np.nanmean(fm.numpy()))}
-    prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
-    out["prior_only"] = _scores(prior, g.foreground(prior), gt)
-    m = mask > 0.5
-    mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
-    out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
+    gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
+    out.update(reconstruction_report(s, gt, true_yaw, inversion_steps))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation during training (``digan-bench train ... --eval-data SYNTH_DIR``)
+
+#: the log files in a training run folder (one row per evaluation, same columns in both)
+SHAPE_EVAL_JSONL = "shape_eval.jsonl"
+SHAPE_EVAL_CSV = "shape_eval.csv"
+#: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
+#: pixels, the flat-plane and prior-only references, DV yaw vs true yaw, inversion PSNR (dB)
+SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
+                      "prior_side", "prior_mad", "prior_roughness", "yaw_corr", "yaw_slope", "psnr_teacher", "psnr_student",
+                      "n_faces", "inversion_steps", "eval_seconds")
+
+
+def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")) -> dict[str, Any]:
+    """One log row (:data:`SHAPE_EVAL_COLUMNS`) from a :func:`reconstruction_report`; non-finite
+    numbers become ``None`` (JSON ``null``, an empty CSV cell)."""
+    vals = {
+        "step": int(step), "side": rep["student"]["side"], "mad": rep["student"]["mad"],
+        "roughness": rep["roughness"]["student"], "roughness_gt": rep["roughness"]["ground_truth"],
+        "roughness_ratio": rep["roughness"]["ratio"], "flat_side": rep["flat_plane"]["side"], "flat_mad": rep["flat_plane"]["mad"],
+        "prior_side": rep["prior_only"]["side"], "prior_mad": rep["prior_only"]["mad"], "prior_roughness": rep["roughness"]["prior_only"],
+        "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"], "psnr_teacher": rep["psnr"]["teacher"],
+        "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
+        "eval_seconds": round(float(seconds), 3),
+    }
+    return {k: (v if isinstance(v, int) or (v is not None and np.isfinite(v)) else None) for k, v in vals.items()}
+
+
+def read_shape_eval(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/shape_eval.jsonl`` (or that file), sorted by step; [] when absent."""
+    import json
+
+    p = Path(run_dir)
+    f = p if p.is_file() else p / SHAPE_EVAL_JSONL
+    if not f.is_file():
+        return []
+    rows = []
+    for k, line in enumerate(f.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            int(row["step"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DiganError(f"{f} line {k} is not a shape evaluation row ({type(e).__name__}); delete the file and resume the run to rebuild it") from e
+        rows.append(row)
+    return sorted(rows, key=lambda r: int(r["step"]))
+
+
+def _write_shape_eval(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+    import json
+
+    from digan.utils.io import write_text
+
+    write_text(out_dir / SHAPE_EVAL_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SHAPE_EVAL_COLUMNS), extrasaction="ignore", restval="")
+    w.writeheader()
+    w.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    write_text(out_dir / SHAPE_EVAL_CSV, buf.getvalue())
+
+
+class TrainingShapeEval:
+    """3D accuracy on held-out synthetic heads, measured while a student trains (rank 0 only).
+
+    Every ``every`` steps (and at step 0 of a fresh run, and at the last step) the first
+    ``n_faces`` heads of ``synth_dir`` go through :func:`reconstruction_report` (teacher
+    inversion with ``inversion_steps`` steps: few, so it costs little; the absolute SIDE/MAD are
+    then somewhat worse than ``bench shape``'s, the trend is what it shows) and one row of
+    :data:`SHAPE_EVAL_COLUMNS` is appended to ``OUT/shape_eval.jsonl`` and ``OUT/shape_eval.csv``.
+    ``digan-bench report --runs OUT`` plots them.
+
+    Resume: opening the log keeps only the rows up to the checkpoint's step ``start`` (all of
+    them are dropped on a fresh start, ``start == 0``), so a resumed run appends without
+    duplicated steps. The evaluation runs in eval mode with the RNG state forked: training is
+    bit-for-bit the same with or without it.
+    """
+
+    def __init__(self, out_dir: str | Path, synth_dir: str | Path, g3d: Any, teacher: Any, cfg: Any, device: torch.device | str,
+                 start: int, every: int, n_faces: int = 16, inversion_steps: int = 30):
+        from digan.student.model import G3D
+
+        if not isinstance(g3d, G3D):
+            raise DiganError(f"train.eval_data needs a model with a depth map (digan, liftgan); '{cfg.model.name}' has none: drop --eval-data")
+        if int(every) < 1 or int(n_faces) < 3 or int(inversion_steps) < 1:
+            raise DiganError(f"bad shape evaluation settings (eval_every {every}, eval_faces {n_faces}, eval_inversion_steps {inversion_steps}): "
+                             "use eval_every >= 1, eval_faces >= 3, eval_inversion_steps >= 1")
+        self.out = Path(out_dir)
+        self.every, self.inversion_steps = int(every), int(inversion_steps)
+        self.gt, self.true_yaw = load_eval_faces(synth_dir, n_faces, g3d.size)
+        was = g3d.training
+        self.student = Student(g3d, teacher, cfg, device)
+        g3d.train(was)
+        self.rows = [r for r in read_shape_eval(self.out) if 0 < start and int(r["step"]) <= start]
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return step % self.every == 0 or step == total_steps
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        """Evaluate now, append the row for ``step`` and rewrite both log files (atomically)."""
+        import time
+
+        g3d = self.student.g3d
+        dev = self.student.device
+        was = g3d.training
+        t0 = time.time()
+        g3d.eval()
+        try:
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                rep = reconstruction_report(self.student, self.gt, self.true_yaw, self.inversion_steps)
+        finally:
+            g3d.train(was)
+        row = shape_eval_row(step, rep, time.time() - t0)
+        self.rows = [r for r in self.rows if int(r["step"]) != int(step)] + [row]
+        _write_shape_eval(self.out, self.rows)
+        return row

@@ -10,6 +10,9 @@ Output folder layout::
     OUT/losses.csv         step, seconds, and every loss term (every ``train.log_every`` steps)
     OUT/losses.png         the curves
     OUT/grids/step_XXXXXXX.png   rows: I_2D, I_3D, G(w0), albedo, depth, shading, yaw -30/+30
+    OUT/shape_eval.jsonl|csv     with train.eval_data (--eval-data): SIDE/MAD/roughness/pose on
+                                 held-out heads, one row per evaluation
+                                 (digan.student.diagnostics.TrainingShapeEval)
 
 Checkpoint keys (our own layout, ``format = "digan-student/1"``): ``model`` (registry name),
 ``config`` (dict), ``config_hash`` (of the config without the schedule/logging fields),
@@ -53,7 +56,8 @@ __all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash"
 
 CKPT_FORMAT = "digan-student/1"
 #: config fields that may change between runs of the same training (not part of the resume key)
-_FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads")
+_FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads",
+              "eval_data", "eval_every", "eval_faces", "eval_inversion_steps")
 
 
 @dataclass
@@ -308,6 +312,15 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
                               "world_size": dist.world_size(), "losses": built.info})
     rows = _read_losses(out / "losses.csv", start) if main else []
+    shape_eval = None
+    if main and cfg.train.eval_data:  # 3D accuracy on held-out heads, OUT/shape_eval.jsonl|csv
+        from digan.student.diagnostics import TrainingShapeEval
+
+        tc = cfg.train
+        shape_eval = TrainingShapeEval(out, tc.eval_data, core, teacher, cfg, device, start, tc.eval_every or tc.ckpt_every,
+                                       tc.eval_faces, tc.eval_inversion_steps)
+        if start == 0:
+            shape_eval(0)
     preview_z = torch.randn(min(6, cfg.train.batch), int(teacher.style_dim), generator=torch.Generator().manual_seed(cfg.train.seed + 7)).to(device)
 
     def save_ckpt(step: int) -> None:
@@ -355,6 +368,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 core.eval()
                 _save_grid(obj, preview_z, out / "grids" / f"step_{step:07d}.png")
                 core.train()
+            if shape_eval is not None and shape_eval.due(step, total_steps):
+                shape_eval(step)
             if step % cfg.train.ckpt_every == 0 or step == stop:
                 save_ckpt(step)
                 dist.barrier()

@@ -1,0 +1,114 @@
+"""3D accuracy measured while a student trains (``train --eval-data``): rows at the expected steps
+with finite numbers, resume without duplicated steps, training unchanged by the evaluation, and
+the report's figure of the rows; the inversion PSNR against a numpy reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from digan.errors import DiganError
+from digan.student.config import make_config
+from digan.student.diagnostics import SHAPE_EVAL_COLUMNS, masked_psnr, read_shape_eval
+from digan.student.testing import random_teacher
+from digan.student.train import train
+from digan.utils.io import load_torch
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
+
+S = 64
+FINITE = ("side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad", "prior_side", "prior_mad",
+          "prior_roughness", "yaw_corr", "yaw_slope", "psnr_teacher", "psnr_student")
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return random_teacher(size=S, style_dim=32, width=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from digan.data.synth import generate_synth
+
+    p = tmp_path_factory.mktemp("eval") / "synth"
+    generate_synth(p, n=8, size=S, seed=11)
+    return p
+
+
+def _cfg(synth, *extra):
+    return make_config("tiny", overrides=["train.w_stats_samples=256", "train.batch=2", "train.log_every=1", "train.threads=1",
+                                          "train.steps=4", "train.ckpt_every=2", "train.grid_every=100", "train.depth_warmup=0",
+                                          "loss.identity=0", "train.eval_faces=4", "train.eval_inversion_steps=2", *extra]
+                       + ([f"train.eval_data={synth}"] if synth else []))
+
+
+def _steps(run):
+    return [int(r["step"]) for r in read_shape_eval(run)]
+
+
+def test_masked_psnr_matches_numpy():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    b = (a + 0.1 * torch.randn(2, 3, 8, 8, generator=g)).clamp(-1, 1)
+    m = (torch.rand(2, 1, 8, 8, generator=g) > 0.3).float()
+    got = masked_psnr(a, b, m).numpy()
+    for i in range(2):
+        sel = np.broadcast_to(m[i].numpy() > 0, (3, 8, 8))
+        mse01 = np.mean(((a[i].double().numpy() - b[i].double().numpy()) / 2)[sel] ** 2)  # in [0, 1] units
+        assert got[i] == pytest.approx(-10 * math.log10(mse01), rel=1e-9)
+    # pixels outside the mask do not count; an error of 0.2 (in [-1,1]) everywhere -> 20 dB
+    c = a.clone()
+    c[..., :4] += 0.2
+    half = torch.zeros(2, 1, 8, 8)
+    half[..., :4] = 1
+    assert masked_psnr(c, a, half).numpy() == pytest.approx([20.0, 20.0])
+    assert masked_psnr(c, a, 1 - half).numpy().tolist() == [math.inf, math.inf]
+
+
+def test_training_logs_shape_rows_and_resumes_without_duplicates(teacher, synth, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(synth, "train.eval_every=2"), run, teacher=teacher, show_progress=False, max_steps_this_run=2)
+    assert _steps(run) == [0, 2]
+    # a row written after the step-2 checkpoint by a run that then died: dropped on resume
+    with open(run / "shape_eval.jsonl", "a") as f:
+        f.write(json.dumps({"step": 3, "side": 0.5}) + "\n")
+    res = train(_cfg(synth, "train.eval_every=2"), run, teacher=teacher, show_progress=False)
+    assert res.resumed_from == 2 and res.steps == 4
+    rows = read_shape_eval(run)
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    for r in rows:
+        assert list(r) == list(SHAPE_EVAL_COLUMNS)
+        for k in FINITE:
+            assert r[k] is not None and math.isfinite(r[k]), (r["step"], k)
+        assert r["n_faces"] == 4 and r["inversion_steps"] == 2 and 0 <= r["mad"] <= 180 and -1 <= r["yaw_corr"] <= 1
+        assert r["roughness_ratio"] == pytest.approx(r["roughness"] / r["roughness_gt"])
+    # the prior and the faces do not change during training: neither does the prior's score
+    # (its roughness only through the render's coverage, which is part of the mask)
+    assert len({(r["prior_side"], r["prior_mad"]) for r in rows}) == 1
+    assert [r["prior_roughness"] for r in rows] == pytest.approx([rows[0]["prior_roughness"]] * 3, rel=0.05)
+    csv_lines = (run / "shape_eval.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(SHAPE_EVAL_COLUMNS) and [int(line.split(",")[0]) for line in csv_lines[1:]] == [0, 2, 4]
+    # the cadence defaults to ckpt_every; --force starts the log over
+    train(_cfg(synth, "train.ckpt_every=3"), run, teacher=teacher, show_progress=False, force=True)
+    assert _steps(run) == [0, 3, 4]
+
+
+def test_evaluation_leaves_training_unchanged(teacher, synth, tmp_path):
+    train(_cfg(synth, "train.steps=3", "train.eval_every=1"), tmp_path / "a", teacher=teacher, show_progress=False)
+    train(_cfg(None, "train.steps=3"), tmp_path / "b", teacher=teacher, show_progress=False)
+    assert _steps(tmp_path / "a") == [0, 1, 2, 3] and not (tmp_path / "b" / "shape_eval.jsonl").exists()
+    sa, sb = (load_torch(tmp_path / d / "student.pt")["state"] for d in ("a", "b"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_bad_eval_settings_are_one_line_errors(teacher, synth, tmp_path):
+    with pytest.raises(DiganError, match="not found"):
+        train(_cfg(tmp_path / "nosuch"), tmp_path / "r1", teacher=teacher, show_progress=False)
+    with pytest.raises(DiganError, match="eval_faces >= 3"):
+        train(_cfg(synth, "train.eval_faces=2"), tmp_path / "r2", teacher=teacher, show_progress=False)
+    with pytest.raises(DiganError, match="--size 32"):  # a 32 px student, 64 px heads
+        train(_cfg(synth), tmp_path / "r3", teacher=random_teacher(size=32, style_dim=32, width=8), show_progress=False)
