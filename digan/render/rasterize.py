@@ -25,6 +25,17 @@ pixels, pixel centres at integers (see :mod:`digan.render.camera`); ``z`` is the
 No back-face culling (both sides render, as in Unsup3d's ``fill_back``). Faces with a vertex at
 ``z <= near`` or with zero screen area are skipped.
 
+Tie rule (shared by both backends, :mod:`digan.render.pytorch3d_backend` included): triangles
+are **closed**. A pixel centre on an edge or a vertex is inside every triangle that shares it, up
+to a tolerance (``bary_eps``, :func:`tie_tolerance`) that absorbs float32 round-off of the
+projected vertices, and the z-buffer picks one of them. This matters at the canonical view
+(yaw = pitch = roll = 0, no translation), where every pixel centre lies exactly on a mesh vertex:
+with a strict test (``bary > 0``, PyTorch3D's) almost nothing would be drawn. Which of the tied
+faces wins does not change the colour, depth or their gradients with respect to depth, albedo
+and light, because the winning face's barycentrics there are ``(1, 0, 0)`` up to round-off
+(gradients with respect to the view angles at exactly the canonical view are one-sided and may
+differ between tied faces, as in any hard rasterizer).
+
 Perspective-correct barycentrics (default): ``b_i' = (b_i / z_i) / sum_j (b_j / z_j)``; the depth
 is then ``1 / sum_j (b_j / z_j)``, the exact depth of the triangle plane along the pixel ray.
 Without it, depth is ``sum_i b_i z_i`` (screen-space interpolation).
@@ -36,9 +47,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Fragments", "rasterize", "interpolate"]
+__all__ = ["Fragments", "rasterize", "interpolate", "tie_tolerance"]
 
 _KEY_EMPTY = torch.iinfo(torch.int64).max
+
+
+def tie_tolerance(image_size: int) -> float:
+    """Barycentric tolerance of the inside test (the closed-triangle tie rule) for an image size.
+
+    ``1e-5`` up to 256 px. Above, float32 round-off of the projected vertices (about
+    ``6e-8 * S`` pixels) exceeds it and canonical renders got holes (679 empty pixels at 512 px,
+    284 at 1024 px), so it grows as ``2e-7 * S`` (1.0e-4 at 512, 2.0e-4 at 1024 px).
+    """
+    s = int(image_size)
+    return 1e-5 if s <= 256 else 2e-7 * s
 
 
 @dataclass
@@ -220,17 +242,20 @@ def rasterize(
     perspective_correct: bool = True,
     face_mask: torch.Tensor | None = None,
     near: float = 1e-3,
-    bary_eps: float = 1e-5,
+    bary_eps: float | None = None,
     max_candidates: int = 1 << 22,
 ) -> Fragments:
     """Rasterize screen-space vertices (B,N,3) ``(u, v, z)`` with shared faces (F,3).
 
-    ``face_mask`` (B,F) bool drops faces per mesh. Returns :class:`Fragments` whose ``bary``
-    and ``zbuf`` are differentiable w.r.t. ``screen``. See the module docstring.
+    ``face_mask`` (B,F) bool drops faces per mesh. ``bary_eps``: inside-test tolerance, default
+    :func:`tie_tolerance` of the image size. Returns :class:`Fragments` whose ``bary`` and
+    ``zbuf`` are differentiable w.r.t. ``screen``. See the module docstring.
     """
     if screen.ndim != 3 or screen.shape[-1] != 3:
         raise ValueError(f"screen vertices must be (B,N,3), got {tuple(screen.shape)}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if bary_eps is None:
+        bary_eps = tie_tolerance(max(h, w))
     faces = faces.to(screen.device).long()
     p2f = _visibility(screen, faces, h, w, perspective_correct, face_mask, near, bary_eps, max_candidates)
     return fragments_from_pix_to_face(screen, faces, p2f, perspective_correct)
