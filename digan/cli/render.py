@@ -15,7 +15,10 @@ def bench_renderer(
     cases: str = typer.Option("8x64,16x256", "--cases", help="BATCHxSIZE pairs, e.g. 8x64,16x256."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repetitions per case (median reported)."),
     device: str = typer.Option("all", "--device", help="cpu, cuda or all (cuda skipped when absent)."),
-    backend: str = typer.Option("torch", "--backend", help="Rasterizer backend: torch, pytorch3d or auto."),
+    backend: str = typer.Option(
+        "torch", "--backend",
+        help="Rasterizer backend: torch, pytorch3d, auto, or both (side by side; the figures then decide backend=auto).",
+    ),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = torch's default)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
 ) -> None:
@@ -30,8 +33,8 @@ def bench_renderer(
 
     if device not in ("all", "cpu", "cuda"):
         raise DiganError(f"bad --device {device!r}; choose cpu, cuda or all")
-    if backend not in ("torch", "pytorch3d", "auto"):
-        raise DiganError(f"bad --backend {backend!r}; choose torch, pytorch3d or auto")
+    if backend not in ("torch", "pytorch3d", "auto", "both"):
+        raise DiganError(f"bad --backend {backend!r}; choose torch, pytorch3d, auto or both")
     cfg = BenchConfig(
         cases=parse_cases(cases),
         repeats=repeats,
@@ -40,25 +43,28 @@ def bench_renderer(
         threads=threads,
     )
     table = Table(title="renderer: forward / forward+backward (median) and peak memory")
-    for col in ("device", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads", "load"):
+    for col in ("device", "backend", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads", "load"):
         table.add_column(col, justify="right")
 
     def show(r: dict) -> None:
+        ratio = f", {r['speed_ratio']:.1f}x the torch backend's time" if "speed_ratio" in r else ""
         console.print(
-            f"{r['device']} {r['batch']}x{r['size']}: fwd {r['forward_ms']:.1f} ms, fwd+bwd {r['forward_backward_ms']:.1f} ms, "
-            f"peak {r['peak_mem_mb']:.0f} MB"
+            f"{r['device']} {r['backend']} {r['batch']}x{r['size']}: fwd {r['forward_ms']:.1f} ms, "
+            f"fwd+bwd {r['forward_backward_ms']:.1f} ms, peak {r['peak_mem_mb']:.0f} MB{ratio}"
         )
 
     results = run_renderer_bench(cfg, on_result=show)
     for r in results:
         table.add_row(
-            r["device_name"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
+            r["device_name"], r["backend"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
             f"{r['forward_backward_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mem_mb']:.0f}", str(r["threads"]),
             f"{r['load_avg_1m']:.1f}",
         )
     console.print(table)
     if device == "all" and not any(r["device"] == "cuda" for r in results):
         console.print("no CUDA device here: GPU figures skipped")
+    if backend == "both" and not any(r["backend"] == "pytorch3d" for r in results):
+        console.print("pytorch3d does not import here: only the torch backend was timed")
     if out is not None:
         write_json(out, {"benchmark": "renderer", "results": results, "provenance": run_info("bench", config=cfg)})
         console.print(f"wrote {out}")

@@ -8,6 +8,13 @@ to depth, albedo, view and light), reporting the median over ``repeats`` after o
 CPU figures depend strongly on other load: torch's intra-op threads wait for each other when
 the cores are shared, so compare figures taken with the same ``--threads`` on an idle machine.
 
+Backend choice: every run that times both backends (``--backend both``) on a device records
+their forward+backward times in a small cache (:func:`backend_cache_path`), and the renderer's
+``backend="auto"`` picks the faster backend from it (:func:`measured_faster_backend`). With no
+record for the device yet, ``auto`` makes a quick measurement once (batch 2 at
+``min(size, 64)`` px, one warm-up and one timed fwd+bwd each) and records it too; a later
+``bench renderer --backend both`` replaces it with the figures of the real sizes.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU each case runs
 in a fresh process and reports the growth of its peak resident set size (``ru_maxrss``) over the
 resident size just before the first render, i.e. the extra memory forward+backward needs.
@@ -15,17 +22,28 @@ resident size just before the first render, i.e. the extra memory forward+backwa
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
 from digan.errors import DiganError
 from digan.utils.isolate import run_in_fresh_process
 
-__all__ = ["BenchConfig", "BenchResult", "parse_cases", "run_renderer_bench"]
+__all__ = [
+    "BenchConfig",
+    "BenchResult",
+    "parse_cases",
+    "run_renderer_bench",
+    "backend_cache_path",
+    "record_backend_speeds",
+    "measured_faster_backend",
+]
 
 
 @dataclass
@@ -35,7 +53,7 @@ class BenchConfig:
     cases: list[tuple[int, int]] = field(default_factory=lambda: [(8, 64), (16, 256)])  # (batch, size)
     repeats: int = 5
     devices: list[str] = field(default_factory=lambda: ["cpu", "cuda"])  # cuda skipped when absent
-    backend: str = "torch"
+    backend: str = "torch"  # torch, pytorch3d, auto, or both (torch and pytorch3d side by side)
     seed: int = 0
     threads: int = 0  # torch CPU threads (0 = torch's default)
 
@@ -176,10 +194,19 @@ def _run_isolated(args: tuple) -> dict:
 
 
 def run_renderer_bench(cfg: BenchConfig, on_result=None) -> list[dict]:
-    """Run every case on every available device; returns one dict per (device, case).
+    """Run every case on every available device; returns one dict per (device, case, backend).
 
-    CPU cases run in fresh processes so that each peak-memory figure is its own.
+    CPU cases run in fresh processes so that each peak-memory figure is its own. With
+    ``backend="both"`` each case runs with the torch and the PyTorch3D backend (the latter only
+    where it imports), the PyTorch3D result carries ``speed_ratio`` (its fwd+bwd time over the
+    torch backend's), and the pair is recorded for ``backend="auto"``.
     """
+    from digan.render.pytorch3d_backend import pytorch3d_available
+
+    if cfg.backend == "both":
+        backends = ["torch"] + (["pytorch3d"] if pytorch3d_available() else [])
+    else:
+        backends = [cfg.backend]
     results = []
     for device in cfg.devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -187,9 +214,108 @@ def run_renderer_bench(cfg: BenchConfig, on_result=None) -> list[dict]:
         if device not in ("cpu",) and not device.startswith("cuda"):
             raise DiganError(f"unknown device {device!r}; use cpu or cuda")
         for batch, size in cfg.cases:
-            args = (batch, size, device, cfg.backend, cfg.repeats, cfg.seed, cfg.threads)
-            res = _run_isolated(args) if device == "cpu" else _run_case(*args)
-            results.append(res)
-            if on_result is not None:
-                on_result(res)
+            pair = {}
+            for backend in backends:
+                args = (batch, size, device, backend, cfg.repeats, cfg.seed, cfg.threads)
+                res = _run_isolated(args) if device == "cpu" else _run_case(*args)
+                pair[backend] = res
+                if backend == "pytorch3d" and "torch" in pair:
+                    res["speed_ratio"] = res["forward_backward_ms"] / pair["torch"]["forward_backward_ms"]
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+            if len(pair) == 2:
+                record_backend_speeds(pair["torch"], pair["pytorch3d"], source="bench renderer")
     return results
+
+
+# ------------------------------------------------------------------ backend choice for "auto"
+def backend_cache_path() -> Path:
+    """``$DIGAN_BENCH_CACHE_DIR/renderer_backends.json`` (default ``~/.cache/digan-bench``)."""
+    root = os.environ.get("DIGAN_BENCH_CACHE_DIR") or str(Path("~/.cache/digan-bench").expanduser())
+    return Path(root) / "renderer_backends.json"
+
+
+def _device_key(device: torch.device, threads: int | None = None) -> str:
+    """Device name (with the thread count on CPU) and library versions: a measurement holds
+    only for this combination."""
+    try:
+        import pytorch3d
+
+        p3d = getattr(pytorch3d, "__version__", "?")
+    except Exception:
+        p3d = "none"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu x{threads if threads else torch.get_num_threads()}"
+    return f"{device.type}|{name}|torch {torch.__version__}|pytorch3d {p3d}"
+
+
+def _load_cache() -> dict:
+    try:
+        return json.loads(backend_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_backend_speeds(torch_res: dict, p3d_res: dict, source: str) -> None:
+    """Store one side-by-side fwd+bwd measurement (two ``_run_case`` dicts) for ``auto``."""
+    key = _device_key(torch.device(torch_res["device"]), torch_res.get("threads"))
+    cache = _load_cache()
+    entries = [e for e in cache.get(key, []) if e.get("size") != torch_res["size"]]
+    entries.append({
+        "size": torch_res["size"],
+        "batch": torch_res["batch"],
+        "torch_ms": torch_res["forward_backward_ms"],
+        "pytorch3d_ms": p3d_res["forward_backward_ms"],
+        "source": source,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    cache[key] = sorted(entries, key=lambda e: e["size"])
+    _SESSION[key] = cache[key]
+    path = backend_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: the choice still holds for this process
+        pass
+    _MEMO.clear()
+
+
+_MEMO: dict[tuple[str, int, int], str] = {}
+_SESSION: dict[str, list] = {}  # this process's records, in case the cache file cannot be written
+
+
+def _quick_measure(device: torch.device, size: int) -> None:
+    """One small side-by-side fwd+bwd measurement (see the module docstring), recorded."""
+    dev = str(device) if device.type == "cuda" else "cpu"
+    s = min(int(size), 64)
+    with torch.enable_grad():
+        pair = [_run_case(2, s, dev, b, 1, 0, 0) for b in ("torch", "pytorch3d")]
+    record_backend_speeds(pair[0], pair[1], source="quick measurement by backend=auto")
+
+
+def measured_faster_backend(device: torch.device, size: int, measure: bool = True) -> str:
+    """'torch' or 'pytorch3d', whichever has the smaller recorded fwd+bwd time on this device.
+
+    Uses the record at the nearest image size (log scale). Without a record it measures once
+    (when ``measure``) or answers 'torch'. Memoized per process.
+    """
+    memo = (str(device), int(size), torch.get_num_threads())
+    if memo in _MEMO:
+        return _MEMO[memo]
+    key = _device_key(device)
+    entries = _load_cache().get(key) or _SESSION.get(key, [])
+    if not entries and measure:
+        _quick_measure(device, size)
+        entries = _load_cache().get(key) or _SESSION.get(key, [])
+    if not entries:
+        return "torch"
+    e = min(entries, key=lambda e: abs(math.log(e["size"] / max(size, 1))))
+    choice = "pytorch3d" if e["pytorch3d_ms"] < e["torch_ms"] else "torch"
+    _MEMO[memo] = choice
+    return choice
+

@@ -59,7 +59,7 @@ class RendererConfig:
     pivot_depth: Optional[float] = None  # rotation centre depth; None -> (min + max) / 2 = 1.0
     background_depth: Optional[float] = None  # rendered depth where empty; None -> max + (max - min) / 2
     background: float = 1.0  # background colour in [-1, 1] (white)
-    backend: Literal["auto", "torch", "pytorch3d"] = "auto"  # auto: pytorch3d on CUDA when it imports
+    backend: Literal["auto", "torch", "pytorch3d"] = "auto"  # auto: the faster one on the device, as measured (resolve_backend)
     perspective_correct: bool = True
     texture: Literal["vertex", "grid"] = "vertex"
     max_candidates: int = 1 << 22  # torch backend: bounding-box pixels per chunk of faces (memory bound)
@@ -102,8 +102,16 @@ class RenderResult:
     extra: Optional[torch.Tensor] = None
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> 'pytorch3d' on CUDA when it imports, else 'torch'; 'pytorch3d' must import."""
+def resolve_backend(backend: str, device: torch.device, image_size: int = 64) -> str:
+    """The backend to rasterize with; 'pytorch3d' must import.
+
+    'auto' -> 'torch' when PyTorch3D does not import; otherwise whichever backend
+    ``digan-bench bench renderer --backend both`` measured faster on this device (and library
+    versions) at the nearest image size, or, with no such record yet, a quick measurement made
+    once and cached (:func:`digan.render.bench.measured_faster_backend`). Both backends draw the
+    same pixels with the same gradients (:mod:`digan.render.pytorch3d_backend`), so the choice is
+    one of speed only: on CPU the torch backend is 25-180x faster.
+    """
     from digan.render.pytorch3d_backend import pytorch3d_available
 
     if backend == "torch":
@@ -113,7 +121,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             raise DiganError("renderer backend 'pytorch3d' requested but pytorch3d does not import; install it or use backend=torch")
         return "pytorch3d"
     if backend == "auto":
-        return "pytorch3d" if device.type == "cuda" and pytorch3d_available() else "torch"
+        if not pytorch3d_available():
+            return "torch"
+        from digan.render.bench import measured_faster_backend
+
+        return measured_faster_backend(torch.device(device), image_size)
     raise DiganError(f"unknown renderer backend {backend!r}; choose auto, torch or pytorch3d")
 
 
@@ -169,7 +181,7 @@ class MeshRenderer:
         if vertex_mask is not None:
             vm = vertex_mask.reshape(b, -1) > 0.5
             face_mask = vm[:, faces].all(-1)
-        backend = resolve_backend(cfg.backend, verts.device)
+        backend = resolve_backend(cfg.backend, verts.device, s)
         if backend == "pytorch3d":
             from digan.render.pytorch3d_backend import rasterize_pytorch3d
 
