@@ -59,3 +59,45 @@ def test_untrained_student_report(tmp_path):
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
     with pytest.raises(DiganError, match="at least 3"):
         shape_diagnostics(st, tmp_path / "gt", n_faces=2)
+
+
+def test_report_has_inversion_psnr_and_roughness_per_face(tmp_path):
+    from digan.data.synth import generate_synth
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=4)
+    rep = shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4)
+    pf = rep["per_face"]
+    assert all(len(v) == 3 for v in pf.values())
+    assert rep["psnr"]["teacher"] == pytest.approx(np.mean(pf["psnr_teacher"]))
+    assert rep["psnr"]["student"] == pytest.approx(np.mean(pf["psnr_student"]))
+    assert all(0 < v < 60 for v in pf["psnr_teacher"] + pf["psnr_student"])
+    r = rep["roughness"]
+    assert r["student"] == pytest.approx(np.mean(pf["roughness"])) and r["ground_truth"] == pytest.approx(np.mean(pf["roughness_gt"]))
+    assert r["ratio"] == pytest.approx(r["student"] / r["ground_truth"]) and r["prior_ratio"] == pytest.approx(r["prior_only"] / r["ground_truth"])
+    assert all(np.isfinite(v) and v > 0 for v in r.values())
+
+
+def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
+    import json
+
+    from digan.cli import main
+    from digan.data.synth import generate_synth
+    from digan.student.method import BUNDLED_STUDENT
+
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=2)
+    rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "-n", "3",
+               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "shape.json")])
+    assert rc in (0, None)
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) <= 80, max(lines, key=len)
+    rep = json.loads((tmp_path / "shape.json").read_text())
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["face"])
+    for i in range(3):  # one row per face, its PSNRs as in the JSON (rounded)
+        cells = lines[head + 1 + i].split()
+        assert cells[0] == str(i) and cells[3] == f"{rep['per_face']['psnr_teacher'][i]:.1f}" and cells[5] == f"{rep['per_face']['psnr_student'][i]:.1f}"
+    assert any(ln.startswith("roughness student / GT") and f"{rep['roughness']['ratio']:.2f}x" in ln for ln in lines)
+    assert any(ln.startswith("PSNR inversion / render") for ln in lines)

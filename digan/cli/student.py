@@ -152,10 +152,11 @@ def bench_shape_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, relief,
-    SIDE/MAD next to a flat plane, the depth prior alone and the inverted relief."""
+    inversion PSNR per face (blame inversion or depth), SIDE/MAD next to a flat plane, the depth
+    prior alone and the inverted relief, depth roughness beside the ground truth's."""
     import torch
 
-    from digan.student.diagnostics import shape_diagnostics
+    from digan.student.diagnostics import shape_diagnostics, shape_report_lines
     from digan.student.inference import Student
     from digan.utils.io import write_json
     from digan.utils.progress import console
@@ -164,16 +165,8 @@ def bench_shape_cmd(
         torch.set_num_threads(threads)
     st = Student.load(student, teacher_path=teacher, device="cpu")
     rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps)
-    rows = [
-        ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
-        ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
-        ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
-        ("relief (depth std)", f"{rep['relief_std']:.4f}"),
-    ]
-    for name in ("student", "flat_plane", "prior_only", "inverted_relief"):
-        rows.append((f"SIDE / MAD {name.replace('_', ' ')}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
-    for k, v in rows:
-        console.print(f"{k:28s} {v}")
+    for line in shape_report_lines(rep):
+        console.print(line, highlight=False)
     if out:
         write_json(out, rep)
         console.print(f"wrote {out}")

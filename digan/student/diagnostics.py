@@ -40,7 +40,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics",
+__all__ = ["pose_agreement", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
 
@@ -193,6 +193,36 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     out.update(reconstruction_report(s, gt, true_yaw, inversion_steps))
     return out
+
+
+def _f(v: float, fmt: str) -> str:
+    return format(v, fmt) if v is not None and np.isfinite(v) else "n/a"
+
+
+def shape_report_lines(rep: dict[str, Any]) -> list[str]:
+    """The printed form of a :func:`shape_diagnostics` report, every line within 80 columns: a
+    per-face table (true and DV yaw, PSNR of the teacher's inversion and of the student's render
+    inside the ground-truth mask, SIDE, MAD, roughness / ground truth's), then the summary."""
+    pf = rep["per_face"]
+    lines = [f"{'face':>4} {'true yaw':>8} {'DV yaw':>7} {'PSNR inv.':>10} {'PSNR render':>11} {'SIDE e-2':>9} {'MAD deg':>8} {'rough/GT':>9}"]
+    for i in range(len(pf["true_yaw"])):
+        ratio = pf["roughness"][i] / pf["roughness_gt"][i] if pf["roughness_gt"][i] > 0 else float("nan")
+        lines.append(f"{i:>4} {_f(pf['true_yaw'][i], '+8.1f')} {_f(pf['pred_yaw'][i], '+7.1f')} {_f(pf['psnr_teacher'][i], '7.1f'):>7} dB "
+                     f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
+                     f"{_f(ratio, '8.2f'):>8}x")
+    r, ps = rep["roughness"], rep["psnr"]
+    rows = [
+        ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
+        ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
+        ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
+        ("relief (depth std)", f"{rep['relief_std']:.4f}"),
+        ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
+    ]
+    for name in ("student", "flat_plane", "prior_only", "inverted_relief"):
+        rows.append((f"SIDE / MAD {name.replace('_', ' ')}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+    rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
+    rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
+    return lines + [f"{k:28s} {v}" for k, v in rows]
 
 
 # --------------------------------------------------------------------------------------------
