@@ -29,7 +29,8 @@ below 25 deg, w regulariser 0.5, albedo 0.01 with 4x pooling), Adam 1e-4, weight
 truncation 0.7. The identity loss uses the project's recogniser (``loss.recognizer``):
 LiftedGAN's LResNet-18 CASIA weights are not available here.
 
-Benchmark method ``liftgan:PATH``: ``PATH`` is a ``student.pt``/``checkpoint.pt`` trained with
+Benchmark method ``liftgan`` (the bundled tiny student :data:`BUNDLED_LIFTGAN`,
+``digan/assets/tiny_liftgan_64.pt``) or ``liftgan:PATH``: ``PATH`` is a ``student.pt``/``checkpoint.pt`` trained with
 ``--model liftgan`` (its teacher is found as for ``digan``), a folder holding ``student.pt``, or
 an official LiftedGAN ``checkpoint_XXX.pth`` (:mod:`baselines.liftgan_checkpoint`; the
 ``teacher`` option is then required: LiftedGAN's StyleGAN2 file). ``liftgan@VARIANT:PATH`` names
@@ -52,7 +53,11 @@ from digan.student.method import DiganMethod
 from digan.student.registry import Built, register_model
 from evaluate.methods import Method, register_method
 
-__all__ = ["LIFTGAN_DEFAULTS", "build_liftgan", "load_liftgan", "LiftGANMethod"]
+__all__ = ["LIFTGAN_DEFAULTS", "build_liftgan", "load_liftgan", "LiftGANMethod", "BUNDLED_LIFTGAN"]
+
+#: the bundled tiny LiftGAN student (``liftgan`` without a path): trained with
+#: ``digan-bench train --model liftgan`` on the bundled tiny teacher, like ``tiny_student_64.pt``
+BUNDLED_LIFTGAN = Path(__file__).resolve().parents[1] / "digan" / "assets" / "tiny_liftgan_64.pt"
 
 #: config overrides that turn the DIGAN student into LiftGAN (applied by ``--model liftgan``)
 LIFTGAN_DEFAULTS: list[str] = [
@@ -153,14 +158,19 @@ class LiftGANMethod(DiganMethod):
         return out
 
 
-@register_method("liftgan", help="LiftGAN (LiftedGAN). liftgan:PATH: a 'train --model liftgan' student.pt, or an official "
-                                 "LiftedGAN checkpoint_XXX.pth with the teacher option")
+@register_method("liftgan", help="LiftGAN (LiftedGAN): the bundled tiny one, or liftgan:PATH, a 'train --model liftgan' "
+                                 "student.pt or an official LiftedGAN checkpoint_XXX.pth with the teacher option")
 def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                   inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | None = None, **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"liftgan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, inversion_steps, "
                          "inversion_lr, device")
     if not arg:
-        raise DiganError("liftgan needs a checkpoint: liftgan:PATH (train one with 'digan-bench train --model liftgan "
-                         "--teacher T --out DIR', or pass an official LiftedGAN checkpoint_XXX.pth with the teacher option)")
+        if variant != "full":
+            raise DiganError(f"liftgan@{variant} needs its checkpoint: liftgan@{variant}:PATH (train one with "
+                             f"'digan-bench train --model liftgan --variant {variant} --teacher tiny --preset tiny --out DIR')")
+        if not BUNDLED_LIFTGAN.is_file():
+            raise DiganError(f"liftgan: the bundled tiny LiftGAN {BUNDLED_LIFTGAN.name} is not installed; pass liftgan:PATH, a "
+                             "student.pt from 'digan-bench train --model liftgan --teacher tiny --preset tiny --out DIR'")
+        arg = str(BUNDLED_LIFTGAN)
     return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant)

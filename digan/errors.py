@@ -27,3 +27,14 @@ class MissingAssetError(DiganError):
 
 class NonFiniteLossError(DiganError):
     """Training produced a NaN/Inf loss; the last good checkpoint was kept."""
+
+
+class InputsError(DiganError):
+    """Several inputs (data sets, model files, checkpoints) are missing or unusable; found before
+    any slow work. ``problems`` holds one deduplicated line per problem; the CLI prints each on its
+    own line and exits 2."""
+
+    def __init__(self, problems: list[str], what: str = "input"):
+        self.problems = list(dict.fromkeys(" ".join(str(p).split()) for p in problems))
+        n = len(self.problems)
+        super().__init__(f"{n} {what}{'s' if n != 1 else ''} missing or unusable; nothing was run: " + "; ".join(self.problems))

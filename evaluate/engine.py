@@ -44,7 +44,7 @@ import torch
 from rich.progress import Progress
 
 from digan.config import config_hash, to_dict
-from digan.errors import DiganError
+from digan.errors import DiganError, InputsError
 from digan.utils import dist
 from digan.utils.io import write_json, write_text
 from digan.utils.progress import console, progress
@@ -52,6 +52,7 @@ from digan.utils.provenance import package_versions, weights_hashes, write_run_i
 from evaluate.methods import Method, available_methods, create_method, parse_method_spec
 from evaluate.metrics.base import EvalContext, Metric, available_metrics, metric_class
 from evaluate.records import (
+    VALUED,
     Record,
     method_key,
     read_records,
@@ -98,6 +99,8 @@ class RunConfig:
     metric_options: ``{metric name: {option: value}}`` passed to the metric's constructor and
         visible as ``ctx.options`` (e.g. ``{"fid": {"dataset": "ffhq"}}``).
     preset: name of the preset this config came from (informational).
+    min_detection_rate: identity/pose numbers computed from fewer detected views than this
+        fraction (``stats.detection_rate``) get status ``warn``: too few detections to be a result.
     """
 
     methods: list[str] = field(default_factory=lambda: ["digan"])
@@ -116,6 +119,12 @@ class RunConfig:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     preset: str = ""
+    min_detection_rate: float = 0.5
+
+
+#: RunConfig fields that do not change which numbers a results folder holds (not compared when
+#: a second run goes into the same folder, see :func:`check_same_run`)
+_RUN_IDENTITY_IGNORED = ("out", "force", "device", "batch_size", "cache_dir", "preset")
 
 
 @dataclass
@@ -350,6 +359,138 @@ def _status_record(label: str, variant: str, metric_name: str, status: str, reas
 
 
 # --------------------------------------------------------------------------------------------
+# checks before the slow work
+
+
+def _base_context(cfg: RunConfig, out: Path, device: torch.device) -> EvalContext:
+    return EvalContext(
+        out_dir=out,
+        n_faces=cfg.n_faces,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        device=str(device),
+        yaws=tuple(float(y) for y in cfg.yaws),
+        pitches=tuple(float(p) for p in cfg.pitches),
+        data={k: str(Path(v).expanduser()) for k, v in cfg.data.items()},
+        models={k: str(Path(v).expanduser()) for k, v in cfg.models.items()},
+        cache_dir=Path(cfg.cache_dir).expanduser(),
+    )
+
+
+def check_inputs(cfg: RunConfig, ctx: EvalContext) -> tuple[dict[str, Method], list[str]]:
+    """Build every method and ask every metric for its inputs, before any slow work.
+
+    Returns the built methods (``{spec: Method}``, reused by the run) and the problems: one line
+    per missing or unusable checkpoint, data set or model file, identical lines once. A metric's
+    inputs are only required when some method can be scored by it (a 2D GAN's SIDE is n/a and
+    needs no ground truth); when a method could not be built its metrics' inputs count.
+    """
+    problems: list[str] = []
+    built: dict[str, Method] = {}
+    broken = False
+    for spec in cfg.methods:
+        name, _, _ = parse_method_spec(spec)
+        try:
+            built[spec] = create_method(spec, **dict(cfg.method_options.get(name, {})))
+        except DiganError as e:
+            broken = True
+            msg = str(e)
+            problems.append(msg if msg.startswith((name, spec)) else f"{spec}: {msg}")
+    for m in cfg.metrics:
+        opts = dict(cfg.metric_options.get(m, {}))
+        metric = _make_metric(m, opts)
+        mctx = dataclasses.replace(ctx, options=opts)
+        needed = broken or any(metric.applicable(meth, mctx) is None for meth in built.values())
+        if needed:
+            problems.extend(metric.check_inputs(mctx))
+    return built, list(dict.fromkeys(problems))
+
+
+def run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that decide which numbers a results folder holds."""
+    d = to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in _RUN_IDENTITY_IGNORED}
+
+
+def _describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a != b:
+            show = (lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
+            text = f"{k} {show(a)} -> {show(b)}"
+            parts.append(text if len(text) <= 60 else f"{k} differs")
+    return "; ".join(parts[:3]) + ("; ..." if len(parts) > 3 else "")
+
+
+def check_same_run(out: Path, cfg: RunConfig) -> list[Path]:
+    """Refuse to mix two runs in one results folder.
+
+    When ``out`` holds records of a run with other settings (methods, metrics, faces, seed, views,
+    data, models, options: :func:`run_identity`), that is an error naming the difference, unless
+    ``cfg.force``: then the record files that the new plan does not produce are returned, to be
+    removed so that ``records.jsonl``, ``summary.md`` and reports hold this run only.
+    """
+    plan_file = out / "plan.json"
+    if not (out / "records").is_dir() or not plan_file.is_file():
+        return []
+    try:
+        import json
+
+        old_cfg = json.loads(plan_file.read_text()).get("config") or {}
+        old = {k: v for k, v in from_dict_loose(old_cfg).items() if k not in _RUN_IDENTITY_IGNORED}
+    except (OSError, ValueError, DiganError):
+        return []
+    new = run_identity(cfg)
+    if old == new:
+        return []
+    if not cfg.force:
+        raise DiganError(
+            f"{out} holds the results of a run with other settings ({_describe_change(old, new)}); "
+            f"pass --force to replace them, or choose another --out"
+        )
+    keep = {record_path(out, method_label(s), m, parse_method_spec(s)[2]).resolve() for s in cfg.methods for m in cfg.metrics}
+    return [f for f in sorted((out / "records").glob("*/*.json")) if f.resolve() not in keep]
+
+
+def from_dict_loose(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored RunConfig dict normalised like :func:`to_dict` (tuples as lists, defaults filled)."""
+    from digan.config import from_dict
+
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    return to_dict(from_dict(RunConfig, {k: v for k, v in d.items() if k in known}))
+
+
+def apply_detection_floor(records: list[Record], floor: float) -> bool:
+    """Set ``stats.detection_rate`` (detected / (detected + missed) views) on records that count
+    missed detections (identity, pose), and status ``warn`` when it is below ``floor``: a number
+    from a handful of detected faces is not a result. Returns True when a status changed."""
+    changed = False
+    for r in records:
+        st = r.stats if isinstance(r.stats, dict) else {}
+        if r.status not in ("ok", "warn") or "missed" not in st or "n" not in st:
+            continue
+        try:
+            n, missed = int(st["n"]), int(st["missed"])
+        except (TypeError, ValueError):
+            continue
+        if n + missed <= 0:
+            continue
+        rate = n / (n + missed)
+        st["detection_rate"] = rate
+        status = "warn" if rate < floor else "ok"
+        if status != r.status:
+            changed = True
+        r.status = status
+        if status == "warn":
+            r.reason = (f"only {n} of {n + missed} views had a detected face ({100 * rate:.0f}% < "
+                        f"{100 * floor:.0f}%, set by min_detection_rate): too few to be a result")
+        elif r.reason.startswith("only ") and "detected face" in r.reason:
+            r.reason = ""
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
 # main loop
 
 
@@ -364,9 +505,16 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
     main = dist.is_main()
     device = resolve_device(cfg.device)
     out = Path(cfg.out).expanduser()
-    cache_dir = Path(cfg.cache_dir).expanduser()
+    base_ctx = _base_context(cfg, out, device)
+    # every input of every method and metric is checked before the slow work (one line each)
+    built, problems = check_inputs(cfg, base_ctx)
+    if problems:
+        raise InputsError(problems)
+    stale = check_same_run(out, cfg)  # a run with other settings is refused without --force
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        for f in stale:  # --force over another run: its records must not mix with this one's
+            f.unlink(missing_ok=True)
 
     plan = [
         PlanItem(spec=s, method=method_label(s), variant=parse_method_spec(s)[2], metric=m)
@@ -380,19 +528,6 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
     all_records: list[Record] = []
     used_weights: dict[str, Any] = {}
 
-    base_ctx = EvalContext(
-        out_dir=out,
-        n_faces=cfg.n_faces,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        device=str(device),
-        yaws=tuple(float(y) for y in cfg.yaws),
-        pitches=tuple(float(p) for p in cfg.pitches),
-        data={k: str(Path(v).expanduser()) for k, v in cfg.data.items()},
-        models={k: str(Path(v).expanduser()) for k, v in cfg.models.items()},
-        cache_dir=cache_dir,
-    )
-
     # one bar per (method, metric); ranks other than 0 stay silent
     with (progress() if main else Progress(disable=True)) as bar:
         bar_enabled = main
@@ -403,7 +538,7 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
             items = [p for p in plan if p.spec == spec]
             # ---- build the method; a user-facing failure fails all its metrics
             try:
-                method = create_method(spec, **dict(cfg.method_options.get(name, {})))
+                method = built.pop(spec)
                 method = method.to(device) or method
                 info = method.info()
                 weights_used = method.weights()
@@ -456,7 +591,10 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
                 action, stored = decision
                 if action == "skip":
                     it.action = "skip (resume)"
-                    all_records.extend(Record.from_dict(d) for d in stored or [])
+                    old_recs = [Record.from_dict(d) for d in stored or []]
+                    if apply_detection_floor(old_recs, cfg.min_detection_rate) and main:
+                        write_records(rpath, old_recs)  # the floor changed: statuses follow it
+                    all_records.extend(old_recs)
                     continue
                 it.action = {"run": "run", "rerun": "rerun (config changed)", "force": "rerun (--force)"}[action]
 
@@ -503,6 +641,7 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
                     recs, label=label, variant=variant, metric=metric, metric_name=it.metric, ctx=ctx,
                     method_info=info, weights=whash, chash=chash, versions=versions,
                 )
+                apply_detection_floor(recs, cfg.min_detection_rate)
                 if main:
                     write_records(rpath, recs)
                 all_records.extend(recs)
@@ -527,7 +666,7 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
             n_err = sum(1 for p in plan if p.action == "error")
             skipped = sum(1 for p in plan if p.action.startswith("skip"))
             console.print(
-                f"results in {out} ({len(plan)} method x metric, {skipped} resumed, {n_err} failed)"
+                f"results in {out} ({len(plan)} method x metric, {skipped} resumed, {n_err} failed)", soft_wrap=True
             )
     dist.barrier()
     return all_records
@@ -538,7 +677,7 @@ def _write_error(out: Path, rec: Record, it: PlanItem) -> None:
     path = record_path(out, rec.method, rec.metric, rec.variant)
     it.records_file = str(path.relative_to(out))
     old = _existing(path)
-    if old is not None and any(r.status == "ok" for r in old):
+    if old is not None and any(r.status in VALUED for r in old):
         it.message += " (earlier results kept)"
         return
     write_records(path, [rec])
@@ -569,7 +708,7 @@ def _fmt(v: float) -> str:
 
 def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str], list[str], dict[tuple[str, str], str], list[str]]:
     """Rows (method labels), column headers (record metric names with their unit), cells and
-    footnotes (n/a reasons, errors, non-Inception features)."""
+    footnotes (n/a reasons, errors, warnings, non-Inception features)."""
     rows: list[str] = []
     cols: list[str] = []
     units: dict[str, str] = {}
@@ -580,7 +719,7 @@ def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str],
     overall = [r for r in records if r.setting == "overall"]
     overall.sort(key=lambda r: (order.get(r.config.get("metric_class", r.metric), len(order)),))
     for r in overall:
-        if r.status == "ok" and r.unit:
+        if r.status in VALUED and r.unit:
             units.setdefault(r.metric, r.unit)
     for r in overall:
         row = r.method if r.variant in ("", "full") else f"{r.method}@{r.variant}"
@@ -589,15 +728,18 @@ def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str],
         col = r.metric
         if col not in cols:
             cols.append(col)
-        if r.status == "ok":
+        if r.status in VALUED:
             text = _fmt(r.value)  # type: ignore[arg-type]
             if r.unit and r.unit != units.get(col):
                 text += f" {r.unit}"
             if r.dataset and ("not Inception" in r.dataset):
                 text += " *"
-                note = f"* {r.metric}: {r.dataset}; not comparable with Inception FID/KID"
+                note = f"* {r.dataset}: not comparable with Inception FID/KID"
                 if note not in notes:
                     notes.append(note)
+            if r.status == "warn":
+                text += " !"
+                notes.append(f"{row} / {col}: ! {r.reason}")
         elif r.status == "n/a":
             text = "n/a"
             notes.append(f"{row} / {col}: n/a ({r.reason})")
@@ -611,18 +753,58 @@ def _summary_grid(records: list[Record], metrics: list[str]) -> tuple[list[str],
     return rows, headers, cells, notes
 
 
-def summary_table(records: list[Record], metrics: list[str] | None = None):
-    """A rich table: one row per method (and variant), one column per metric, ``overall`` values."""
-    from rich.table import Table
+class _SummaryView:
+    """The run summary for a terminal of any width (80 columns included) without splitting a
+    number, unit or name: one row per metric, one column per method; methods that do not fit
+    the width go to a further table with the same rows. Notes follow, word-wrapped."""
 
-    rows, cols, cells, notes = _summary_grid(records, metrics or [])
-    t = Table(title="digan-bench results (overall)", caption="\n".join(notes) or None, caption_justify="left")
-    t.add_column("method", style="bold", no_wrap=True)
-    for c in cols:
-        t.add_column(c, justify="right", overflow="fold")
-    for r in rows:
-        t.add_row(r, *[cells.get((r, c), "-") for c in cols])
-    return t
+    def __init__(self, records: list[Record], metrics: list[str]):
+        self.rows, self.cols, self.cells, self.notes = _summary_grid(records, metrics)
+
+    def tables(self, width: int) -> list:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        methods, metrics = self.rows, self.cols
+        if not methods:
+            return []
+        first = max([len("metric")] + [len(m) for m in metrics]) + 3
+        widths = [max([len(m)] + [len(self.cells.get((m, c), "-")) for c in metrics]) + 3 for m in methods]
+        chunks: list[list[int]] = []
+        cur: list[int] = []
+        used = first + 1
+        for i, w in enumerate(widths):
+            if cur and used + w > width:
+                chunks.append(cur)
+                cur, used = [], first + 1
+            cur.append(i)
+            used += w
+        chunks.append(cur)
+        out = []
+        for k, idx in enumerate(chunks):
+            title = "digan-bench results (overall)" if k == 0 else "(continued)"
+            t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+            t.add_column("metric", style="bold", no_wrap=True)
+            for i in idx:  # Text, not markup: "[cos]" or a method name must print as written
+                t.add_column(Text(methods[i]), justify="right", no_wrap=True)
+            for c in metrics:
+                t.add_row(Text(c), *[Text(self.cells.get((methods[i], c), "-")) for i in idx])
+            out.append(t)
+        return out
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        yield from self.tables(options.max_width)
+        for n in self.notes:
+            yield Text(n)
+
+
+def summary_table(records: list[Record], metrics: list[str] | None = None):
+    """A rich renderable of the ``overall`` values: metric rows x method columns, split into
+    several tables when the methods do not fit the console width (no value is ever wrapped)."""
+    return _SummaryView(records, metrics or [])
 
 
 def summary_markdown(records: list[Record], metrics: list[str] | None = None) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "available_presets",
     "build_preset",
     "demo_config",
+    "bundled_config",
     "assets_dir",
     "ensure_demo_synth",
     "shared_face_models",
@@ -85,15 +86,20 @@ def ensure_demo_synth(cache_dir: str | Path, count: int = DEMO_SYNTH_COUNT, size
     return out
 
 
-def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = True) -> RunConfig:
-    """The ``demo`` preset (module docstring). ``prepare`` checks assets and makes the data."""
+def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = True,
+                methods: list[str] | None = None) -> RunConfig:
+    """The ``demo`` preset (module docstring). ``prepare`` checks assets and makes the data.
+
+    ``methods`` replaces the demo's ``digan, teacher`` (``digan-bench run --methods digan,liftgan``
+    without data or model options runs them on the demo's data, see :func:`bundled_config`);
+    each method then checks its own files."""
     from evaluate.metrics.fid import find_inception
     from evaluate.metrics.base import EvalContext
 
     assets = assets_dir()
     teacher = assets / "tiny_teacher_64.pt"
     student = assets / "tiny_student_64.pt"
-    if prepare:
+    if prepare and methods is None:
         missing = [p for p in (teacher, student) if not p.is_file()]
         if missing:
             raise MissingAssetError(
@@ -119,7 +125,7 @@ def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = 
         extractor = "randproj"  # demo-only, labelled in every record (module docstring)
     feat = {"dataset": "synth", "extractor": extractor}
     return RunConfig(
-        methods=["digan", "teacher"],
+        methods=list(methods) if methods is not None else ["digan", "teacher"],
         metrics=list(DEMO_METRICS),
         n_faces=DEMO_N_FACES,
         seed=0,
@@ -131,13 +137,27 @@ def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = 
         models=models,
         out="results/demo",
         cache_dir=str(cache_dir),
-        method_options={"digan": {"inversion_steps": DEMO_INVERSION_STEPS}},
+        method_options={"digan": {"inversion_steps": DEMO_INVERSION_STEPS},
+                        "liftgan": {"inversion_steps": DEMO_INVERSION_STEPS}},
         metric_options={"fid": dict(feat), "kid": dict(feat),
                         "side": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
                         "mad": {"dataset": "synth", "max_faces": DEMO_3D_FACES},
                         "speed": {"warmup": 1, "batches": 3, "multiview_yaws": [-30.0, 30.0]}},
         preset="demo",
     )
+
+
+def bundled_config(methods: list[str], cache_dir: str | Path = "~/.cache/digan-bench") -> RunConfig:
+    """``digan-bench run --methods ...`` with no data set, model file, preset or config file: the
+    methods' bundled tiny models (``digan``: ``tiny_student_64.pt``, ``liftgan``:
+    ``tiny_liftgan_64.pt``, ``teacher``: ``tiny_teacher_64.pt``) on the demo's synthetic faces
+    and face models, with the demo's metric settings (a couple of CPU minutes); results go to
+    the default ``results/``. Real ``--data``/``--model`` options select the paper protocol
+    (:class:`RunConfig` defaults) instead."""
+    cfg = demo_config(cache_dir, prepare=True, methods=methods)
+    cfg.out = RunConfig().out
+    cfg.preset = "bundled"
+    return cfg
 
 
 _PRESETS: dict[str, tuple[Callable[..., RunConfig], str]] = {

@@ -32,9 +32,13 @@ __all__ = [
     "load_records",
     "rebuild_flat_views",
     "CSV_FIELDS",
+    "STATUSES",
+    "VALUED",
 ]
 
-STATUSES = ("ok", "n/a", "error")
+STATUSES = ("ok", "warn", "n/a", "error")
+#: statuses that carry a number (``warn``: a number with a caveat in ``reason``, e.g. too few detections)
+VALUED = ("ok", "warn")
 
 
 @dataclass
@@ -47,8 +51,10 @@ class Record:
     metric: metric name, e.g. ``"fid"``, ``"kid"``, ``"identity"``, ``"pose_mae"``, ``"side"``.
     setting: what the number is conditioned on, as ``key=value`` pairs joined by ``,`` in a fixed
         order (``"yaw=30"``, ``"pitch=0,yaw=-45"``) or ``"overall"`` for the summary value.
-    value: the number (None unless ``status == "ok"``).
-    status: ``"ok"``, ``"n/a"`` (metric does not apply; see ``reason``) or ``"error"``.
+    value: the number (None unless ``status`` is ``"ok"`` or ``"warn"``).
+    status: ``"ok"``, ``"warn"`` (a number that is not a reliable result, e.g. computed from
+        fewer detected faces than ``RunConfig.min_detection_rate``; ``reason`` says why),
+        ``"n/a"`` (metric does not apply; see ``reason``) or ``"error"``.
     unit: e.g. ``"cos"``, ``"deg"``, ``"faces/s"``, ``"MiB"``, ``""``.
     higher_is_better: direction used by reports (best marking) and ``check``.
     stats: spread and counts: ``std``, ``n``, ``ci95``, ``missed`` (faces not detected), ...
@@ -83,10 +89,12 @@ class Record:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"record status must be one of {STATUSES}, got {self.status!r}")
-        if self.status == "ok":
+        if self.status in VALUED:
             if self.value is None:
-                raise ValueError(f"record {self.method}/{self.metric}/{self.setting} has status ok but no value")
+                raise ValueError(f"record {self.method}/{self.metric}/{self.setting} has status {self.status} but no value")
             self.value = float(self.value)
+            if self.status == "warn" and not self.reason:
+                raise ValueError(f"record {self.method}/{self.metric}/{self.setting} has status warn but no reason")
         else:
             self.value = None
             if not self.reason:
@@ -178,7 +186,7 @@ def _setting_sort_key(setting: str) -> tuple:
 
 CSV_FIELDS = [
     "method", "variant", "metric", "setting", "dataset", "value", "unit", "status", "reason",
-    "higher_is_better", "n_faces", "std", "n", "missed", "seeds", "created",
+    "higher_is_better", "n_faces", "std", "n", "missed", "detection_rate", "seeds", "created",
 ]
 
 
@@ -190,6 +198,7 @@ def _csv_row(r: Record) -> dict[str, Any]:
         "higher_is_better": "" if r.higher_is_better is None else str(r.higher_is_better).lower(),
         "n_faces": "" if r.n_faces is None else r.n_faces,
         "std": r.stats.get("std", ""), "n": r.stats.get("n", ""), "missed": r.stats.get("missed", ""),
+        "detection_rate": r.stats.get("detection_rate", ""),
         "seeds": json.dumps(r.seeds, sort_keys=True), "created": r.created,
     }
 

@@ -394,7 +394,16 @@ def test_liftgan_config_and_training(tmp_path):
     assert a.image.shape == (2, 3, 32, 32) and a.depth is not None and (a.image - b.image).abs().mean() > 1e-4
     with pytest.raises(DiganError, match="trained as liftgan@full"):
         create_method(f"liftgan@no_flip:{tmp_path / 'run'}")
-    with pytest.raises(DiganError, match="liftgan needs a checkpoint"):
-        create_method("liftgan")
+    import baselines.liftgan as bl
+
+    real_bundled = bl.BUNDLED_LIFTGAN
+    try:  # 'liftgan' alone is the bundled tiny student; until it is installed, one line says what to pass
+        bl.BUNDLED_LIFTGAN = tmp_path / "absent" / "tiny_liftgan_64.pt"
+        with pytest.raises(DiganError, match="bundled tiny LiftGAN tiny_liftgan_64.pt is not installed; pass liftgan:PATH"):
+            create_method("liftgan")
+        bl.BUNDLED_LIFTGAN = tmp_path / "run" / "student.pt"
+        assert create_method("liftgan").path == tmp_path / "run" / "student.pt"
+    finally:
+        bl.BUNDLED_LIFTGAN = real_bundled
     with pytest.raises(DiganError, match="holds a 'liftgan' model"):
         create_method(f"digan:{tmp_path / 'run' / 'student.pt'}")

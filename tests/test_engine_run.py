@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _engine_fakes as fakes  # noqa: E402
 
 from digan.cli import main  # noqa: E402
-from digan.errors import DiganError  # noqa: E402
+from digan.errors import DiganError, InputsError  # noqa: E402
 from evaluate.engine import RunConfig, has_errors, method_label, run_benchmark, summary_markdown  # noqa: E402
 from evaluate.methods import create_method  # noqa: E402
 from evaluate.records import load_records, record_path  # noqa: E402
@@ -89,25 +89,48 @@ def test_resume_skips_and_config_change_reruns(tmp_path):
     plan = json.loads((Path(cfg.out) / "plan.json").read_text())
     assert {i["action"] for i in plan["items"]} == {"skip (resume)"}
 
-    # a changed metric option or sample count reruns exactly what it affects
+    # another configuration into the same folder is refused (runs never mix silently) ...
     cfg2 = _cfg(tmp_path, methods=["fake3d"], metric_options={"test_mean": {"scale": 2.0}})
+    with pytest.raises(DiganError, match=r"holds the results of a run with other settings \(metric_options .*--force"):
+        run_benchmark(cfg2, echo=False)
+    assert fakes.CALLS == {"test_mean": 1, "test_pose": 1}
+    # ... and replaces it with --force: everything reruns
+    cfg2.force = True
     recs = run_benchmark(cfg2, echo=False)
-    assert fakes.CALLS == {"test_mean": 2, "test_pose": 1}
+    assert fakes.CALLS == {"test_mean": 2, "test_pose": 2}
     assert _get(recs, "fake3d", "test_mean").value == pytest.approx(2 * _get(first, "fake3d", "test_mean").value)
-    cfg3 = _cfg(tmp_path, methods=["fake3d"], n_faces=6, metric_options={"test_mean": {"scale": 2.0}})
-    run_benchmark(cfg3, echo=False)
+    plan = json.loads((Path(cfg.out) / "plan.json").read_text())
+    assert {i["action"] for i in plan["items"]} == {"rerun (--force)"}
+    # the same settings again (without --force) resume
+    cfg2.force = False
+    run_benchmark(cfg2, echo=False)
+    assert fakes.CALLS == {"test_mean": 2, "test_pose": 2}
+    # a stored record whose metric protocol changed (same run settings) reruns exactly that work
+    stored = json.loads(path.read_text())
+    for d in stored:
+        d["config"]["config_hash"] = "old"
+    path.write_text(json.dumps(stored))
+    run_benchmark(cfg2, echo=False)
     assert fakes.CALLS == {"test_mean": 3, "test_pose": 2}
     plan = json.loads((Path(cfg.out) / "plan.json").read_text())
-    assert {i["action"] for i in plan["items"]} == {"rerun (config changed)"}
-    # --force reruns even with the same config
-    cfg3.force = True
-    run_benchmark(cfg3, echo=False)
-    assert fakes.CALLS == {"test_mean": 4, "test_pose": 3}
-    # a changed method (weights/options) reruns too
-    run_benchmark(_cfg(tmp_path, methods=["fake2d"], metrics=["test_mean"]), echo=False)
-    n = fakes.CALLS["test_mean"]
-    run_benchmark(_cfg(tmp_path, methods=["fake2d"], metrics=["test_mean"], method_options={"fake2d": {"offset": 0.5}}), echo=False)
-    assert fakes.CALLS["test_mean"] == n + 1
+    assert [i["action"] for i in plan["items"]] == ["rerun (config changed)", "skip (resume)"]
+
+
+def test_second_run_with_other_settings_does_not_mix(tmp_path):
+    """The scenario of a default --out: a small run, then one with other methods and faces."""
+    out = tmp_path / "res"
+    run_benchmark(_cfg(tmp_path, methods=["fake2d", "fake3d"], n_faces=4), echo=False)
+    with pytest.raises(DiganError) as e:
+        run_benchmark(_cfg(tmp_path, methods=["fake3d"], n_faces=6), echo=False)
+    msg = str(e.value)
+    assert "methods fake2d,fake3d -> fake3d" in msg and "n_faces 4 -> 6" in msg and "\n" not in msg
+    assert main(["run", "--methods", "fake3d", "--metrics", "test_mean,test_pose", "--n-faces", "6", "--yaws", "-30,30",
+                 "--batch-size", "4", "--device", "cpu", "--out", str(out), "--set", f"cache_dir={tmp_path / 'cache'}"]) == 2
+    recs = run_benchmark(_cfg(tmp_path, methods=["fake3d"], n_faces=6, force=True), echo=False)
+    # only the new run's records remain, in the per-metric files, the flat views and the summary
+    assert {r.method for r in load_records(out)} == {"fake3d"} == {r.method for r in recs}
+    assert {r.n_faces for r in load_records(out) if r.metric == "test_mean" and r.setting == "overall"} == {6}
+    assert "fake2d" not in (out / "records.csv").read_text() and "fake2d" not in (out / "summary.md").read_text()
 
 
 def test_error_record_run_continues_and_keeps_old_results(tmp_path):
@@ -144,11 +167,30 @@ def test_error_is_written_when_nothing_earlier_and_retried(tmp_path):
     assert has_errors(recs)
 
 
-def test_broken_method_fails_its_metrics_only(tmp_path):
-    recs = run_benchmark(_cfg(tmp_path, methods=["fakebroken", "fake2d"], metrics=["test_mean"]), echo=False)
-    bad = _get(recs, "fakebroken", "test_mean")
-    assert bad.status == "error" and "fake checkpoint not found at /nowhere/fake.pt" in bad.reason
-    assert _get(recs, "fake2d", "test_mean").status == "ok"
+def test_missing_inputs_are_listed_before_any_work(tmp_path, capsys):
+    """A method that cannot be built and the inputs of every metric are checked first: one line
+    each, identical lines once (FID and KID share a reference folder), nothing computed."""
+    fakes.CALLS.clear()
+    cfg = _cfg(tmp_path, methods=["fakebroken", "fake2d", "fake3d"], metrics=["test_mean", "fid", "kid", "side", "mad"],
+               metric_options={"fid": {"dataset": "ffhq"}, "kid": {"dataset": "ffhq"}})
+    with pytest.raises(InputsError) as e:
+        run_benchmark(cfg, echo=False)
+    probs = e.value.problems
+    assert probs[0] == "fakebroken: fake checkpoint not found at /nowhere/fake.pt; train it first"
+    assert sum("reference images 'ffhq'" in p for p in probs) == 1
+    assert sum("SIDE/MAD need the synthetic ground-truth set" in p for p in probs) == 1
+    assert sum("Inception" in p for p in probs) == 1
+    assert len(probs) == 4 and all("\n" not in p for p in probs)
+    assert fakes.CALLS == {} and not (tmp_path / "res" / "records").exists()
+    # the CLI: exit 2, a header line, then one line per problem naming options that exist
+    args = ["run", "--methods", "fakebroken,fake2d", "--metrics", "fid,kid", "--out", str(tmp_path / "o"),
+            "--set", f"cache_dir={tmp_path / 'cache'}", "--data", "ffhq=/nowhere/ffhq"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: 3 inputs missing or unusable; nothing was run:"
+    assert err[1].startswith("  - fakebroken: fake checkpoint not found")
+    assert err[2] == "  - FID/KID reference folder /nowhere/ffhq not found; fix --data ffhq=FOLDER"
+    assert "--model inception=PATH" in err[3] and len(err) == 4
 
 
 def test_programming_errors_propagate(tmp_path):
@@ -197,7 +239,7 @@ def test_cli_run_exit_codes_and_summary(tmp_path, capsys):
     m = create_method("fake3d")
     assert _get(recs, "fake3d", "test_mean").value == pytest.approx(3 * fakes.mean_brightness(m, 6, 0))
     assert main(args) == 0  # resumed
-    assert main(["run", "--methods", "fake2d", "--metrics", "test_fail", "--out", str(out), "--device", "cpu"]) == 1
+    assert main(["run", "--methods", "fake2d", "--metrics", "test_fail", "--out", str(tmp_path / "cli2"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "1 measurement(s) failed" in err
     assert main(["run", "--methods", "nope", "--out", str(out)]) == 2

@@ -19,7 +19,7 @@ try:  # typer >= 0.2x vendors its own click
 except ImportError:  # pragma: no cover - older typer uses the click package
     from click import exceptions as _cx
 
-from digan.errors import DiganError
+from digan.errors import DiganError, InputsError
 
 app = typer.Typer(
     name="digan-bench",
@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=args, prog_name="digan-bench", standalone_mode=False)
         return int(rv or 0)
+    except InputsError as e:
+        # one line per missing input, so that a long list stays readable and copy-pasteable
+        n = len(e.problems)
+        print(f"error: {n} input{'s' if n != 1 else ''} missing or unusable; nothing was run:", file=sys.stderr)
+        for p in e.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 2
     except DiganError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,19 @@ def _split_names(text: str, what: str) -> list[str]:
     return names
 
 
+#: methods with a bundled tiny model (``digan``, ``liftgan``, ``teacher``): with these only and no
+#: data or model option, ``run`` uses the demo's data (:func:`evaluate.presets.bundled_config`)
+_BUNDLED_METHODS = ("digan", "liftgan", "teacher")
+
+
+def _bundled(methods: Optional[str]) -> bool:
+    from evaluate.engine import RunConfig
+    from evaluate.methods import parse_method_spec
+
+    names = _split_names(methods, "methods") if methods is not None else list(RunConfig().methods)
+    return all(parse_method_spec(n)[0] in _BUNDLED_METHODS for n in names)
+
+
 @app.command("run")
 def run_cmd(
     methods: Optional[str] = typer.Option(None, "--methods", "-m", help="Comma-separated method specs: name[@variant][:arg], e.g. digan,teacher,liftgan."),
@@ -86,10 +99,20 @@ def run_cmd(
             console.print(f"  {k:14s} {v}")
         return
 
+    # a preset prepares its data in the cache folder: honour --set cache_dir=... already here
+    cache = [s.split("=", 1)[1] for s in (set_ or []) if s.strip().startswith("cache_dir=")]
+    cache_kw = {"cache_dir": cache[-1]} if cache else {}
+    sets_inputs = any(s.split("=", 1)[0].strip().split(".")[0] in ("data", "models") for s in (set_ or []))
     if preset:
-        # the preset prepares its data in the cache folder: honour --set cache_dir=... already here
-        cache = [s.split("=", 1)[1] for s in (set_ or []) if s.strip().startswith("cache_dir=")]
-        cfg = build_preset(preset, **({"cache_dir": cache[-1]} if cache else {}))
+        cfg = build_preset(preset, **cache_kw)
+    elif not (data or model or config is not None or sets_inputs) and _bundled(methods):
+        # the README's main command as typed on a fresh machine: bundled models, demo data
+        from digan.utils.progress import err_console
+        from evaluate.presets import bundled_config
+
+        names = _split_names(methods, "methods") if methods is not None else list(RunConfig().methods)
+        err_console.print("no --data/--model: using the bundled models and demo data (as --preset demo)", soft_wrap=True)
+        cfg = bundled_config(names, **cache_kw)
     else:
         cfg = RunConfig()
     if config is not None:
@@ -131,7 +154,10 @@ def run_cmd(
         cfg.force = True
     cfg = apply_run_overrides(cfg, set_)
 
-    records = run_benchmark(cfg)
+    from digan.utils.io import claim_output
+
+    with claim_output(Path(cfg.out).expanduser()):  # one writer per results folder; stale temporaries removed
+        records = run_benchmark(cfg)
     if has_errors(records):
         from digan.utils.progress import err_console
 

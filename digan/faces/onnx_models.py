@@ -62,22 +62,24 @@ def model_search_dirs() -> list[Path]:
     return dirs
 
 
-def resolve_model(role: str, path: str | os.PathLike | None = None) -> Path:
+def resolve_model(role: str, path: str | os.PathLike | None = None, flag: str | None = None) -> Path:
     """The model file for ``role`` ("detector" or "recognizer").
 
     ``path`` may be a full path (used as is, must exist) or a bare file name (searched in
-    :func:`model_search_dirs`); None means the role's default (``DEFAULT_MODELS``).
+    :func:`model_search_dirs`); None means the role's default (``DEFAULT_MODELS``). ``flag`` is
+    how the caller's command takes the file, named in the error (default ``--detector PATH`` /
+    ``--recognizer PATH``; ``digan-bench run`` passes ``--model detector=PATH``).
     """
     if role not in DEFAULT_MODELS:
         raise ValueError(f"unknown model role {role!r}")
-    flag = "--detector" if role == "detector" else "--recognizer"
+    flag = flag or ("--detector PATH" if role == "detector" else "--recognizer PATH")
     if path is not None and str(path) != "":
         p = Path(path).expanduser()
         if p.is_file():
             return p
         if p.parent != Path(".") or p.is_absolute():
             raise MissingAssetError(
-                f"face {role} model", str(p), f"check the path given to {flag} (an ONNX file)"
+                f"face {role} model", str(p), f"check the path given as {flag} (an ONNX file)"
             )
         name = p.name
     else:
@@ -95,12 +97,14 @@ def resolve_model(role: str, path: str | os.PathLike | None = None) -> Path:
         except DownloadError as e:
             why = f" ({e})"
     where = " or ".join(str(d / name) for d in model_search_dirs())
+    smaller = (" (a smaller SCRFD works too, e.g. det_500m.onnx from insightface's buffalo_s.zip)"
+               if role == "detector" else " (e.g. w600k_mbf.onnx from insightface's buffalo_s.zip)")
     raise MissingAssetError(
         f"face {role} model {name}{why}",
         where,
         f"download insightface's buffalo_l.zip ({BUFFALO_L_URL}) and unpack it into "
         f"~/.insightface/models/buffalo_l/ (or set DIGAN_BENCH_MODELS to a folder holding {name}), "
-        f"or pass {flag} PATH to another ONNX file",
+        f"or pass {flag} to another ONNX file{smaller}",
     )
 
 

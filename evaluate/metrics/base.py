@@ -83,6 +83,12 @@ class Metric(abc.ABC):
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
         """Run the protocol; return records with method/metric/setting/value/stats filled."""
 
+    def check_inputs(self, ctx: EvalContext) -> list[str]:
+        """Missing or unusable inputs (data sets, model files) this metric needs, one line each
+        naming the fix, found quickly and without running it. The engine calls it for every
+        metric before any slow work and lists all problems together (identical lines once)."""
+        return []
+
     def config(self, ctx: EvalContext) -> dict[str, Any]:
         """The protocol settings stored with each record (override to add metric options)."""
         return {"n_faces": ctx.n_faces, "seed": ctx.seed}

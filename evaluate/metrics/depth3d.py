@@ -232,6 +232,16 @@ class _Depth3D(Metric):
             )
         return self.loader(ctx.data[self.dataset])
 
+    def check_inputs(self, ctx: EvalContext) -> list[str]:
+        """The ground-truth set (the same line for SIDE and MAD, so it is listed once)."""
+        if self.dataset not in ctx.data:
+            return [f"SIDE/MAD need the synthetic ground-truth set: pass --data {self.dataset}=FOLDER "
+                    "(make one with 'digan-bench data synth --out FOLDER')"]
+        if not Path(ctx.data[self.dataset]).expanduser().exists():
+            return [f"synthetic ground-truth set {ctx.data[self.dataset]} not found; create it with "
+                    f"'digan-bench data synth --out {ctx.data[self.dataset]}'"]
+        return []
+
     def work_units(self, method: Method, ctx: EvalContext) -> int:
         try:
             return min(self._n_requested(ctx), len(self._open(ctx)))

@@ -503,6 +503,26 @@ class _FeatureMetric(Metric):
             )
         return ctx.data[self.dataset]
 
+    def check_inputs(self, ctx: EvalContext) -> list[str]:
+        """The reference folder and (for ``extractor=inception``) the Inception file; the same
+        lines for FID and KID, so a run with both lists each problem once."""
+        out: list[str] = []
+        if self.dataset not in ctx.data:
+            have = ", ".join(sorted(ctx.data)) or "none"
+            out.append(f"FID/KID need reference images '{self.dataset}': pass --data {self.dataset}=FOLDER "
+                       f"(data sets given: {have}) or use another with --set metric_options.fid.dataset=NAME (and kid)")
+        elif not Path(ctx.data[self.dataset]).expanduser().is_dir():
+            out.append(f"FID/KID reference folder {ctx.data[self.dataset]} not found; fix --data {self.dataset}=FOLDER")
+        if self._custom is None:
+            if self.extractor not in _EXTRACTORS:
+                out.append(f"unknown FID feature extractor '{self.extractor}'; choose from: {', '.join(feature_extractors())}")
+            elif self.extractor == "inception":
+                try:
+                    find_inception(ctx)
+                except DiganError as e:
+                    out.append(str(e))
+        return out
+
     def config(self, ctx: EvalContext) -> dict[str, Any]:
         ext = self._custom.key if self._custom is not None else self.extractor
         return {
@@ -556,9 +576,18 @@ class FID(_FeatureMetric):
     higher_is_better = False
 
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
+        import warnings
+
         gen, ref, ext, info = self._features(method, ctx)
-        value = fid_from_features(gen, ref)
-        return [self._record(method, ctx, value, gen, ref, ext, info, {})]
+        # scipy's sqrtm warns (LinAlgWarning) when the covariance product is singular, e.g. with
+        # fewer images than feature dimensions; the value is still clean-fid's. Recorded as a note
+        # in the record's stats instead of being printed to the terminal.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = fid_from_features(gen, ref)
+        notes = sorted({f"{w.category.__name__}: {w.message}" for w in caught
+                        if w.category.__name__ == "LinAlgWarning" or issubclass(w.category, RuntimeWarning)})
+        return [self._record(method, ctx, value, gen, ref, ext, info, {"notes": notes} if notes else {})]
 
 
 @register_metric

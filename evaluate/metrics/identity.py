@@ -176,12 +176,26 @@ def _cached(kind: str, path: str | None, device: str):
     from digan.faces.onnx_models import resolve_model
     from digan.faces.recognizer import FaceRecognizer
 
-    f = resolve_model(kind, path)
+    f = resolve_model(kind, path, flag=f"--model {kind}=PATH")
     st = os.stat(f)
     key = (kind, str(f.resolve()), st.st_size, st.st_mtime_ns, device)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = FaceDetector(f, device=device) if kind == "detector" else FaceRecognizer(f, device=device)
     return _MODEL_CACHE[key]
+
+
+def check_face_models(ctx: EvalContext, roles: tuple[str, ...]) -> list[str]:
+    """One line per face model file of ``roles`` that cannot be found (``Metric.check_inputs``);
+    the same text for identity and pose, so a run with both lists a missing detector once."""
+    from digan.faces.onnx_models import resolve_model
+
+    out = []
+    for role in roles:
+        try:
+            resolve_model(role, ctx.models.get(role) or None, flag=f"--model {role}=PATH")
+        except DiganError as e:
+            out.append(str(e))
+    return out
 
 
 def make_pipeline(ctx: EvalContext, align: str = "detector", fixed_kps=None, recognizer: bool = True):
@@ -230,6 +244,9 @@ class IdentityAcrossPoses(Metric):
         if len(views) < 2:
             return "none of the requested yaws is available from this method"
         return None
+
+    def check_inputs(self, ctx: EvalContext) -> list[str]:
+        return check_face_models(ctx, ("detector", "recognizer") if self.align == "detector" else ("recognizer",))
 
     def work_units(self, method: Method, ctx: EvalContext) -> int:
         views, _ = face_views(method, ctx, include_frontal=True)

@@ -39,7 +39,8 @@ import numpy as np
 from digan.errors import DiganError
 from evaluate.methods import Method
 from evaluate.metrics.base import EvalContext, Metric, register_metric
-from evaluate.metrics.identity import analyze_views, face_views, make_pipeline, n_faces_for, setting_name, summary_stats
+from evaluate.metrics.identity import (analyze_views, check_face_models, face_views, make_pipeline, n_faces_for,
+                                       setting_name, summary_stats)
 from evaluate.records import Record
 
 __all__ = ["PoseAccuracy", "pose_records"]
@@ -69,6 +70,9 @@ class PoseAccuracy(Metric):
         if not views:
             return "none of the requested yaws is available from this method"
         return None
+
+    def check_inputs(self, ctx: EvalContext) -> list[str]:
+        return check_face_models(ctx, ("detector",))
 
     def work_units(self, method: Method, ctx: EvalContext) -> int:
         views, _ = face_views(method, ctx, include_frontal=False)
