@@ -20,6 +20,8 @@ What is compared, and why:
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -67,6 +69,12 @@ def _iou(m1: torch.Tensor, m2: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------ always (torch backend only)
+def test_pytorch3d_present_where_required():
+    """CI sets DIGAN_BENCH_REQUIRE_PYTORCH3D=1 in .venv-p3d so that the tests below cannot skip."""
+    if os.environ.get("DIGAN_BENCH_REQUIRE_PYTORCH3D") == "1":
+        assert pytorch3d_available(), "pytorch3d does not import in the environment that must test it"
+
+
 def test_backend_selection_without_pytorch3d(monkeypatch):
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
     with pytest.raises(DiganError, match="unknown renderer backend"):
