@@ -111,3 +111,22 @@ def test_multiview_yaws_option():
     mv = [r for r in recs if r.setting == "stage=multiview" and r.metric == "speed"][0]
     assert mv.stats["views"] == 1 and mv.config["multiview_yaws"] == [10.0]
     assert sorted({y for _, y in meth.calls}) == [0.0, 10.0]
+
+
+def test_time_budget_keeps_speed_short():
+    """Issue 13: the speed metric takes seconds, not minutes: each stage's timed part stops once it
+    has run max_seconds (after at least one batch), and the records count the batches timed."""
+    ctx = EvalContext(out_dir=".", batch_size=2, yaws=(-30.0, 30.0))
+    meth = Slow(pose=True)
+    t0 = time.perf_counter()
+    recs = Speed(warmup=1, batches=1000, max_seconds=0.1).compute(meth, ctx)
+    assert time.perf_counter() - t0 < 5  # 2 x 1000 batches of >= 20 ms would take 40 s and more
+    gen = next(r for r in recs if r.metric == "speed" and r.setting == "overall")
+    n_timed = len(gen.stats["per_batch_s"])
+    assert 1 <= n_timed < 20 and gen.stats["n"] == 2 * n_timed and gen.n_faces == 2 * n_timed
+    assert gen.value == pytest.approx(gen.stats["n"] / gen.stats["seconds"])
+    assert gen.config["max_seconds"] == 0.1
+    # at least one batch is timed even when the budget is below one batch
+    recs = Speed(warmup=0, batches=5, multiview=False, max_seconds=1e-9).compute(Slow(pose=False), ctx)
+    assert len(recs[0].stats["per_batch_s"]) == 1
+    assert Speed().max_seconds == 10.0 and Speed(max_seconds=0).max_seconds is None

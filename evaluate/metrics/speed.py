@@ -5,7 +5,10 @@ Protocol
 * Latents for ``(warmup + batches) x batch_size`` faces of ``ctx.seed`` are made first (not
   timed). ``warmup`` batches (default 2) are rendered and discarded (allocator, kernels, caches);
   then ``batches`` batches (default 8) of ``ctx.batch_size`` faces are timed with a monotonic
-  clock, synchronising CUDA before each clock read, under ``torch.no_grad``.
+  clock, synchronising CUDA before each clock read, under ``torch.no_grad``. The timed part of
+  each stage stops early, after at least one batch, once it has run ``max_seconds`` (default
+  10 s; 0 = no limit), so the metric takes seconds, not minutes, on a slow CPU; the records'
+  ``stats.n`` and ``per_batch_s`` say how many batches were timed.
 * **generate**: ``method.render(latents, yaw=0, pitch=0)``: a face from its latent to the
   frontal image (for DIGAN: mapping, the 3D networks and the mesh renderer).
   Record ``speed`` / ``overall`` in faces/s (higher is better).
@@ -130,10 +133,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_batches(fn: Callable[[int], Any], n_batches: int, warmup: int, device: torch.device) -> tuple[float, float, str, list[float]]:
-    """Run ``fn(i)`` for ``warmup`` untimed then ``n_batches`` timed batches.
+def time_batches(fn: Callable[[int], Any], n_batches: int, warmup: int, device: torch.device,
+                 max_seconds: float | None = None) -> tuple[float, float, str, list[float]]:
+    """Run ``fn(i)`` for ``warmup`` untimed then ``n_batches`` timed batches; the timed part stops
+    early (after at least one batch) once it has run ``max_seconds``.
 
-    Returns (total seconds, peak memory bytes, memory method, per-batch seconds).
+    Returns (total seconds, peak memory bytes, memory method, per-batch seconds): ``len(per)``
+    is the number of batches actually timed.
     """
     for i in range(warmup):
         fn(i)
@@ -146,6 +152,8 @@ def time_batches(fn: Callable[[int], Any], n_batches: int, warmup: int, device: 
             fn(i)
             _sync(device)
             per.append(time.perf_counter() - a)
+            if max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+                break
         total = time.perf_counter() - t0
     return total, mem.peak, mem.method, per
 
@@ -160,11 +168,12 @@ class Speed(Metric):
     requires = ("generate",)
 
     def __init__(self, warmup: int = 2, batches: int = 8, multiview: bool = True,
-                 multiview_yaws: list[float] | None = None):
+                 multiview_yaws: list[float] | None = None, max_seconds: float | None = 10.0):
         self.warmup = int(warmup)
         self.batches = int(batches)
         self.multiview = bool(multiview)
         self.multiview_yaws = [float(y) for y in multiview_yaws] if multiview_yaws else None
+        self.max_seconds = float(max_seconds) if max_seconds else None
 
     def _yaws(self, ctx: EvalContext) -> list[float]:
         if not self.multiview:
@@ -175,7 +184,7 @@ class Speed(Metric):
         return {
             "seed": ctx.seed, "batch_size": ctx.batch_size, "device": ctx.device,
             "threads": torch.get_num_threads(), "warmup_batches": self.warmup, "timed_batches": self.batches,
-            "multiview_yaws": self._yaws(ctx),
+            "max_seconds": self.max_seconds, "multiview_yaws": self._yaws(ctx),
             "world_size": dist.world_size(), "cpu_count": os.cpu_count(),
         }
 
@@ -202,19 +211,20 @@ class Speed(Metric):
                 method.render(lat[i * bs:(i + 1) * bs], yaw=0.0, pitch=0.0)
             ctx.advance(1)
 
-        secs, peak, mem_method, per = time_batches(gen, self.batches, self.warmup, device)
-        rate = self.batches * bs / secs
+        secs, peak, mem_method, per = time_batches(gen, self.batches, self.warmup, device, self.max_seconds)
+        nb = len(per)
+        rate = nb * bs / secs
         cfg = {**self.config(ctx), "batch_size": bs, "memory_method": mem_method}
         rates = dist.all_gather_objects((rate, peak))
         total_rate = sum(r for r, _ in rates)
         peak_all = max(p for _, p in rates)
         recs = [
             Record(method=method.name, metric="speed", setting="overall", value=total_rate, unit="faces/s",
-                   higher_is_better=True, n_faces=self.batches * bs * dist.world_size(),
-                   stats={"n": self.batches * bs, "seconds": secs, "per_batch_s": per,
+                   higher_is_better=True, n_faces=nb * bs * dist.world_size(),
+                   stats={"n": nb * bs, "seconds": secs, "per_batch_s": per,
                           "per_rank_faces_per_s": [r for r, _ in rates]}, config=cfg),
             Record(method=method.name, metric="memory", setting="overall", value=peak_all / _MIB, unit="MiB",
-                   higher_is_better=False, n_faces=self.batches * bs * dist.world_size(),
+                   higher_is_better=False, n_faces=nb * bs * dist.world_size(),
                    stats={"bytes": peak_all}, config=cfg),
         ]
         yaws = self._yaws(ctx)
@@ -226,19 +236,20 @@ class Speed(Metric):
                         method.render(lat[i * bs:(i + 1) * bs], yaw=float(y), pitch=0.0)
                         ctx.advance(1)
 
-            secs, peak, mem_method, per = time_batches(views, self.batches, self.warmup, device)
-            rate = self.batches * bs * len(yaws) / secs
+            secs, peak, mem_method, per = time_batches(views, self.batches, self.warmup, device, self.max_seconds)
+            nb = len(per)
+            rate = nb * bs * len(yaws) / secs
             rates = dist.all_gather_objects((rate, peak))
             cfg_mv = {**cfg, "memory_method": mem_method}
             recs += [
                 Record(method=method.name, metric="speed", setting="stage=multiview",
                        value=sum(r for r, _ in rates), unit="images/s", higher_is_better=True,
-                       n_faces=self.batches * bs * dist.world_size(),
-                       stats={"n": self.batches * bs * len(yaws), "seconds": secs, "views": len(yaws),
+                       n_faces=nb * bs * dist.world_size(),
+                       stats={"n": nb * bs * len(yaws), "seconds": secs, "views": len(yaws),
                               "per_batch_s": per}, config=cfg_mv),
                 Record(method=method.name, metric="memory", setting="stage=multiview",
                        value=max(p for _, p in rates) / _MIB, unit="MiB", higher_is_better=False,
-                       n_faces=self.batches * bs * dist.world_size(), stats={"bytes": max(p for _, p in rates)},
+                       n_faces=nb * bs * dist.world_size(), stats={"bytes": max(p for _, p in rates)},
                        config=cfg_mv),
             ]
         return recs
