@@ -9,6 +9,9 @@ From records only (always available)
   SIDE, MAD...), best bar highlighted, n/a written as text.
 * :func:`loss_curves_figure`: training losses from ``losses.csv`` of one or more run folders
   (a ``step`` column and one column per loss), raw (faint) and EMA-smoothed.
+* :func:`shape_eval_figure`: SIDE, MAD, depth roughness and DV-yaw correlation on held-out heads
+  against step (``shape_eval.jsonl`` of runs trained with ``--eval-data``), one line per run,
+  prior-only, flat-plane and ground-truth references dashed.
 
 From models (when ``Method`` objects are given; see :class:`evaluate.methods.Method`)
 -----------------------------------------------------------------------------------
@@ -65,6 +68,7 @@ __all__ = [
     "metric_bars_figure",
     "read_losses",
     "loss_curves_figure",
+    "shape_eval_figure",
     "normals_from_depth",
     "clay_render",
     "shading_map",
@@ -292,6 +296,55 @@ def loss_curves_figure(run_dirs: Sequence[str | Path], smooth: float = 0.04, lab
             ax.legend(fontsize=7)
     for k in range(len(names), nrow * ncol):
         axes[k // ncol][k % ncol].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+#: panels of :func:`shape_eval_figure`: (title, student column, [(reference column, label, style)])
+_SHAPE_PANELS = (
+    ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("flat_side", "flat plane", "-.")]),
+    ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("flat_mad", "flat plane", "-.")]),
+    ("depth roughness (mean |Laplacian|)", "roughness", [("prior_roughness", "prior only", "--"), ("roughness_gt", "ground truth", ":")]),
+    ("DV yaw vs true yaw (1 = perfect)", "yaw_corr", [("yaw_slope", "slope", ":")]),
+)
+
+
+def shape_eval_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> "plt.Figure | None":
+    """3D accuracy during training (``shape_eval.jsonl`` of runs trained with ``--eval-data``):
+    SIDE, MAD, depth roughness and the DV-yaw correlation against step, one colour per run
+    (solid, with markers), the run's prior-only and flat-plane references dashed / dash-dotted,
+    for roughness the ground truth's and for yaw the slope dotted. None when no run has
+    evaluations."""
+    from digan.student.diagnostics import read_shape_eval
+
+    dirs = [Path(d) for d in run_dirs]
+    names = [labels[i] if labels else (d.name or str(d)) for i, d in enumerate(dirs)]
+    if not labels:  # same folder names (runs/a/digan, runs/b/digan): add the parent
+        names = [f"{d.parent.name}/{n}" if names.count(n) > 1 else n for d, n in zip(dirs, names)]
+    runs = [(n, pd.DataFrame(rows)) for n, rows in ((n, read_shape_eval(d)) for n, d in zip(names, dirs)) if rows]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(9.0, 6.0), squeeze=False)
+    from matplotlib.lines import Line2D
+
+    for k, (title, col, refs) in enumerate(_SHAPE_PANELS):
+        ax = axes[k // 2][k % 2]
+        for i, (label, df) in enumerate(runs):
+            color = _PALETTE(i % 10)
+            x = df["step"].to_numpy(float)
+            y = pd.to_numeric(df.get(col), errors="coerce").to_numpy(float) if col in df else np.full(len(x), np.nan)
+            ax.plot(x, y, color=color, lw=1.5, marker="o", ms=3, label=label)
+            for rcol, _, style in refs:
+                if rcol in df:
+                    ax.plot(x, pd.to_numeric(df[rcol], errors="coerce").to_numpy(float), color=color, lw=1.0, ls=style, alpha=0.8)
+        if col == "yaw_corr":
+            ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        handles = [Line2D([], [], color=_PALETTE(i % 10), lw=1.5, marker="o", ms=3, label=label) for i, (label, _) in enumerate(runs)]
+        handles += [Line2D([], [], color="grey", lw=1.0, ls=style, label=name) for _, name, style in refs]
+        ax.legend(handles=handles, fontsize=7)
     fig.tight_layout()
     return fig
 

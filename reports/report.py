@@ -47,7 +47,8 @@ class ReportConfig:
     methods: list[str] = field(default_factory=list)
     #: ``{method spec name: checkpoint path}``; adds ``name:path`` to ``methods``
     checkpoints: dict[str, str] = field(default_factory=dict)
-    #: training run folders (each with ``losses.csv``) for the loss curves
+    #: training run folders (each with ``losses.csv``) for the loss curves, and for the 3D accuracy
+    #: during training when they hold ``shape_eval.jsonl`` (``train --eval-data``)
     runs: list[str] = field(default_factory=list)
     device: str = "cpu"
     seed: int = 0
@@ -106,6 +107,7 @@ _FIG_TEXT = {
     "pose_vs_yaw": ("Pose error versus yaw", "Mean absolute error between the requested and the estimated yaw; error bars: one standard deviation."),
     "metrics": ("Summary metrics", "Overall value of each metric per method and variant; best bar in orange."),
     "loss_curves": ("Training losses", "Per-step losses of each run (faint) and their exponential moving average."),
+    "shape_eval": ("3D accuracy during training", "SIDE, MAD, depth roughness and DV-yaw correlation on held-out synthetic heads at each evaluation (train --eval-data); dashed: the depth prior alone, dash-dotted: a flat plane, dotted: the ground truth's roughness, all on the same faces and masks."),
     "samples": ("Samples and shapes (paper Figure 2)", "Each face rendered at several yaws, then its shape from the side as grey clay (normals shaded under a fixed light)."),
     "relighting": ("Relighting and shading (paper Figure 3)", "Frontal renders under lights from the left, front, right and above, the Lambertian shading map of each light, and the normal map."),
     "ablation_samples": ("Ablation samples (paper Figure 4)", "The same latents rendered by each variant, with a side view of the shape."),
@@ -203,6 +205,8 @@ def build_report(
         if cfg.runs:
             bar.update(task, info="loss curves")
             emit("loss_curves", F.loss_curves_figure(cfg.runs))
+            emit("shape_eval", F.shape_eval_figure(cfg.runs),
+                 "3D accuracy during training: no shape_eval.jsonl in the runs (train with --eval-data SYNTH_DIR)")
             bar.advance(task, len(cfg.runs))
         else:
             skipped.append("loss curves: no training run folders given (--runs DIR)")

@@ -112,3 +112,49 @@ def test_bad_eval_settings_are_one_line_errors(teacher, synth, tmp_path):
         train(_cfg(synth, "train.eval_faces=2"), tmp_path / "r2", teacher=teacher, show_progress=False)
     with pytest.raises(DiganError, match="--size 32"):  # a 32 px student, 64 px heads
         train(_cfg(synth), tmp_path / "r3", teacher=random_teacher(size=32, style_dim=32, width=8), show_progress=False)
+
+
+def _write_rows(run, rows):
+    run.mkdir(parents=True)
+    (run / "shape_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_shape_eval_figure_one_line_per_run_with_dashed_references(tmp_path):
+    from reports import figures as F
+
+    def rows(k):
+        return [{"step": s, "side": 0.02 - 0.001 * s / 100 - k * 1e-3, "mad": 40 - s / 50, "roughness": 5e-3 / (1 + s / 100),
+                 "roughness_gt": 2.7e-3, "flat_side": 0.0133, "flat_mad": 41.1, "prior_side": 0.0132, "prior_mad": 34.2,
+                 "prior_roughness": 2.5e-3, "yaw_corr": 0.5 + s / 1000 if s else None} for s in (0, 100, 200)]
+
+    _write_rows(tmp_path / "a" / "digan", rows(0))
+    _write_rows(tmp_path / "b" / "digan", rows(1))
+    (tmp_path / "losses_only").mkdir()  # a run trained without --eval-data is left out
+    fig = F.shape_eval_figure([tmp_path / "a" / "digan", tmp_path / "b" / "digan", tmp_path / "losses_only"])
+    side_ax, mad_ax, rough_ax, yaw_ax = fig.axes
+    assert [a.get_title() for a in fig.axes][:3] == ["SIDE (held-out heads)", "MAD (degrees)", "depth roughness (mean |Laplacian|)"]
+    solid = [ln for ln in side_ax.get_lines() if ln.get_linestyle() == "-"]
+    assert [ln.get_label() for ln in solid] == ["a/digan", "b/digan"]  # same folder names: the parent tells them apart
+    np.testing.assert_allclose(solid[1].get_xdata(), [0, 100, 200])
+    np.testing.assert_allclose(solid[1].get_ydata(), [r["side"] for r in rows(1)])
+    assert [ln.get_ydata()[0] for ln in side_ax.get_lines() if ln.get_linestyle() == "--"] == [0.0132, 0.0132]  # prior only
+    assert [ln.get_ydata()[0] for ln in side_ax.get_lines() if ln.get_linestyle() == "-."] == [0.0133, 0.0133]  # flat plane
+    assert [ln.get_ydata()[0] for ln in rough_ax.get_lines() if ln.get_linestyle() == ":"] == [2.7e-3, 2.7e-3]  # ground truth
+    assert np.isnan(yaw_ax.get_lines()[0].get_ydata()[0])  # a missing value is a gap, not a crash
+    assert yaw_ax.get_title() == "DV yaw vs true yaw (1 = perfect)"
+    png, _ = F.save_figure(fig, tmp_path, "shape_eval")
+    assert png.stat().st_size > 5000
+    assert F.shape_eval_figure([tmp_path / "losses_only"]) is None
+
+
+def test_report_runs_draws_the_shape_plot_of_a_trained_run(teacher, synth, tmp_path):
+    from evaluate.records import Record
+    from reports.report import ReportConfig, build_report
+
+    run = tmp_path / "run"
+    train(_cfg(synth, "train.steps=2", "train.eval_every=1"), run, teacher=teacher, show_progress=False)
+    assert _steps(run) == [0, 1, 2]
+    res = build_report(tmp_path / "results", tmp_path / "report", ReportConfig(runs=[str(run)], formats=("png",)),
+                       records=[Record("digan", "side", value=0.013, higher_is_better=False)])
+    assert "figures/shape_eval.png" in res.figures and (tmp_path / "report" / "figures" / "shape_eval.png").stat().st_size > 5000
+    assert "3D accuracy during training" in res.html.read_text()

@@ -26,7 +26,7 @@ def report_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (only after the new report is complete)."),
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m", help="Methods for the model figures (Figures 2-4), comma-separated specs: digan:student.pt,digan@no_flip:b.pt,liftgan:..."),
     checkpoints: Optional[list[str]] = typer.Option(None, "--checkpoint", "--checkpoints", help="NAME=PATH: checkpoint of a method for the model figures (repeatable), e.g. digan=runs/a/student.pt."),
-    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run folders with losses.csv for the loss curves (repeatable or comma-separated)."),
+    runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run folders (repeatable or comma-separated): loss curves from losses.csv, 3D accuracy during training from shape_eval.jsonl (train --eval-data)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device for the model figures (cpu, cuda)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the faces shown in the model figures."),
     config: Optional[Path] = ConfigOption,
