@@ -76,7 +76,7 @@ def test_train_teacher_cli_end_to_end(tmp_path):
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 2 and ck["config"]["model"]["size"] == 16 and ck["config"]["batch"] == 4
     assert main(["sample", "--teacher", str(out / "teacher.pt"), "--n", "2", "--out", str(tmp_path / "s")]) == 0
-    assert main(args[:-2] + ["--set", "lr=0.5"]) == 2  # changed config refuses to resume
+    assert main(args[:-2] + ["--set", "r1=0.5"]) == 2  # changed config refuses to resume (lr may change: issue 12)
     assert main(["train-teacher", "--data", str(data), "--out", str(out), "--preset", "nope"]) == 2
 
 

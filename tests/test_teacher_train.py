@@ -159,7 +159,7 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
     assert (full / "config.json").is_file() and (full / "run.json").is_file()
     # a different config refuses to resume
     with pytest.raises(DiganError, match="different config"):
-        train_teacher(_cfg(steps=6, lr=0.01), data_dir, full)
+        train_teacher(_cfg(steps=6, r1=0.5), data_dir, full)  # (lr may change on resume: issue 12)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):

@@ -22,8 +22,11 @@ and ``rng`` (torch, cuda, numpy, python and the latent sampler's generator state
 
 Resume: rerunning the same command continues from ``OUT/checkpoint.pt``. A checkpoint made with a
 different teacher (hash) or a different config (anything but ``train.steps`` / intervals /
-device) stops with a one-line error; ``--force`` starts over. A non-finite loss raises
-:class:`~digan.errors.NonFiniteLossError`; the last good checkpoint is kept.
+device, ``train.lr``) stops with a one-line error; ``--force`` starts over (beside the old run,
+which it replaces only when complete). A non-finite loss, non-finite weights or optimiser state
+at a save, or an error caused by them raises :class:`~digan.errors.NonFiniteLossError`: no
+non-finite checkpoint is ever written, the last finite one is kept, and lowering ``train.lr``
+then rerunning resumes from it. One process at a time writes a run folder.
 
 Under torchrun every process trains on its own latents (seed + rank) with DistributedDataParallel;
 rank 0 writes the outputs.
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -46,7 +50,7 @@ from digan.config import config_hash, from_dict, save_config, to_dict
 from digan.errors import DiganError, NonFiniteLossError
 from digan.utils import dist
 from digan.utils.images import make_grid, save_png
-from digan.utils.io import load_torch, save_torch, sha256_file, state_dict_hash, write_text
+from digan.utils.io import load_torch, nonfinite_tensors, save_torch, sha256_file, state_dict_hash, write_text
 from digan.utils.progress import progress
 from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
@@ -55,6 +59,9 @@ from digan.student.registry import get_builder
 __all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
+#: ``train.lr`` may also change on resume: the non-finite-loss message tells users to lower it
+#: and rerun (checkpoints written before this still resume: :func:`_resume_keys`)
+_LR_FREE = ("lr",)
 #: config fields that may change between runs of the same training (not part of the resume key)
 _FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads",
               "eval_data", "eval_every", "eval_faces", "eval_inversion_steps")
@@ -92,12 +99,17 @@ def teacher_hash(teacher: Any, path: str | Path | None = None) -> str:
     raise DiganError("cannot identify the teacher; pass a teacher checkpoint path")
 
 
-def resume_key(cfg: StudentConfig) -> str:
+def resume_key(cfg: StudentConfig, free: tuple[str, ...] | None = None) -> str:
     """Hash of the config without the fields that may change on resume."""
     d = to_dict(cfg)
-    for k in _FREE_KEYS:
+    for k in (_FREE_KEYS + _LR_FREE) if free is None else free:
         d["train"].pop(k, None)
     return config_hash(d)
+
+
+def _resume_keys(cfg: StudentConfig) -> tuple[str, str]:
+    """Today's resume key and the one of checkpoints written while ``lr`` was not free."""
+    return resume_key(cfg), resume_key(cfg, _FREE_KEYS)
 
 
 def teacher_tensor_hash(teacher: Any) -> str | None:
@@ -236,16 +248,31 @@ def train(
         cfg: the student config (``cfg.model.name`` picks the registered model).
         out_dir: output folder (created; resumed when it holds a checkpoint).
         teacher / teacher_path: a loaded teacher object, or the path of a teacher checkpoint.
-        force: ignore an existing checkpoint and start over (old outputs are overwritten as the
-            new run writes them).
+        force: ignore an existing checkpoint and start over; the new run is built in a hidden
+            sibling folder and replaces ``out_dir`` only when it is complete.
         max_steps_this_run: stop after this many steps of this call (tests, time-boxed jobs);
             the run stays resumable.
     """
+    from digan.utils.io import claim_output, staging_dir, swap_in_dir
+
+    if int(cfg.train.steps) < 1:
+        raise DiganError(f"train.steps must be at least 1 (got {cfg.train.steps}); pass --steps N")
     prev_threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
+    out = Path(out_dir)
     try:
-        return _train(cfg, Path(out_dir), teacher, teacher_path, force, show_progress, max_steps_this_run)
+        if int(os.environ.get("RANK", "0") or 0) != 0:
+            return _train(cfg, out, teacher, teacher_path, force, show_progress, max_steps_this_run)
+        with claim_output(out):
+            # --force over an existing run: train beside it, replace it only once complete
+            staged = force and out.is_dir() and any(out.iterdir())
+            work = staging_dir(out) if staged else out
+            res = _train(cfg, work, teacher, teacher_path, force, show_progress, max_steps_this_run)
+            if staged and (work / "student.pt").is_file():
+                swap_in_dir(work, out)
+                res.out_dir, res.student_path = out, out / "student.pt"
+            return res
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -276,7 +303,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             raise DiganError(f"{ckpt_path} is not a digan-bench student checkpoint; use another --out or --force")
         if not teacher_matches(state["teacher"], teacher, teacher_path):
             raise DiganError(f"{ckpt_path} was trained with a different teacher ({state['teacher'].get('path')}); pass that teacher, another --out, or --force")
-        if state["config_hash"] != resume_key(cfg):
+        if state["config_hash"] not in _resume_keys(cfg):
             raise DiganError(f"{ckpt_path} was trained with a different config; rerun with the config in {out / 'config.json'}, another --out, or --force")
 
     seed = cfg.train.seed + 1_000_003 * dist.rank()
@@ -293,6 +320,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     if state is not None:
         core.load_state_dict(state["state"])
         opt.load_state_dict(state["optimizer"])
+        for g in opt.param_groups:  # this run's train.lr (it may be lowered to resume a diverged run)
+            g["lr"] = cfg.train.lr
         _set_rng_state(state["rng"], sampler)
         start = int(state["step"])
     elif cfg.train.init_from:
@@ -328,9 +357,33 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             return
         payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
         payload["optimizer"] = opt.state_dict()
+        _refuse_nonfinite({"state": payload["state"], "optimizer": payload["optimizer"]}, step)
         payload["rng"] = _rng_state(sampler)
         save_torch(ckpt_path, payload)
+        last_saved[0] = step
         _write_losses(out, rows)
+
+    last_saved = [start if state is not None else None]
+
+    def advice(diverged_at: int) -> str:
+        """What was kept and the fix, for a loss that first went wrong at step ``diverged_at``."""
+        from digan.student.config import TrainConfig
+
+        lr = f"{min(cfg.train.lr / 10, TrainConfig().lr):g}"
+        if last_saved[0] is None:
+            return f"no checkpoint had been written yet; rerun with a lower learning rate (--set train.lr={lr})"
+        if last_saved[0] >= diverged_at - 1:  # the saved weights are the ones that gave the bad loss
+            return (f"the last good checkpoint {ckpt_path} (step {last_saved[0]}) was kept (finite), but its weights are the ones "
+                    f"that diverged, so resuming cannot help: start over with a lower learning rate (--force --set train.lr={lr})")
+        return (f"the last good checkpoint {ckpt_path} (step {last_saved[0]}) was kept (finite); lower the learning rate "
+                f"(--set train.lr={lr}) and rerun the same command to resume")
+
+    def _refuse_nonfinite(tensors: dict[str, Any], at: int) -> None:
+        bad = nonfinite_tensors(tensors)
+        if bad:
+            raise NonFiniteLossError(
+                f"training diverged: {len(bad)} weight or optimiser tensors are non-finite at step {at} (first: {bad[0]}); "
+                f"nothing was saved; {advice(at + 1)}")
 
     total_steps = cfg.train.steps
     stop = total_steps if max_steps_this_run is None else min(total_steps, start + max_steps_this_run)
@@ -344,13 +397,20 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         task = bar.add_task("train", total=total_steps, completed=start, info="")
         while step < stop:
             z = torch.randn(cfg.train.batch, int(teacher.style_dim), generator=sampler).to(device)
-            loss, logs = model(z)
+            try:
+                loss, logs = model(z)
+                if torch.isfinite(loss):
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+            except RuntimeError as e:  # e.g. linalg.svd on non-finite values: an error caused by divergence
+                if not (_mentions_nonfinite(e) or nonfinite_tensors(core.state_dict())):
+                    raise
+                raise NonFiniteLossError(
+                    f"training diverged (non-finite values, then {type(e).__name__}) at step {step + 1}; {advice(step + 1)}") from None
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"non-finite loss ({float(loss.detach())}) at step {step + 1}; the last good checkpoint {ckpt_path} was kept; "
-                    "lower train.lr or check the teacher, then rerun to resume")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+                    f"non-finite loss ({float(loss.detach())}) at step {step + 1} (if a lower learning rate does not help, check "
+                    f"the teacher); {advice(step + 1)}")
             if step < cfg.train.depth_warmup:
                 for p in frozen_depth:  # no gradient -> Adam neither steps nor decays them
                     p.grad = None
@@ -375,9 +435,17 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 dist.barrier()
     student_path = out / "student.pt"
     if main and step >= total_steps:
-        save_torch(student_path, checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors))
+        final = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+        _refuse_nonfinite({"state": final["state"]}, step)
+        save_torch(student_path, final)
     dist.barrier()
     return TrainResult(out, step, start, time.time() - t0, last, student_path)
+
+
+def _mentions_nonfinite(e: BaseException) -> bool:
+    """Whether an error says it met NaN/Inf (e.g. ``linalg.svd ... non-finite values``)."""
+    text = str(e).lower()
+    return "non-finite" in text or "nan" in text.split() or " inf" in text or "infinity" in text
 
 
 class _NullProgress:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import os
 import random
 import time
 import warnings
@@ -57,7 +58,7 @@ from digan.teacher.data import ImageFolderData
 from digan.teacher.checkpoint import load_state_strict, make_checkpoint, save_checkpoint
 from digan.teacher.model import Discriminator, Generator, StyleGAN2Config
 from digan.utils import dist
-from digan.utils.io import load_torch, state_dict_hash, write_text
+from digan.utils.io import load_torch, nonfinite_tensors, state_dict_hash, write_text
 
 __all__ = [
     "TeacherTrainConfig",
@@ -104,7 +105,9 @@ class TeacherTrainConfig:
 
 
 # settings that may differ between a run and its resumption
-_RESUME_FREE = {"steps", "device", "sample_every", "ckpt_every", "log_every", "grid_n", "cache_gb"}
+# ("lr" too: the non-finite-loss message tells the user to lower it and resume; the optimiser
+# then continues with the new rate)
+_RESUME_FREE = {"steps", "device", "sample_every", "ckpt_every", "log_every", "grid_n", "cache_gb", "lr"}
 
 
 def _tiny() -> TeacherTrainConfig:
@@ -353,8 +356,12 @@ class TeacherTrainer:
         load_state_strict(self.g, ck["g"], f"{label} (g)", cfg)
         load_state_strict(self.d, ck["d"], f"{label} (d)", cfg)
         load_state_strict(self.g_ema, ck["g_ema"], f"{label} (g_ema)", cfg)
+        lrs = [[g["lr"] for g in o.param_groups] for o in (self.g_optim, self.d_optim)]
         self.g_optim.load_state_dict(ck["g_optim"])
         self.d_optim.load_state_dict(ck["d_optim"])
+        for o, lr in zip((self.g_optim, self.d_optim), lrs):  # this run's lr (it may be lowered on resume)
+            for g, v in zip(o.param_groups, lr):
+                g["lr"] = v
         self.step = int(ck["step"])
         self.augment.load_state_dict(ck.get("aug", {}))
         self.pl_mean = torch.tensor(float(ck.get("pl_mean", 0.0)), device=self.device)
@@ -414,9 +421,31 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
     """Train (or resume) a teacher on the images in ``data_dir``; outputs in ``out_dir``.
 
     Resumes from ``out_dir/checkpoint.pt`` when present (the saved config must match except for
-    ``steps`` and logging settings); ``force`` starts over instead. Under ``torchrun`` this runs
-    data-parallel. Raises :class:`NonFiniteLossError` on a NaN/Inf loss.
+    ``steps``, ``lr`` and logging settings); ``force`` starts over instead, in a hidden sibling
+    folder that replaces ``out_dir`` only when the new run is complete (a killed ``--force`` run
+    leaves the old one intact). One process at a time may write ``out_dir``
+    (:func:`digan.utils.io.claim_output`). Under ``torchrun`` this runs data-parallel. Raises
+    :class:`NonFiniteLossError` on a NaN/Inf loss or weights; no non-finite checkpoint is written.
     """
+    from digan.utils.io import claim_output, staging_dir, swap_in_dir
+
+    if int(cfg.steps) < 1:
+        raise DiganError(f"--steps must be at least 1 (got {cfg.steps}); a teacher run needs training steps")
+    out = Path(out_dir)
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return _train_teacher(cfg, data_dir, out, force=force, on_step=on_step)
+    with claim_output(out):
+        staged = force and out.is_dir() and any(out.iterdir())
+        work = staging_dir(out) if staged else out
+        res = _train_teacher(cfg, data_dir, work, force=force, on_step=on_step)
+        if staged and res.steps >= cfg.steps and (work / "teacher.pt").is_file():
+            swap_in_dir(work, out)
+            res.out_dir, res.teacher_path, res.checkpoint_path = out, out / "teacher.pt", out / "checkpoint.pt"
+        return res
+
+
+def _train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | Path, *, force: bool = False,
+                   on_step: Optional[Callable[[int, dict], None]] = None) -> TrainResult:
     out = Path(out_dir)
     distributed = dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
@@ -440,6 +469,8 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
                 "another --out, or --force to start over"
             )
         if int(resume["step"]) >= cfg.steps:
+            if rank == 0:
+                _ensure_teacher_file(resume, teacher_path, cfg_dict)
             dist.barrier()
             if distributed:
                 dist.cleanup()
@@ -471,6 +502,17 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
     grid_z = latents(cfg.grid_n, cfg.model.style_dim, GRID_SEED).to(device)
     last_good = start if ckpt_path.is_file() and not force and start > 0 else None
 
+    def advice(diverged_at: int) -> str:
+        """What was kept and the fix, for a loss that first went wrong at step ``diverged_at``."""
+        lr = f"{min(cfg.lr / 2, TeacherTrainConfig().lr):g}"
+        if last_good is None:
+            return f"no checkpoint had been written yet; rerun with a lower learning rate (--set lr={lr}) or a larger r1"
+        if last_good >= diverged_at - 1:  # the saved weights are the ones that gave the bad loss
+            return (f"the last good checkpoint {ckpt_path} (step {last_good}) was kept (finite), but its weights are the ones "
+                    f"that diverged, so resuming cannot help: start over with a lower learning rate (--force --set lr={lr})")
+        return (f"the last good checkpoint {ckpt_path} (step {last_good}) was kept (finite); lower the learning rate "
+                f"(--set lr={lr}) or raise r1, then rerun the same command to resume")
+
     def save(step: int) -> None:
         nonlocal last_good
         st = trainer.state()
@@ -478,6 +520,12 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
             hashes = dist.all_gather_objects(state_dict_hash(trainer.g))
             if len(set(hashes)) != 1:
                 raise DiganError("data-parallel replicas diverged (different generator weights across processes); report this bug")
+        bad = nonfinite_tensors({"g": trainer.g.state_dict(), "d": trainer.d.state_dict(), "g_ema": trainer.g_ema.state_dict(),
+                                 "g_optim": st["g_optim"], "d_optim": st["d_optim"]})
+        if bad:
+            raise NonFiniteLossError(
+                f"teacher training diverged: {len(bad)} weight or optimiser tensors are non-finite at step {step} (first: {bad[0]}); "
+                f"nothing was saved; {advice(step + 1)}")
         if main:
             w_mean = trainer.g_ema.mean_latent(cfg.w_mean_samples, seed=GRID_SEED + 1)
             extra = {**st, "format": CKPT_FORMAT, "config": cfg_dict}
@@ -509,16 +557,20 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
             t_prev = time.time()
             while step < cfg.steps:
                 real = data.batch(step, cfg.batch, rank, world)
-                stats = trainer.train_step(real)
+                try:
+                    stats = trainer.train_step(real)
+                except RuntimeError as e:  # e.g. a linear-algebra error on NaN weights
+                    if not nonfinite_tensors({"g": trainer.g.state_dict(), "d": trainer.d.state_dict()}):
+                        raise
+                    raise NonFiniteLossError(
+                        f"teacher training diverged (non-finite weights, then {type(e).__name__}) at step {step + 1}; "
+                        f"{advice(step + 1)}") from None
                 step = trainer.step
                 bad = [k for k, v in stats.items() if not math.isfinite(v)]
                 if bad:
-                    where = (f"the last good checkpoint {ckpt_path} (step {last_good}) was kept"
-                             if last_good is not None else "no checkpoint had been written yet")
                     raise NonFiniteLossError(
-                        f"teacher training produced a non-finite {bad[0]} loss ({stats[bad[0]]}) at step {step}; {where}; "
-                        f"lower the learning rate (--set lr={cfg.lr / 2:g}) or raise r1, and check the data for corrupt or "
-                        "constant images, then rerun to resume"
+                        f"teacher training produced a non-finite {bad[0]} loss ({stats[bad[0]]}) at step {step} (if a lower "
+                        f"learning rate does not help, check the data for corrupt or constant images); {advice(step)}"
                     )
                 now = time.time()
                 stats["sec_per_step"] = now - t_prev
@@ -544,12 +596,29 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
         if main:
             _append_csv(out / "losses.csv", rows)
         if not distributed and step > (last_good or 0):
-            save(step)  # state between iterations is consistent: resume continues exactly here
+            try:
+                save(step)  # state between iterations is consistent: resume continues exactly here
+            except NonFiniteLossError:
+                pass  # never save non-finite weights; the last finite checkpoint stays
         raise
     finally:
         if distributed:
             dist.cleanup()
     return TrainResult(out, step, start, time.time() - t0, teacher_path, ckpt_path, last, trainer.augment.p, is_main=main)
+
+
+def _ensure_teacher_file(resume: dict[str, Any], teacher_path: Path, cfg_dict: dict) -> None:
+    """A complete run has its model: write ``teacher.pt`` from the final training checkpoint when a
+    kill between the two writes left it missing or older."""
+    step = int(resume["step"])
+    if teacher_path.is_file():
+        try:
+            if int(load_torch(teacher_path, what="teacher").get("step", -1)) == step:
+                return
+        except DiganError:
+            pass  # unreadable: rewrite it
+    keep = {k: resume[k] for k in ("g_ema", "d", "latent_avg", "args") if k in resume}
+    save_checkpoint(teacher_path, {**keep, "config": cfg_dict, "step": step, "format": "digan-teacher/1"})
 
 
 def _prepare_csv(path: Path, start: int) -> None:

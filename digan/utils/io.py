@@ -40,6 +40,9 @@ __all__ = [
     "claim_output",
     "output_lock",
     "clean_stale_tmp",
+    "staging_dir",
+    "swap_in_dir",
+    "nonfinite_tensors",
 ]
 
 
@@ -59,15 +62,25 @@ def _tmp_sibling(path: Path, suffix: str = ".tmp") -> Path:
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename).
+
+    A path that cannot be written (under a file, read-only folder, a folder in the way) is a
+    one-line :class:`DiganError`, not a traceback.
+    """
     p = Path(path)
-    tmp = _tmp_sibling(p)
+    try:
+        tmp = _tmp_sibling(p)
+    except OSError as e:
+        raise DiganError(f"cannot write {p} ({e.strerror or e}); choose a writable output path") from None
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DiganError(f"cannot write {p} ({e.strerror or e}); choose a writable output path") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -237,24 +250,23 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     An existing ``path`` raises unless ``force``; with ``force`` the old directory is replaced
     only after the new one is complete, so a failure keeps the old results.
     """
-    p = Path(path)
+    p = check_out_path(path)
     if p.exists() and not force:
         raise DiganError(f"output {p} already exists; pass --force to replace it or choose another --out")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if p.exists():
-        old = p.with_name(f".{p.name}.old-{os.getpid()}")
-        os.replace(p, old)
-    os.replace(tmp, p)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with output_lock(p):
+        clean_stale_tmp(p)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+        except OSError as e:
+            raise DiganError(f"cannot create output {p} ({e.strerror or e}); choose another --out") from None
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        swap_in_dir(tmp, p)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -318,6 +330,10 @@ def check_out_path(path: str | Path, flag: str = "--out", kind: str = "dir") -> 
     return p
 
 
+#: lock files this process holds (a nested claim of the same folder does not lock twice)
+_HELD: set[str] = set()
+
+
 def _lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
 
@@ -343,12 +359,13 @@ def output_lock(out: str | Path, flag: str = "--out") -> Iterator[Path]:
     killed process does not block. Only rank 0 of a torchrun job locks (the others write nothing).
     """
     out = Path(out)
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    lp = _lock_path(out)
+    key = str(lp.resolve())
+    if int(os.environ.get("RANK", "0") or 0) != 0 or key in _HELD:  # other ranks; re-entry in this process
         yield out
         return
     import fcntl
 
-    lp = _lock_path(out)
     lp.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -368,12 +385,14 @@ def output_lock(out: str | Path, flag: str = "--out") -> Iterator[Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+    _HELD.add(key)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield out
         finally:
+            _HELD.discard(key)
             try:
                 os.ftruncate(fd, 0)
                 lp.unlink(missing_ok=True)
@@ -436,3 +455,44 @@ def claim_output(out: str | Path, flag: str = "--out") -> Iterator[Path]:
     with output_lock(p, flag):
         clean_stale_tmp(p)
         yield p
+
+
+def staging_dir(out: str | Path) -> Path:
+    """An empty hidden sibling of ``out`` to build a replacement run in (``--force``); it matches
+    the stale-temporary pattern, so :func:`clean_stale_tmp` removes it when the run was killed."""
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def swap_in_dir(tmp: str | Path, out: str | Path) -> Path:
+    """Move the complete folder ``tmp`` to ``out``, replacing an old ``out`` only now."""
+    tmp, p = Path(tmp), Path(out)
+    old = None
+    if p.exists():
+        old = p.with_name(f".{p.name}.old-{os.getpid()}")
+        os.replace(p, old)
+    os.replace(tmp, p)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return p
+
+
+def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state dict / optimiser state that hold
+    NaN or Inf (``[]`` when all are finite)."""
+    import torch
+
+    bad: list[str] = []
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and obj.numel() and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "tensor")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad += nonfinite_tensors(v, f"{prefix}.{i}" if prefix else str(i))
+    return bad
