@@ -125,10 +125,13 @@ def metric_vs_yaw_figure(records: Sequence[Record], metric: str = "identity", va
             and (method is None or base_method(r.method) == method)]
     series: dict[tuple[str, str], list[tuple[float, float, float | None]]] = {}
     na: dict[tuple[str, str], str] = {}
+    warned: dict[tuple[str, str], str] = {}
     for r in recs:
         key = (r.method, r.variant)
         y = _yaw_of(r.setting)
-        if r.status != "ok":
+        if r.status == "warn" and r.setting == "overall":
+            warned.setdefault(key, r.reason)
+        if r.status not in ("ok", "warn"):
             na.setdefault(key, f"{r.status}: {r.reason}")
             continue
         if y is None or r.value is None or not math.isfinite(r.value):
@@ -146,8 +149,10 @@ def metric_vs_yaw_figure(records: Sequence[Record], metric: str = "identity", va
         y = np.array([p[1] for p in pts]) * spec.scale
         err = np.array([p[2] if p[2] is not None else 0.0 for p in pts]) * spec.scale
         label = variant_label(key[1]) if method is not None and len({k[0] for k in keys}) == 1 else row_label(*key)
+        warn = key in warned
         ax.errorbar(x, y, yerr=err if np.any(err > 0) else None, marker="o", ms=4, capsize=3, lw=1.5,
-                    color=_PALETTE(i % 10), label=label)
+                    ls="--" if warn else "-", mfc="white" if warn else None,
+                    color=_PALETTE(i % 10), label=label + (" † (too few detections)" if warn else ""))
     unit = next((r.unit for r in recs if r.unit), "")
     ax.set_xlabel("yaw (degrees)")
     ax.set_ylabel(f"{spec.label}{spec.scale_label}" + (f" [{unit}]" if unit else ""))
@@ -157,9 +162,10 @@ def metric_vs_yaw_figure(records: Sequence[Record], metric: str = "identity", va
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     missing = [k for k in na if k not in series]
-    if missing:
-        text = "; ".join(f"{row_label(*k)}: {na[k]}" for k in sorted(missing, key=lambda k: (method_order(k[0]), k[1])))
-        fig.text(0.01, -0.02, _wrap(text, 110), fontsize=7, va="top", color="0.35")
+    notes = [f"{row_label(*k)}: {na[k]}" for k in sorted(missing, key=lambda k: (method_order(k[0]), k[1]))]
+    notes += [f"† {row_label(*k)}: {warned[k]}" for k in sorted(warned, key=lambda k: (method_order(k[0]), k[1])) if k in series]
+    if notes:
+        fig.text(0.01, -0.02, _wrap("; ".join(notes), 110), fontsize=7, va="top", color="0.35")
     fig.tight_layout()
     return fig
 
@@ -172,9 +178,9 @@ def _wrap(text: str, width: int) -> str:
 
 def metric_bars_figure(records: Sequence[Record], metrics: Sequence[str] | None = None) -> "plt.Figure | None":
     """One bar chart per summary metric (overall records), rows = method/variant, best highlighted."""
-    from reports.tables import SUMMARY_METRICS
+    from reports.tables import SUMMARY_METRICS, unify_datasets
 
-    overall = [r for r in records if r.setting == "overall"]
+    overall = [r for r in unify_datasets(records) if r.setting == "overall"]
     present = [m for m in (metrics or SUMMARY_METRICS) if any(r.metric == m for r in overall)]
     if not present:
         return None
@@ -189,39 +195,55 @@ def metric_bars_figure(records: Sequence[Record], metrics: Sequence[str] | None 
         ax = axes[k // ncol][k % ncol]
         spec = metric_spec(m)
         datasets = sorted({r.dataset for r in overall if r.metric == m})
-        d = datasets[0]  # first data set; the tables list all of them
+        # the data set with the most numbers (the tables list all of them)
+        d = max(datasets, key=lambda x: (sum(r.metric == m and r.dataset == x and r.status in ("ok", "warn") for r in overall),
+                                         -datasets.index(x)))
         by_row = {(r.method, r.variant): r for r in overall if r.metric == m and r.dataset == d}
-        vals, errs, labels, texts = [], [], [], []
+        vals, errs, labels, texts, warns = [], [], [], [], []
         for key in rows:
             r = by_row.get(key)
             labels.append(row_label(*key))
-            if r is not None and r.status == "ok" and r.value is not None and math.isfinite(r.value):
+            if r is not None and r.status in ("ok", "warn") and r.value is not None and math.isfinite(r.value):
                 vals.append(r.value * spec.scale)
                 s = r.stats.get("std") if isinstance(r.stats, dict) else None
                 errs.append(float(s) * spec.scale if s is not None else 0.0)
                 texts.append(None)
+                warns.append(r.status == "warn")
             else:
                 vals.append(0.0)
                 errs.append(0.0)
+                warns.append(False)
                 texts.append("n/a" if r is None or r.status == "n/a" else r.status if r.status != "ok" else "not finite")
         hib = next((r.higher_is_better for r in by_row.values() if r.higher_is_better is not None), spec.higher_is_better)
-        ok = [v for v, t in zip(vals, texts) if t is None]
+        ok = [v for v, t, w in zip(vals, texts, warns) if t is None and not w]  # a warned bar is never best
         best = (max(ok) if hib else min(ok)) if (ok and hib is not None and len(ok) > 1) else None
-        colors = ["tab:orange" if (t is None and best is not None and round(v, spec.decimals) == round(best, spec.decimals)) else "tab:blue"
-                  for v, t in zip(vals, texts)]
+        colors = ["tab:orange" if (t is None and not w and best is not None and round(v, spec.decimals) == round(best, spec.decimals))
+                  else "tab:blue" for v, t, w in zip(vals, texts, warns)]
         y = np.arange(len(rows))
-        ax.barh(y, vals, xerr=[e if e > 0 else 0 for e in errs], color=colors, capsize=2)
-        for yi, t in zip(y, texts):
+        bars = ax.barh(y, vals, xerr=[e if e > 0 else 0 for e in errs], color=colors, capsize=2)
+        for b, w in zip(bars, warns):
+            if w:  # too few detections: hatched, pale, marked with a dagger
+                b.set_hatch("///")
+                b.set_alpha(0.45)
+        for yi, t, w in zip(y, texts, warns):
             if t is not None:
                 ax.text(0, yi, f" {t}", va="center", fontsize=7, color="0.4")
+            elif w:
+                ax.text(0, yi, " † few detections", va="center", fontsize=7, color="0.2")
         ax.set_yticks(y, labels, fontsize=7)
         if k == 0:
             ax.invert_yaxis()  # shared y axis: invert once
         arrow = "" if hib is None else (" ↑" if hib else " ↓")
-        ax.set_title(f"{spec.label}{spec.scale_label}{arrow}" + (f" ({d})" if d else ""), fontsize=9)
+        # a long data set name ("synth [randproj features, not Inception]") must not run into the
+        # neighbouring panel's title: shorten the bracket to "*" and wrap to the panel width
+        dname = d.split(" [")[0] + (" *" if " [" in d else "") if d else ""
+        ax.set_title(_wrap(f"{spec.label}{spec.scale_label}{arrow}" + (f" ({dname})" if dname else ""), 30), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     for k in range(len(present), nrow * ncol):
         axes[k // ncol][k % ncol].axis("off")
+    starred = sorted({r.dataset for r in overall if r.metric in present and " [" in r.dataset})
+    if starred:
+        fig.text(0.01, -0.01, _wrap("; ".join(f"* {x}" for x in starred), 110), fontsize=7, va="top", color="0.35")
     fig.tight_layout()
     return fig
 
@@ -271,7 +293,8 @@ def loss_curves_figure(run_dirs: Sequence[str | Path], smooth: float = 0.04, lab
         for i, (label, df) in enumerate(runs):
             if name not in df.columns:
                 continue
-            d = df[["step", name]].dropna().sort_values("step")
+            d = df[["step", name]].apply(pd.to_numeric, errors="coerce")
+            d = d[np.isfinite(d["step"]) & np.isfinite(d[name])].sort_values("step")
             x, y = d["step"].to_numpy(float), d[name].to_numpy(float)
             if len(x) == 0:
                 continue
@@ -282,17 +305,20 @@ def loss_curves_figure(run_dirs: Sequence[str | Path], smooth: float = 0.04, lab
                 ax.plot(x, y, color=color, alpha=0.25, lw=0.8)
                 ys = pd.Series(y).ewm(span=span).mean().to_numpy()
                 ax.plot(x, ys, color=color, lw=1.5, label=label)
-            else:
-                ax.plot(x, y, color=color, lw=1.5, label=label)
+            else:  # few points: markers, so that a single logged value is visible
+                ax.plot(x, y, color=color, lw=1.5, marker="o", ms=4, label=label)
         if allv:
             v = np.concatenate(allv)
             v = v[np.isfinite(v)]
             if len(v) and v.min() > 0 and v.max() / v.min() > 20:
                 ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no finite values logged", ha="center", va="center", fontsize=8, color="0.4",
+                    transform=ax.transAxes)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-        if len(runs) > 1:
+        if len(allv) > 1:  # only the runs drawn in this panel
             ax.legend(fontsize=7)
     for k in range(len(names), nrow * ncol):
         axes[k // ncol][k % ncol].axis("off")
@@ -460,6 +486,12 @@ def _grid_figure(cells: list[list[np.ndarray | str]], col_titles: list[str], row
     return fig
 
 
+def method_row_label(m) -> str:
+    """A model figure's row label: ``m.display_label`` when the report set one (two checkpoints of
+    one method are told apart by the spec the user gave), else the method's paper label."""
+    return getattr(m, "display_label", None) or row_label(m.name, m.variant)
+
+
 def _render(method, z: torch.Tensor, yaw: float, light: Light | None = None):
     with torch.no_grad():
         return method.render(z, yaw=yaw, pitch=0.0, light=light)
@@ -506,7 +538,7 @@ def sample_grid_figure(methods: Sequence, n_faces: int = 4, seed: int = 0,
     """Paper Figure 2: rotated renders of ``n_faces`` faces per method and the shape's side views."""
     if not methods:
         return None
-    cells, cols, rows = _sample_rows(methods, n_faces, seed, yaws, shape_yaws, lambda m: row_label(m.name, m.variant))
+    cells, cols, rows = _sample_rows(methods, n_faces, seed, yaws, shape_yaws, method_row_label)
     return _grid_figure(cells, cols, rows, f"Samples at rotated views and shape side views (seed {seed})", cell_px)
 
 
@@ -557,7 +589,7 @@ def _relight_rows(methods: Sequence, n_faces: int, seed: int,
             normal_cells = [_to_np(x) for x in normal_map(n, mask)]
         for i in range(n_faces):
             cells.append([c[i] for c in imgs] + [c[i] for c in shades] + [normal_cells[i]])
-            rows.append(row_label(m.name, m.variant) if i == 0 else "")
+            rows.append(method_row_label(m) if i == 0 else "")
     return cells, cols, rows
 
 

@@ -34,6 +34,12 @@ div.table{overflow-x:auto}
 table.results{border-top:2px solid #222;border-bottom:2px solid #222}
 table.results thead th{border-bottom:1px solid #222}
 th,td{padding:.25rem .6rem;text-align:right;white-space:nowrap}
+table.results{font-size:.82rem}
+table.results th,table.results td{padding:.2rem .45rem}
+table.results thead th{white-space:normal;vertical-align:bottom;min-width:3.5rem}
+table.results th[scope=row]{white-space:normal;min-width:9rem}
+table.results .sd{display:block;font-size:.8em;color:#555}
+.warn{cursor:help}
 th[scope=row],thead th:first-child,table.kv td:first-child,table.kv th{text-align:left}
 td.best{background:#e8f5e9}
 .na,.err{color:#8a6d3b;cursor:help}.err{color:#b00020}

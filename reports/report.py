@@ -98,7 +98,39 @@ def load_methods(cfg: ReportConfig) -> list:
     """Build the :class:`evaluate.methods.Method` objects of :func:`method_specs` on ``cfg.device``."""
     from evaluate.methods import create_method
 
-    return [create_method(s).to(cfg.device) for s in method_specs(cfg)]
+    specs = method_specs(cfg)
+    methods = []
+    for s in specs:
+        m = create_method(s)
+        methods.append(m.to(cfg.device) or m)
+    labels = figure_labels(specs, [(m.name, m.variant) for m in methods])
+    for m, label in zip(methods, labels):
+        try:
+            m.display_label = label
+        except AttributeError:  # a method class with __slots__: figures fall back to its name
+            pass
+    return methods
+
+
+def figure_labels(specs: Sequence[str], keys: Sequence[tuple[str, str]]) -> list[str]:
+    """Row labels of the model figures: the paper label (``DIGAN (ours)``) when it names one
+    method only; methods that would share it (two DIGAN checkpoints) are labelled by the spec
+    the user gave, shortened like result records (``digan:run_a``), or in full when that is
+    still ambiguous."""
+    from evaluate.engine import method_label
+    from reports.labels import row_label
+
+    paper = [row_label(n, v) for n, v in keys]
+    short = [method_label(s) + ("" if v in ("", "full") else f"@{v}") for s, (_, v) in zip(specs, keys)]
+    out = []
+    for i, spec in enumerate(specs):
+        if paper.count(paper[i]) == 1:
+            out.append(paper[i])
+        elif short.count(short[i]) == 1:
+            out.append(short[i])
+        else:
+            out.append(spec)
+    return out
 
 
 _FIG_TEXT = {
@@ -146,8 +178,13 @@ def build_report(
             raise DiganError(f"unknown figure format '{fmt}'; choose from png, pdf, svg")
     if "png" not in cfg.formats:
         cfg.formats = ("png",) + tuple(cfg.formats)  # the HTML page needs the PNGs
-    recs = list(records) if records is not None else load_records(results)
-    if not recs:
+    if records is not None:
+        recs = list(records)
+    elif cfg.runs and not results.exists():  # training runs only: loss and shape curves
+        recs = []
+    else:
+        recs = load_records(results)
+    if not recs and not cfg.runs:
         raise DiganError(f"{results} holds no result records; run 'digan-bench run --out {results}' first")
     if methods is None:
         methods = load_methods(cfg) if (cfg.methods or cfg.checkpoints) else []

@@ -62,6 +62,7 @@ __all__ = [
     "build_tables",
     "latex_escape",
     "format_number",
+    "unify_datasets",
 ]
 
 DASH_MD = "–"
@@ -84,6 +85,7 @@ class Cell:
     reason: str = ""
     best: bool = False
     record: Record | None = None
+    warn: str = ""  # a number that is not a reliable result (record status "warn"): why
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Table:
         for i in range(len(self.rows)):
             for j in range(len(self.columns)):
                 cell = self.cells.iloc[i, j]
-                if cell.status in ("n/a", "error"):
+                if cell.status in ("n/a", "error") or cell.warn:
                     text = _note_text(cell)
                     if text not in seen:
                         seen[text] = _FOOT_LETTERS[len(seen) % len(_FOOT_LETTERS)] * (1 + len(seen) // len(_FOOT_LETTERS))
@@ -228,13 +230,20 @@ class Table:
             return f"{cell.status}<sup>{m}</sup>"
         v = format_number(cell.value * col.scale, col.decimals)
         s = None if cell.std is None else format_number(cell.std * col.scale, col.decimals)
+        m = self._marker(cell) if cell.warn else ""
         if fmt == "tex":
             body = v if s is None else f"{v} $\\pm$ {s}"
-            return f"\\textbf{{{body}}}" if cell.best else body
+            body = f"\\textbf{{{body}}}" if cell.best else body
+            return f"{body}$^{{\\dagger {m}}}$" if m else body
         body = v if s is None else f"{v} ± {s}"
-        if fmt == "html":
-            return f"<strong>{body}</strong>" if cell.best else body
-        return f"**{body}**" if cell.best else body
+        if fmt == "html":  # the spread on its own line: narrow columns, no number ever split
+            body = v if s is None else f'{v}<span class="sd"> ± {s}</span>'
+
+            body = f"<strong>{body}</strong>" if cell.best else body
+            return (f'<span class="warn" title="{_html.escape(cell.warn, quote=True)}">{body}<sup>†{m}</sup></span>'
+                    if m else body)
+        body = f"**{body}**" if cell.best else body
+        return f"{body}<sup>†{m}</sup>" if m else body
 
     # -- renderers ----------------------------------------------------------------------------
     def to_markdown(self) -> str:
@@ -328,6 +337,8 @@ class Table:
 
 
 def _note_text(cell: Cell) -> str:
+    if cell.warn:
+        return f"† not a reliable result: {cell.warn}"
     return cell.reason if cell.status == "n/a" else f"error: {cell.reason}"
 
 
@@ -415,9 +426,9 @@ def _make_table(
             r = by_key.get((method, variant, c.metric, c.setting, c.dataset))
             if r is None:
                 row.append(Cell())
-            elif r.status == "ok" and r.value is not None and math.isfinite(r.value):
-                row.append(Cell(r.value, _std(r), "ok", record=r))
-            elif r.status == "ok":
+            elif r.status in ("ok", "warn") and r.value is not None and math.isfinite(r.value):
+                row.append(Cell(r.value, _std(r), "ok", record=r, warn=r.reason if r.status == "warn" else ""))
+            elif r.status in ("ok", "warn"):
                 row.append(Cell(None, None, "error", reason="value is not finite", record=r))
             else:
                 row.append(Cell(None, None, r.status, reason=r.reason, record=r))
@@ -426,7 +437,9 @@ def _make_table(
     for j, c in enumerate(columns):
         if c.higher_is_better is None:
             continue
-        shown = [(i, round(grid[i][j].value * c.scale, c.decimals)) for i in range(len(grid)) if grid[i][j].status == "ok"]
+        # a warned number (too few detections) is never "best"
+        shown = [(i, round(grid[i][j].value * c.scale, c.decimals)) for i in range(len(grid))
+                 if grid[i][j].status == "ok" and not grid[i][j].warn]
         if len(shown) < 2:
             continue
         target = max(v for _, v in shown) if c.higher_is_better else min(v for _, v in shown)
@@ -532,6 +545,25 @@ def _fid_protocol(records: Sequence[Record]) -> str:
     return " ".join(out)
 
 
+def unify_datasets(records: Sequence[Record]) -> list[Record]:
+    """Records of a metric that carry no data set (an n/a or error record is made before the
+    metric knows it) join the metric's data set when the measured records name exactly one, so
+    a table has one SIDE column, not ``SIDE`` beside ``SIDE (synth)``."""
+    import dataclasses
+
+    named: dict[str, set[str]] = {}
+    for r in records:
+        if r.status in ("ok", "warn") and r.dataset:
+            named.setdefault(r.metric, set()).add(r.dataset)
+    out = []
+    for r in records:
+        ds = named.get(r.metric, set())
+        if not r.dataset and r.status not in ("ok", "warn") and len(ds) == 1:
+            r = dataclasses.replace(r, dataset=next(iter(ds)))
+        out.append(r)
+    return out
+
+
 def _rows(records: Iterable[Record], variants: str | None = "full") -> list[tuple[str, str]]:
     keys = {(r.method, r.variant) for r in records if variants is None or r.variant == variants}
     return sorted(keys, key=lambda k: (method_order(k[0]), variant_order(k[1])))
@@ -544,6 +576,7 @@ def _used(records: Sequence[Record], row_keys, col_keys) -> list[Record]:
 
 def fid_table(records: Sequence[Record], title: str = "Table 1", name: str = "table1_fid") -> Table | None:
     """Table 1: FID and KID (overall) per full method and reference data set; None without FID/KID."""
+    records = unify_datasets(records)
     recs = [r for r in records if r.metric in ("fid", "kid") and r.setting == "overall" and r.variant == "full"]
     if not recs:
         return None
@@ -564,6 +597,7 @@ def _angle_settings(recs: Iterable[Record]) -> list[str]:
 
 def identity_table(records: Sequence[Record], title: str = "Table 2", name: str = "table2_identity") -> Table | None:
     """Table 2: identity similarity per yaw (and pitch) and mean, with FID; None without identity."""
+    records = unify_datasets(records)
     ids = [r for r in records if r.metric == "identity" and r.variant == "full"]
     if not ids:
         return None
@@ -613,6 +647,7 @@ def ablation_table(records: Sequence[Record], method: str = "digan", title: str 
     Rows follow :data:`reports.labels.ABLATION_VARIANTS` (full, no_flip, no_identity, no_albedo,
     mlp, plain_conv), then any other variant found. Speed and memory are left to Table 4.
     """
+    records = unify_datasets(records)
     recs = [r for r in records if base_method(r.method) == method and r.metric in SUMMARY_METRICS]
     if len({r.variant for r in recs}) < 2:
         return None
@@ -633,6 +668,7 @@ def ablation_table(records: Sequence[Record], method: str = "digan", title: str 
 
 def summary_table(records: Sequence[Record], title: str = "Table 4", name: str = "table4_summary") -> Table | None:
     """Table 4: every method and variant on every metric (overall values; per setting otherwise)."""
+    records = unify_datasets(records)
     if not records:
         return None
     row_keys = _rows(records, variants=None)
@@ -646,6 +682,7 @@ def summary_table(records: Sequence[Record], title: str = "Table 4", name: str =
 
 def build_tables(records: Sequence[Record], ablation_method: str = "digan") -> list[Table]:
     """All tables the records allow, numbered in order (a missing table does not leave a gap)."""
+    records = unify_datasets(records)
     builders = [
         ("fid", lambda t, n: fid_table(records, title=t, name=n)),
         ("identity", lambda t, n: identity_table(records, title=t, name=n)),

@@ -226,3 +226,67 @@ def test_page_renders_in_headless_chromium(results, tmp_path):
     assert arr.shape[:2] == (1600, 1200) and arr.std() > 20
     header = np.median(arr[2:60, 2:1190].reshape(-1, 3), axis=0)  # the dark header bar (text is a minority)
     np.testing.assert_allclose(header, [0x22, 0x30, 0x3C], atol=12)
+
+
+def _wide_records() -> list[Record]:
+    """A full demo-style run: DIGAN with every ablation, LiftGAN and the teacher on every metric,
+    with the long data set names the demo writes (Table 3 used to need horizontal scrolling)."""
+    prov = dict(versions={"torch": "2.14.1"}, seeds={"latents": 0}, n_faces=64)
+    rp = "synth [randproj features, not Inception]"
+    out = []
+    rows = [("digan", v) for v in ("full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv")]
+    rows += [("liftgan", "full"), ("teacher", "full")]
+    for k, (m, v) in enumerate(rows):
+        out.append(Record(m, "fid", variant=v, value=0.2808 + k, higher_is_better=False, dataset=rp, **prov))
+        out.append(Record(m, "kid", variant=v, value=0.002761 * (k + 1), higher_is_better=False, dataset=rp, **prov))
+        if m == "teacher":
+            for metric in ("identity", "pose", "side", "mad"):
+                out.append(Record(m, metric, status="n/a", reason="2D GAN: no pose control"))
+        else:
+            for y in (-30, -15, 15, 30):
+                out.append(Record(m, "identity", variant=v, setting=f"yaw={y}", value=0.6 + k / 100, unit="cos",
+                                  higher_is_better=True, stats={"std": 0.123456}, **prov))
+                out.append(Record(m, "pose", variant=v, setting=f"yaw={y}", value=5.5 + k, unit="deg",
+                                  higher_is_better=False, stats={"std": 3.21}, **prov))
+            out.append(Record(m, "identity", variant=v, value=0.6 + k / 100, unit="cos", higher_is_better=True,
+                              stats={"std": 0.123456}, **prov))
+            out.append(Record(m, "pose", variant=v, value=5.5 + k, unit="deg", higher_is_better=False, stats={"std": 3.21},
+                              **prov))
+            out.append(Record(m, "side", variant=v, value=0.01379, dataset="synth", higher_is_better=False,
+                              stats={"std": 0.004567, "flat_side": 0.0131}, **prov))
+            out.append(Record(m, "mad", variant=v, value=40.11, unit="deg", dataset="synth", higher_is_better=False,
+                              stats={"std": 4.567, "flat_mad": 41.9}, **prov))
+        out.append(Record(m, "speed", variant=v, value=46.89, unit="faces/s", higher_is_better=True, **prov))
+        out.append(Record(m, "memory", variant=v, value=147.1, unit="MiB", higher_is_better=False, **prov))
+    return out
+
+
+_WIDTH_PROBE = ("<script>window.addEventListener('load',()=>{const r={page:document.documentElement.scrollWidth,"
+                "view:window.innerWidth,tables:[...document.querySelectorAll('div.table')].map(d=>[d.id,d.scrollWidth,"
+                "d.clientWidth])};document.body.setAttribute('data-widths',JSON.stringify(r));});</script>")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed (Debian: apt-get install chromium)")
+def test_page_needs_no_horizontal_scrolling_at_1280px(tmp_path):
+    """Issue 13: at a 1280 px wide window neither the page nor any table scrolls sideways."""
+    from evaluate.records import rebuild_flat_views
+
+    res = tmp_path / "results"
+    groups: dict = {}
+    for r in _wide_records():
+        groups.setdefault((r.method, r.variant, r.metric), []).append(r)
+    for (m, v, metric), rs in groups.items():
+        write_records(record_path(res, m, metric, v), rs)
+    rebuild_flat_views(res)
+    rep = build_report(res, tmp_path / "report", ReportConfig())
+    probe = tmp_path / "probe.html"
+    probe.write_text(rep.html.read_text().replace("</body>", _WIDTH_PROBE + "</body>"))
+    p = _chromium(["--window-size=1280,900", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile")
+    assert p.returncode == 0, p.stderr[-1000:]
+    dom = _PageParser()
+    dom.feed(p.stdout)
+    body = next(a for t, a in dom.tags if t == "body")
+    w = json.loads(body["data-widths"])
+    assert w["view"] == 1280, w
+    assert w["page"] <= w["view"], w
+    assert len(w["tables"]) >= 4 and all(sw <= cw for _, sw, cw in w["tables"]), w["tables"]
