@@ -158,3 +158,8 @@ def test_report_runs_draws_the_shape_plot_of_a_trained_run(teacher, synth, tmp_p
                        records=[Record("digan", "side", value=0.013, higher_is_better=False)])
     assert "figures/shape_eval.png" in res.figures and (tmp_path / "report" / "figures" / "shape_eval.png").stat().st_size > 5000
     assert "3D accuracy during training" in res.html.read_text()
+    # training runs alone (no benchmark results yet): `digan-bench report --runs RUN` draws them
+    from digan.cli import main
+
+    rc = main(["report", "--runs", str(run), "--results", str(tmp_path / "no_results"), "--out", str(tmp_path / "r2")])
+    assert rc in (0, None) and (tmp_path / "r2" / "figures" / "shape_eval.png").is_file()
