@@ -231,7 +231,14 @@ def open_session(
         raise DiganError(
             f"model {p} is not a valid ONNX file ({type(e).__name__}); re-download it or pass another file"
         ) from e
-    return sess, SessionInfo(providers=list(sess.get_providers()), dynamic_batch=dynamic)
+    used = list(sess.get_providers())
+    OPENED_SESSIONS[p.name] = used
+    return sess, SessionInfo(providers=used, dynamic_batch=dynamic)
+
+
+# model file name -> execution providers of its session, for run.json
+# (digan.utils.provenance records it in every run that opened a face model)
+OPENED_SESSIONS: dict[str, list[str]] = {}
 
 
 def _input_shape(data: bytes) -> list:

@@ -26,6 +26,7 @@ _PACKAGES = (
     "scipy",
     "clean-fid",
     "onnxruntime",
+    "onnxruntime-gpu",
     "insightface",
     "trimesh",
     "pytorch3d",
@@ -108,9 +109,24 @@ def run_info(
         "config": cfg,
         "weights": weights_hashes(weights),
     }
+    onnx = _onnx_sessions()
+    if onnx:
+        rec["onnx_sessions"] = onnx
     if extra:
         rec.update(extra)
     return rec
+
+
+def _onnx_sessions() -> dict[str, Any]:
+    """The onnxruntime execution providers of the face models this process opened (identity,
+    pose, detection), e.g. ``{"w600k_r50.onnx": ["CUDAExecutionProvider", ...]}``; empty when none
+    was opened (onnxruntime is not imported just to say so)."""
+    import sys
+
+    mod = sys.modules.get("digan.faces.onnx_models")
+    if mod is None or not getattr(mod, "OPENED_SESSIONS", None):
+        return {}
+    return {"providers": dict(mod.OPENED_SESSIONS), "available": mod.available_providers()}
 
 
 def write_run_info(path: str | Path, kind: str, **kwargs: Any) -> dict[str, Any]:
