@@ -55,16 +55,19 @@ def is_main() -> bool:
 def init_distributed(backend: str | None = None) -> bool:
     """Initialise the process group when launched by torchrun (``WORLD_SIZE`` > 1).
 
-    Uses NCCL with CUDA and gloo otherwise. Returns True when running distributed.
+    Uses NCCL with CUDA and gloo otherwise; ``DIGAN_BENCH_DIST_BACKEND=gloo`` overrides that, so
+    that several processes can share one GPU (NCCL refuses two ranks on one device), e.g.
+    ``scripts/gpu_check.sh``'s 2-process step on a 1-GPU machine with ``--device cuda:0``.
+    Returns True when running distributed.
     """
     if is_distributed():
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = os.environ.get("DIGAN_BENCH_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
     dist.init_process_group(backend=backend)
     return True
 
