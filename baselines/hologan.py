@@ -480,7 +480,7 @@ def load_hologan(path: str | Path, device: torch.device | str = "cpu") -> tuple[
         raise DiganError(f"{p} is not a digan-bench checkpoint; train HoloGAN with 'digan-bench train --model hologan'")
     if ck.get("model") != "hologan":
         raise DiganError(f"{p} holds a '{ck.get('model')}' model, not hologan; use the method '{ck.get('model')}:{p}'")
-    cfg = load_config_from_checkpoint(ck)
+    cfg = load_config_from_checkpoint(ck, p)
     model = HoloGAN(hologan_options(cfg))
     model.load_state_dict(ck["state"])
     model.to(device).eval()

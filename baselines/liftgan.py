@@ -99,7 +99,7 @@ def load_liftgan(path: str | Path, teacher_path: str | Path | None = None, devic
     ``--model liftgan``) or an official LiftedGAN file (then ``teacher_path`` is required)."""
     from digan.student.build import build_g3d
     from digan.student.inference import Student, resolve_teacher_path
-    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_teacher, teacher_matches
+    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_state_checked, load_teacher, teacher_matches
     from digan.utils.io import load_torch
 
     from baselines.liftgan_checkpoint import is_liftedgan_checkpoint, load_liftedgan_checkpoint
@@ -123,13 +123,13 @@ def load_liftgan(path: str | Path, teacher_path: str | Path | None = None, devic
                          "train one with 'digan-bench train --model liftgan'")
     if ck.get("model") != "liftgan":
         raise DiganError(f"{p} holds a '{ck.get('model')}' model, not liftgan; use the method '{ck.get('model')}:{p}'")
-    cfg = load_config_from_checkpoint(ck)
+    cfg = load_config_from_checkpoint(ck, p)
     tpath = resolve_teacher_path(ck, p, teacher_path)
     teacher = load_teacher(tpath, dev)
     if not teacher_matches(ck["teacher"], teacher, tpath):
         raise DiganError(f"teacher {tpath} is not the one {p} was trained with; pass the matching teacher option")
     g3d = build_g3d(cfg, teacher, dev, w_stats=False)
-    g3d.load_state_dict(ck["state"])
+    load_state_checked(g3d, ck["state"], p, what="LiftGAN checkpoint")
     return Student(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck["teacher"],
                                                  "meta": ck.get("meta", {}), "source": "digan-bench liftgan checkpoint"})
 

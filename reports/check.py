@@ -21,6 +21,9 @@ is better), a result **regressed** when ``bad > allowed`` and **improved** when
 ``-bad > allowed`` (not a failure; update the baseline to lock it in). A metric without a
 known direction fails on a move beyond tolerance either way ("changed").
 
+A baseline without entries, or ``metrics`` the baseline does not hold, is an error: comparing
+nothing is not a pass.
+
 Other outcomes: a baseline entry missing from the results -> **missing** (failure); a result
 that is ``error`` or not finite -> **error** (failure); a measured baseline that became n/a ->
 **lost** (failure); n/a in both -> ok; a new key, or n/a that became a number -> **new** (noted);
@@ -334,9 +337,18 @@ def compare(
     """
     defaults = baseline.get("default_tolerances") or {}
     base = {_key(e): e for e in baseline.get("entries", [])}
+    if not base:
+        raise DiganError("the baseline has no entries, so there is nothing to check against (comparing nothing is not a "
+                         "pass); write it from a results folder with 'digan-bench check --results DIR --baseline FILE --write-baseline'")
     cur: dict[Key, Record] = {}
     for r in records:
         cur[r.key] = r
+    if metrics:
+        known = sorted({k[2] for k in base})
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise DiganError(f"--metric {unknown[0]}: the baseline has no such metric (it has {', '.join(known)}); "
+                             "comparing nothing is not a pass")
     keep = (lambda m: m in metrics) if metrics else (lambda m: True)
     out: list[Comparison] = []
     for k, e in base.items():

@@ -62,14 +62,14 @@ class Student:
              device: torch.device | str | None = None, check_teacher: bool = True) -> "Student":
         """Load a ``student.pt``/``checkpoint.pt``; the teacher must be the one it was trained with."""
         from digan.student.build import build_g3d
-        from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_teacher, teacher_matches
+        from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_state_checked, load_teacher, teacher_matches
 
         p = Path(path)
         ck = load_torch(p, what="student checkpoint")
         if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
             raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
         dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
-        cfg = load_config_from_checkpoint(ck)
+        cfg = load_config_from_checkpoint(ck, p)
         tpath = None
         if teacher is None:
             tpath = resolve_teacher_path(ck, p, teacher_path)
@@ -77,13 +77,13 @@ class Student:
         elif hasattr(teacher, "to"):
             teacher = teacher.to(dev) or teacher
         if check_teacher:
-            if not teacher_matches(ck["teacher"], teacher, tpath):
+            if not teacher_matches(ck.get("teacher") or {}, teacher, tpath):
                 raise DiganError(f"teacher {tpath or '(object)'} is not the one {p} was trained with; pass the matching --teacher")
         if ck.get("model", "digan") != "digan":
             raise DiganError(f"{p} holds a '{ck.get('model')}' model; load it through its own method")
         g3d = build_g3d(cfg, teacher, dev, w_stats=False)
-        g3d.load_state_dict(ck["state"])
-        s = cls(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck["teacher"], "meta": ck.get("meta", {})})
+        load_state_checked(g3d, ck["state"], p)
+        s = cls(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck.get("teacher"), "meta": ck.get("meta", {})})
         return s
 
     # ------------------------------------------------------------------ sampling

@@ -56,7 +56,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
 #: ``train.lr`` may also change on resume: the non-finite-loss message tells users to lower it
@@ -462,12 +462,37 @@ class _NullProgress:
         pass
 
 
-def load_config_from_checkpoint(state: dict[str, Any]) -> StudentConfig:
+def load_state_checked(module: torch.nn.Module, state: dict[str, Any], path: str | Path, what: str = "student checkpoint") -> None:
+    """``module.load_state_dict(state)`` with one-line errors naming the first bad key as it is
+    written in the file (``state.<key>``): missing, misshapen or unexpected."""
+    own = module.state_dict()
+    for k, v in own.items():
+        if k not in state:
+            raise DiganError(f"{what} {path} lacks 'state.{k}' (shape {tuple(v.shape)}); the file is incomplete or of "
+                             "another model or preset")
+        got = tuple(state[k].shape) if hasattr(state[k], "shape") else None
+        if got != tuple(v.shape):
+            raise DiganError(f"{what} {path}: 'state.{k}' has shape {got} but its config builds {tuple(v.shape)}; the file "
+                             "is damaged or was edited")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise DiganError(f"{what} {path} has 'state.{extra[0]}', which its config does not build; the file is of another "
+                         "model or preset")
+    module.load_state_dict(state)
+
+
+def load_config_from_checkpoint(state: dict[str, Any], path: str | Path | None = None) -> StudentConfig:
     """The :class:`StudentConfig` stored in a checkpoint dict.
 
     Checkpoints written before ``model.depth_prior`` existed were trained without a prior; they
     load with ``depth_prior="none"`` (not today's default), so their depth is what they learnt.
+    A checkpoint without ``config`` or ``state`` (``path`` names it) is a one-line error.
     """
+    where = f"student checkpoint {path}" if path is not None else "the student checkpoint"
+    for key, what in (("config", "the settings it was trained with"), ("state", "its weights")):
+        if not isinstance(state.get(key), dict):
+            raise DiganError(f"{where} has no '{key}' ({what}), so the model cannot be rebuilt; pass the student.pt or "
+                             "checkpoint.pt that 'digan-bench train' wrote")
     raw = dict(state["config"])
     model = dict(raw.get("model") or {})
     model.setdefault("depth_prior", "none")

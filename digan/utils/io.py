@@ -71,6 +71,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         tmp = _tmp_sibling(p)
     except OSError as e:
+        check_out_path(p, "output", kind="file")  # names a file in the way or a read-only folder
         raise DiganError(f"cannot write {p} ({e.strerror or e}); choose a writable output path") from None
     try:
         with open(tmp, "wb") as f:
