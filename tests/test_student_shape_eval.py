@@ -163,3 +163,19 @@ def test_report_runs_draws_the_shape_plot_of_a_trained_run(teacher, synth, tmp_p
 
     rc = main(["report", "--runs", str(run), "--results", str(tmp_path / "no_results"), "--out", str(tmp_path / "r2")])
     assert rc in (0, None) and (tmp_path / "r2" / "figures" / "shape_eval.png").is_file()
+
+
+def test_train_cli_eval_data_option(synth, tmp_path, capsys):
+    from digan.cli import main
+    from digan.student.testing import save_random_teacher
+
+    save_random_teacher(tmp_path / "t.pt", size=S, style_dim=32, width=8)
+    out = tmp_path / "run"
+    rc = main(["train", "--teacher", str(tmp_path / "t.pt"), "--preset", "tiny", "--steps", "1", "--out", str(out), "--eval-data", str(synth),
+               "-s", "train.w_stats_samples=256", "-s", "train.batch=2", "-s", "loss.identity=0", "-s", "train.eval_faces=3",
+               "-s", "train.eval_inversion_steps=1"])
+    assert rc in (0, None)
+    assert json.loads((out / "config.json").read_text())["train"]["eval_data"] == str(synth)
+    assert _steps(out) == [0, 1]  # fresh run, then the last step (eval_every defaults to ckpt_every = 250)
+    text = capsys.readouterr().out
+    assert "3D at step 1" in text and "shape_eval.csv" in text

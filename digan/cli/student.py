@@ -62,9 +62,27 @@ def train_cmd(
         echo_kv("training", {
             "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, "steps": f"{res.steps} (resumed from {res.resumed_from})",
             "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
+            **_last_shape_eval(res.out_dir),
             "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
         })
     dist.cleanup()
+
+
+def _last_shape_eval(run_dir: Path) -> dict[str, str]:
+    """The training summary's lines for the latest row of ``shape_eval.jsonl`` (none without it)."""
+    from digan.student.diagnostics import read_shape_eval
+
+    rows = read_shape_eval(run_dir)
+    if not rows:
+        return {}
+    r = rows[-1]
+
+    def f(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    return {f"3D at step {r['step']}": f"SIDE/MAD {f(r['side'], '.2e')}/{f(r['mad'], '.1f')} deg, roughness {f(r['roughness_ratio'], '.2f')}x GT",
+            "3D references": f"prior {f(r['prior_side'], '.2e')}/{f(r['prior_mad'], '.1f')} deg, plane {f(r['flat_side'], '.2e')}/{f(r['flat_mad'], '.1f')} deg",
+            "3D log": str(Path(run_dir) / "shape_eval.csv")}
 
 
 @app.command("export")
