@@ -35,8 +35,12 @@ input); :func:`load_liftedgan_checkpoint` computes them when ``w_stats_samples >
 The architecture (style dimension, hidden widths, number of layers, image size, channel widths,
 inject dimension) is read from the tensor shapes, so any LiftedGAN-layout file loads, not only
 the 256 px FFHQ one; it must agree with the teacher (size, style dimension, feature channels).
-A key the table cannot place, a native parameter the file lacks, or a shape that disagrees is a
-one-line :class:`~digan.errors.DiganError` naming the key.
+A key the table cannot place, a parameter the file lacks (``netD.inject.weight`` included: LiftedGAN's
+depth net always has it and its strict load rejects a file without it), or a shape that disagrees is
+a one-line :class:`~digan.errors.DiganError` naming the key as the file writes it (e.g.
+``netSD.model_view.mlp.0.weight``), never the native name. The style dimension is read from every
+layer that takes the style code, so one misshapen key is reported as a damaged file, not as a
+teacher of another size.
 """
 
 from __future__ import annotations
@@ -77,6 +81,28 @@ _RULES: list[tuple[re.Pattern[str], str | None]] = [
     (re.compile(r"^netT\.network\.(\d+)\.(weight|bias)$"), r"trans_net.network.\1.\2"),
 ]
 
+#: native key -> the LiftedGAN key it is read from (for messages in the user's terms)
+_INVERSE: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^view_net\.net\.(\d+)\.(weight|bias)$"), r"netSD.model_view.mlp.\1.\2"),
+    (re.compile(r"^light_net\.net\.(\d+)\.(weight|bias)$"), r"netSD.model_light.mlp.\1.\2"),
+    (re.compile(r"^compose\.(embed_style|embed_light|embed_view|model)\.(\d+)\.(weight|bias)$"), r"netSC.\1.mlp.\2.\3"),
+    (re.compile(r"^depth_net\.mlp\.(\d+)\.(weight|bias)$"), r"netD.mlp.\1.\2"),
+    (re.compile(r"^depth_net\.network\.(\d+)\.(weight|bias)$"), r"netD.network.\1.\2"),
+    (re.compile(r"^depth_net\.inject\.weight$"), "netD.inject.weight"),
+    (re.compile(r"^depth_net\.head\.(\d+)\.(weight|bias)$"), r"netD.head.\1.\2"),
+    (re.compile(r"^trans_net\.mlp\.(\d+)\.(weight|bias)$"), r"netT.mlp.\1.\2"),
+    (re.compile(r"^trans_net\.network\.(\d+)\.(weight|bias)$"), r"netT.network.\1.\2"),
+]
+
+
+def liftedgan_key_of(native: str) -> str:
+    """The LiftedGAN file key a native G3D key is read from (the native key if none)."""
+    for pat, rep in _INVERSE:
+        if pat.match(native):
+            return pat.sub(rep, native)
+    return native
+
+
 #: native buffers that an official file does not hold (teacher statistics)
 _COMPUTED = {"w_mean", "w_std", "w_sigma_inv", "view_net.w_mean", "view_net.w_std", "light_net.w_mean", "light_net.w_std"}
 
@@ -100,6 +126,12 @@ def map_liftedgan_key(key: str) -> str | None:
 
 def _flat(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """``{"net.param": tensor}`` over the network sub-dicts; unknown top-level keys are errors."""
+    return _flat_named(ckpt)[0]
+
+
+def _flat_named(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """:func:`_flat` and, for each of its keys, the key as written in the file (with a
+    DataParallel ``module.`` prefix where the file has one)."""
     for k in ckpt:
         if k not in LIFTEDGAN_TOP_KEYS:
             raise DiganError(f"LiftedGAN checkpoint key '{k}' cannot be placed (expected only {', '.join(LIFTEDGAN_TOP_KEYS)}); "
@@ -108,6 +140,7 @@ def _flat(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     if missing:
         raise DiganError(f"LiftedGAN checkpoint lacks '{missing[0]}' (it needs {', '.join(LIFTEDGAN_NETS)}); pass a full checkpoint_XXX.pth")
     out: dict[str, torch.Tensor] = {}
+    names: dict[str, str] = {}
     for net in LIFTEDGAN_NETS:
         sd = ckpt[net]
         if not isinstance(sd, dict):
@@ -117,7 +150,8 @@ def _flat(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
             if not isinstance(v, torch.Tensor):
                 raise DiganError(f"LiftedGAN checkpoint key '{net}.{k}' is not a tensor; the file is damaged or of another layout")
             out[f"{net}.{kk}"] = v
-    return out
+            names[f"{net}.{kk}"] = f"{net}.{k}"
+    return out, names
 
 
 def convert_liftedgan_state(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -125,10 +159,12 @@ def convert_liftedgan_state(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tenso
 
     ``info``: ``global_step``, ``epoch``, ``ignored`` (LiftedGAN keys known but not loaded).
     """
-    flat = _flat(ckpt)
+    flat, names = _flat_named(ckpt)
     state: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
     for k, v in flat.items():
+        if _unplaceable(k):
+            map_liftedgan_key(names[k])  # raises, naming the key as the file writes it
         nk = map_liftedgan_key(k)
         if nk is None:
             ignored.append(k)
@@ -136,6 +172,10 @@ def convert_liftedgan_state(ckpt: dict[str, Any]) -> tuple[dict[str, torch.Tenso
         state[nk] = v.detach().float().cpu()
     info = {"global_step": ckpt.get("global_step"), "epoch": ckpt.get("epoch"), "ignored": ignored}
     return state, info
+
+
+def _unplaceable(key: str) -> bool:
+    return not any(pat.match(key) for pat, _ in _RULES)
 
 
 def _linear_count(flat: dict[str, torch.Tensor], prefix: str) -> int:
@@ -154,15 +194,30 @@ def _upconv_count(flat: dict[str, torch.Tensor], prefix: str) -> int:
 def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
     """Config overrides (``model.*``) that rebuild the file's architecture, and the facts read
     (``size``, ``style_dim``, ``inject_dim``) to check against the teacher."""
-    flat = _flat(ckpt)
+    flat, names = _flat_named(ckpt)
 
     def need(key: str) -> torch.Tensor:
         if key not in flat:
-            raise DiganError(f"LiftedGAN checkpoint lacks '{key}'; the file is damaged or of another layout")
+            raise DiganError(f"LiftedGAN checkpoint lacks '{key}'; the file is damaged or of another layout "
+                             "(LiftedGAN's own strict load_state_dict rejects it too)")
         return flat[key]
 
     view0 = need("netSD.model_view.mlp.0.weight")
-    style_dim, pose_hidden = int(view0.shape[1]), int(view0.shape[0])
+    if view0.dim() != 2:
+        raise DiganError(f"LiftedGAN checkpoint key '{names['netSD.model_view.mlp.0.weight']}' has shape {tuple(view0.shape)}; "
+                         "a Linear weight is 2-D: the file is damaged")
+    # the style dimension is read from every layer that takes w: one misshapen key is named as a
+    # damaged file, not mistaken for a teacher of another size
+    takes_w = [k for k in ("netSD.model_view.mlp.0.weight", "netSD.model_light.mlp.0.weight", "netSD.model_style.mlp.0.weight",
+                           "netSC.embed_style.mlp.0.weight", "netD.mlp.0.weight", "netT.mlp.0.weight")
+               if k in flat and flat[k].dim() == 2]
+    dims = [int(flat[k].shape[1]) for k in takes_w]
+    style_dim = max(set(dims), key=dims.count)
+    odd = [k for k, d in zip(takes_w, dims) if d != style_dim]
+    if odd and dims.count(style_dim) > 1:
+        raise DiganError(f"LiftedGAN checkpoint key '{names[odd[0]]}' has shape {tuple(flat[odd[0]].shape)}, but the file's other "
+                         f"layers that take the style code say style dimension {style_dim}; the file is damaged or was edited")
+    pose_hidden = int(view0.shape[0])
     pose_layers = _linear_count(flat, "netSD.model_view.mlp.")
     if _linear_count(flat, "netSD.model_light.mlp.") != pose_layers:
         raise DiganError("LiftedGAN checkpoint: netSD.model_light and netSD.model_view have different depths; unsupported layout")
@@ -173,8 +228,11 @@ def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str
         raise DiganError("LiftedGAN checkpoint: netD.network has no upsampling blocks (no 4x4 transposed convolutions); unsupported layout")
     nd0 = int(need("netD.network.0.weight").shape[1])
     depth_z = int(need("netD.mlp.0.weight").shape[0]) if depth_mlp else style_dim
-    inject = flat.get("netD.inject.weight")
-    inject_dim = int(inject.shape[1]) if inject is not None else 0
+    inject = need("netD.inject.weight")  # LiftedGAN's depth net always has it (no silent inject-free net)
+    if inject.dim() != 4:
+        raise DiganError(f"LiftedGAN checkpoint key '{names['netD.inject.weight']}' has shape {tuple(inject.shape)}; a 1x1 "
+                         "convolution weight is 4-D: the file is damaged")
+    inject_dim = int(inject.shape[1])
     # transformation net
     trans_mlp = _linear_count(flat, "netT.mlp.")
     t_up = _upconv_count(flat, "netT.network.") - 1
@@ -188,11 +246,11 @@ def infer_liftedgan_overrides(ckpt: dict[str, Any]) -> tuple[list[str], dict[str
     overrides = [
         f"model.pose_hidden={pose_hidden}", f"model.pose_layers={pose_layers}",
         f"model.depth_nf={nd0 // 2 ** n_up}", f"model.depth_z={depth_z}", f"model.depth_mlp={depth_mlp}",
-        f"model.use_inject={'true' if inject_dim else 'false'}",
+        "model.use_inject=true",
         f"model.trans_nf={tn0 // 2 ** n_up}", f"model.trans_z={trans_z}", f"model.trans_mlp={trans_mlp}",
         f"model.compose_hidden={compose_hidden}", f"model.compose_layers={compose_layers}", "model.compose_residual=false",
     ]
-    return overrides, {"size": size, "style_dim": style_dim, "inject_dim": inject_dim}
+    return overrides, {"size": size, "style_dim": style_dim, "inject_dim": inject_dim, "names": names}
 
 
 def load_liftedgan_checkpoint(path: str | Path, teacher: Any, device: torch.device | str = "cpu", w_stats_samples: int = 0,
@@ -227,18 +285,30 @@ def load_liftedgan_checkpoint(path: str | Path, teacher: Any, device: torch.devi
     cfg = make_config("paper", "full", overrides + [f"train.w_stats_samples={max(1, int(w_stats_samples))}", f"train.seed={seed}"],
                       model="liftgan")
     g3d = build_g3d(cfg, teacher, device, w_stats=w_stats_samples > 0)  # probes the teacher's feature channels
-    if facts["inject_dim"] and facts["inject_dim"] != g3d.inject_dim:
-        raise mismatch(g3d.inject_dim)
+    names = facts["names"]
+    if facts["inject_dim"] != g3d.inject_dim:
+        raise DiganError(
+            f"{p}: '{names['netD.inject.weight']}' takes {facts['inject_dim']} feature channels but the teacher's last features "
+            f"have {g3d.inject_dim}; pass LiftedGAN's StyleGAN2 (stylegan2-ffhq-cropped-300000.pt, reduced channel table) with "
+            "the 'teacher' option")
     state, info = convert_liftedgan_state(ck)
     native = g3d.state_dict()
+
+    def shown(native_key: str) -> str:
+        fk = liftedgan_key_of(native_key)
+        return names.get(fk, fk)
+
     for k, v in state.items():
         if k not in native:
-            raise DiganError(f"LiftedGAN checkpoint tensor for '{k}' has no place in the native LiftGAN built from its shapes; unsupported layout")
+            raise DiganError(f"LiftedGAN checkpoint key '{shown(k)}' has no place in the LiftedGAN network built from the file's "
+                             "shapes; the file is damaged or of an unsupported layout")
         if tuple(native[k].shape) != tuple(v.shape):
-            raise DiganError(f"LiftedGAN checkpoint: '{k}' has shape {tuple(v.shape)}, the native LiftGAN expects {tuple(native[k].shape)}")
+            raise DiganError(f"LiftedGAN checkpoint key '{shown(k)}' has shape {tuple(v.shape)}, but the rest of the file "
+                             f"builds {tuple(native[k].shape)} there; the file is damaged or was edited")
     missing = [k for k in native if k not in state and k not in _COMPUTED]
     if missing:
-        raise DiganError(f"LiftedGAN checkpoint lacks the weights of native '{missing[0]}'; the file is incomplete or of another layout")
+        raise DiganError(f"LiftedGAN checkpoint lacks '{shown(missing[0])}'; the file is incomplete or of another layout "
+                         "(LiftedGAN's own strict load_state_dict rejects it too)")
     g3d.load_state_dict({**native, **state})
     info.update({"path": str(p), "source": "official LiftedGAN checkpoint", "step": info.get("global_step"),
                  "teacher": {"path": str(getattr(teacher, "source", "") or "")}, "meta": {}})

@@ -313,7 +313,7 @@ def test_official_checkpoint_errors(tmp_path):
     ck, _ = _small_ckpt()
     del ck["netT"]["network.12.weight"]
     torch.save(ck, tmp_path / "c.pth")
-    with pytest.raises(DiganError, match=r"trans_net\.network\.12\.weight"):
+    with pytest.raises(DiganError, match=r"lacks .netT\.network\.12\.weight."):
         load_liftedgan_checkpoint(tmp_path / "c.pth", teacher)
     # a teacher of another architecture
     ck, _ = _small_ckpt()

@@ -62,6 +62,8 @@ class RendererConfig:
     backend: Literal["auto", "torch", "pytorch3d"] = "auto"  # auto: the faster one on the device, as measured (resolve_backend)
     perspective_correct: bool = True
     texture: Literal["vertex", "grid"] = "vertex"
+    # normals from depth: "unit" (DIGAN) or "liftedgan" (n / (|n| + 1e-7)); see digan.render.shading
+    normal_norm: Literal["unit", "liftedgan"] = "unit"
     max_candidates: int = 1 << 22  # torch backend: bounding-box pixels per chunk of faces (memory bound)
 
     @property
@@ -220,10 +222,10 @@ class MeshRenderer:
         dev, dt = depth.device, depth.dtype
         light = light.to(dev)
         canon, verts = self.posed_points(depth, view, transform_map)
-        canon_normal = normals_from_points(canon)
+        canon_normal = normals_from_points(canon, cfg.normal_norm)
         shading = lambertian_shading(canon_normal, light)
         canon_im = apply_shading(albedo, shading)
-        view_normal = normals_from_points(verts)  # (B,3,S,S)
+        view_normal = normals_from_points(verts, cfg.normal_norm)  # (B,3,S,S)
 
         frags = self.rasterize(verts, vertex_mask)
         grid_attr = self.canonical_grid(b, dev, dt)

@@ -152,6 +152,10 @@ class StudentRendererConfig:
     fov: float = 10.0
     backend: Literal["auto", "torch", "pytorch3d"] = "auto"
     texture: Literal["vertex", "grid"] = "vertex"
+    # normals from depth (shading, de-lighting): "unit" = exact unit normals (DIGAN's default);
+    # "liftedgan" = LiftedGAN's n / (|n| + 1e-7), 0.3 % short at 64 px, 5 % at 256 px (the liftgan
+    # baseline, so official checkpoints compute what LiftedGAN computes); digan.render.shading
+    normal_norm: Literal["unit", "liftedgan"] = "unit"
 
 
 @dataclass

@@ -117,7 +117,7 @@ def make_renderer(cfg: StudentConfig, size: int) -> MeshRenderer:
     m = cfg.model
     return MeshRenderer(RendererConfig(
         image_size=size, fov=cfg.renderer.fov, min_depth=m.min_depth, max_depth=m.max_depth,
-        backend=cfg.renderer.backend, texture=cfg.renderer.texture,
+        backend=cfg.renderer.backend, texture=cfg.renderer.texture, normal_norm=cfg.renderer.normal_norm,
     ))
 
 
@@ -231,7 +231,7 @@ class G3D(nn.Module):
 
     def delight(self, canonical: torch.Tensor, depth: torch.Tensor, light: Light) -> torch.Tensor:
         """Albedo = canonical image / frontal shading ``a + b max(0, n_z)`` (in [0,1] colour units)."""
-        n = normals_from_depth(depth, self.cfg.renderer.fov)
+        n = normals_from_depth(depth, self.cfg.renderer.fov, normalize=self.cfg.renderer.normal_norm)
         shading = light.ambient.view(-1, 1, 1, 1) + light.diffuse.view(-1, 1, 1, 1) * n[:, 2:3].clamp(min=0)
         return (canonical / 2 + 0.5) / (shading + 1e-8) * 2 - 1
 
