@@ -104,7 +104,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     data = load_synth(p)
     n = min(int(n_faces), len(data))
     if n < 3:
-        raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces or make more with digan-bench data synth")
+        raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
     gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask")}
     if gt["image"].shape[-1] != size:
