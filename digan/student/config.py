@@ -61,6 +61,9 @@ class ModelConfig:
     depth_prior_apex: float = 0.96  # prior depth at the image centre
     depth_prior_rim: float = 1.05  # prior depth on and outside the ellipse (behind the 1.0 pivot)
     depth_prior_extent: tuple[float, float] = (0.5, 0.75)  # semi-axes x, y as fractions of the half image
+    # Gaussian sigma (px at 64 px, scaled with the size) of a low-pass on DS's residual before the
+    # prior is added (see digan.student.model.raw_to_depth); 0 = paper / LiftedGAN
+    depth_smooth: float = 2.0
     min_depth: float = 0.9
     max_depth: float = 1.1
     border_depth: float = 1.05

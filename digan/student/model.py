@@ -27,6 +27,7 @@ checkpoint); it is passed to :meth:`G3D.estimate`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
@@ -43,7 +44,7 @@ from digan.student.gradfilter import edge_gradient_filter
 from digan.student.losses import gaussian_blur
 from digan.student.networks import ComposeNet, DepthNet, LightNet, TransformNet, ViewNet
 
-__all__ = ["Estimate", "G3D", "teacher_synthesis", "teacher_info", "make_renderer"]
+__all__ = ["Estimate", "G3D", "raw_to_depth", "depth_smooth_sigma", "teacher_synthesis", "teacher_info", "make_renderer"]
 
 
 @dataclass
@@ -119,6 +120,43 @@ def make_renderer(cfg: StudentConfig, size: int) -> MeshRenderer:
         image_size=size, fov=cfg.renderer.fov, min_depth=m.min_depth, max_depth=m.max_depth,
         backend=cfg.renderer.backend, texture=cfg.renderer.texture, normal_norm=cfg.renderer.normal_norm,
     ))
+
+
+def depth_smooth_sigma(m: Any, size: int) -> float:
+    """Gaussian sigma (pixels at ``size``) of the residual smoothing: ``model.depth_smooth`` is
+    given in pixels at 64 px and scales with the image size (same physical blur)."""
+    return float(m.depth_smooth) * size / 64.0
+
+
+def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor:
+    """Depth net output (B,1,S,S) -> depth in [min_depth, max_depth] for a :class:`ModelConfig` ``m``.
+
+    ``d = tanh(smooth(raw - mean_xy(raw)) + prior)`` mapped linearly to [min_depth, max_depth];
+    the ``border_width`` leftmost and rightmost columns are set to ``border_depth``.
+
+    ``smooth`` is a Gaussian blur of sigma ``model.depth_smooth`` px (at 64 px, scaled with the
+    size; 0 = none, the paper and LiftedGAN). Why: with the renderer's 10 deg camera one pixel
+    spans ~1/360 of the depth unit at 64 px, so a depth step of 0.001 between neighbours tilts a
+    normal by ~20 deg, and 92-99 % of the depth gradient every photometric loss sends is
+    high-frequency (measured: ../shared/design/DIGAN-NOTES.md). Unfiltered, the depth net turns
+    that gradient into ripple (17 deg between adjacent normals vs 5 for a head). Blurring the
+    residual is a fixed low-pass on the output and on its gradient (the blur is self-adjoint), so
+    the net only learns shape at the scale the losses can actually constrain; blurring the true
+    synthetic heads by 1.5 px costs ~12 deg MAD, far below what the ripple costs.
+    """
+    r = raw - raw.mean(dim=(2, 3), keepdim=True)
+    sigma = depth_smooth_sigma(m, raw.shape[-1]) if getattr(m, "depth_smooth", 0) else 0.0
+    if sigma > 0:
+        r = gaussian_blur(r, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+    d = torch.tanh(r + prior)
+    d = (1 + d) / 2 * m.max_depth + (1 - d) / 2 * m.min_depth
+    bw = m.border_width
+    if bw > 0:
+        border = torch.zeros_like(d[:1])
+        border[..., :bw] = 1
+        border[..., -bw:] = 1
+        d = d * (1 - border) + border * m.border_depth
+    return d
 
 
 class G3D(nn.Module):
@@ -205,18 +243,8 @@ class G3D(nn.Module):
         return self.compose(w.detach(), l0, torch.zeros_like(view_raw))
 
     def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
-        """Depth net output -> depth: ``tanh(raw - mean_xy(raw) + prior)`` in [min_depth, max_depth],
-        border columns set to ``border_depth``."""
-        m = self.cfg.model
-        d = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True) + self.prior)
-        d = (1 + d) / 2 * m.max_depth + (1 - d) / 2 * m.min_depth
-        bw = m.border_width
-        if bw > 0:
-            border = torch.zeros_like(d[:1])
-            border[..., :bw] = 1
-            border[..., -bw:] = 1
-            d = d * (1 - border) + border * m.border_depth
-        return d
+        """Depth net output -> depth (:func:`raw_to_depth` with this model's prior and config)."""
+        return raw_to_depth(raw, self.prior, self.cfg.model)
 
     def foreground(self, depth: torch.Tensor) -> torch.Tensor:
         """(B,1,S,S) 1 where the depth is nearer than the background plane."""

@@ -484,8 +484,9 @@ def load_state_checked(module: torch.nn.Module, state: dict[str, Any], path: str
 def load_config_from_checkpoint(state: dict[str, Any], path: str | Path | None = None) -> StudentConfig:
     """The :class:`StudentConfig` stored in a checkpoint dict.
 
-    Checkpoints written before ``model.depth_prior`` existed were trained without a prior; they
-    load with ``depth_prior="none"`` (not today's default), so their depth is what they learnt.
+    Checkpoints written before ``model.depth_prior`` (``model.depth_smooth``) existed were trained
+    without a prior (without the depth low-pass); they load with ``depth_prior="none"``
+    (``depth_smooth=0``), not today's defaults, so their depth is what they learnt.
     A checkpoint without ``config`` or ``state`` (``path`` names it) is a one-line error.
     """
     where = f"student checkpoint {path}" if path is not None else "the student checkpoint"
@@ -496,6 +497,7 @@ def load_config_from_checkpoint(state: dict[str, Any], path: str | Path | None =
     raw = dict(state["config"])
     model = dict(raw.get("model") or {})
     model.setdefault("depth_prior", "none")
+    model.setdefault("depth_smooth", 0.0)  # likewise trained without the residual low-pass
     raw["model"] = model
     return from_dict(StudentConfig, raw)
 

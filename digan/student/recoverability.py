@@ -1,0 +1,221 @@
+"""Can DIGAN's depth parameterisation and losses recover a head's shape at all? (no teacher)
+
+``digan-bench bench recover`` and :func:`recover_shape` answer the question behind a student
+whose learnt depth is worse than its own prior: *is the shape lost in the losses, the normals
+or the renderer, or only in the teacher/distillation?* On synthetic heads whose images at any
+view and light are exact (:func:`digan.data.synth.render_views`), a per-identity depth (and,
+optionally, albedo, view and light) is fitted directly by gradient descent through the same
+pieces DIGAN trains with:
+
+* depth = :func:`digan.student.model.raw_to_depth` of a free residual map (the student's depth
+  head output is replaced by a free tensor): same convex prior, same ``model.depth_smooth``
+  low-pass, same [min, max] mapping and border;
+* the same edge-gradient filter (``model.grad_filter``) on the way into the same
+  :class:`~digan.render.MeshRenderer` (normals, Lambertian shading, rasterizer gradients);
+* the same image loss (L1 + ``loss.perc`` x the configured perceptual term) for the
+  reconstruction at every view (DIGAN's rec and, with several views, the role of its perturbed
+  views), plus the flip loss (``loss.flip`` x the image loss of the mirrored depth and albedo).
+
+Settings (:data:`SETTINGS`): ``true`` view/light given or ``predicted`` (free per-view pose and
+light, initialised frontal/uniform); ``true`` albedo given or ``free`` (initialised from the
+frontal image, as DIGAN's texture starts from the teacher's image). The true silhouette is
+given (``vertex_mask``): the question is the relief, not the outline.
+
+Reported against steps: SIDE and MAD of the fitted canonical depth against the true canonical
+depth over the eroded canonical mask (Unsup3d protocol, :mod:`evaluate.metrics.depth3d`), and
+the depth roughness (mean |Laplacian| inside the mask) beside the truth's. If depth does not
+approach the truth in the ``true``/``true`` setting, the renderer, the normals or the loss is at
+fault; if it does there but not with free albedo or predicted pose, the ambiguity is what the
+model's priors must resolve.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from digan.errors import DiganError
+
+__all__ = ["RecoverConfig", "SETTINGS", "recover_shape", "recover_report"]
+
+#: name -> (pose, albedo, use flip)
+SETTINGS: dict[str, tuple[str, str, bool]] = {
+    "true_pose_true_albedo": ("true", "true", False),
+    "true_pose_free_albedo": ("true", "free", False),
+    "true_pose_free_albedo_flip": ("true", "free", True),
+    "pred_pose_free_albedo_flip": ("predicted", "free", True),
+}
+
+
+@dataclass
+class RecoverConfig:
+    n_identities: int = 8
+    first_identity: int = 0
+    yaws: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
+    steps: int = 300
+    lr: float = 0.01  # Adam, on the raw residual (tanh units), albedo and pose/light
+    eval_every: int = 25
+    seed: int = 0
+    settings: tuple[str, ...] = tuple(SETTINGS)
+    supersample: int = 2
+
+
+def _views_lights(cfg: RecoverConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (identity, yaw): views (pitch, yaw, roll, t) and lights (ambient, diffuse, dx, dy)."""
+    rng = np.random.default_rng(cfg.seed)
+    k = len(cfg.yaws)
+    views = np.zeros((n * k, 6), np.float32)
+    views[:, 1] = np.tile(np.asarray(cfg.yaws, np.float32), n)
+    lights = np.stack([rng.uniform(0.35, 0.65, n * k), rng.uniform(0.35, 0.75, n * k),
+                       rng.uniform(-0.8, 0.8, n * k), rng.uniform(-0.8, 0.8, n * k)], 1).astype(np.float32)
+    return views, lights
+
+
+def _laplacian_abs(depth: torch.Tensor, mask: torch.Tensor) -> float:
+    from digan.student.gradfilter import laplacian
+
+    m = mask.float()
+    return float((laplacian(depth).abs() * m).sum() / m.sum().clamp(min=1))
+
+
+def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverConfig | None = None,
+                  log: Optional[Callable[[str, int, dict[str, float]], None]] = None) -> dict[str, Any]:
+    """Fit depth (and per setting albedo/pose/light) to exact renders of ``synth_dir``'s identities.
+
+    ``student_cfg``: a :class:`~digan.student.config.StudentConfig` (default: the ``tiny`` preset)
+    whose model (prior, smoothing, depth range, gradient filter), renderer and loss (perceptual,
+    flip weight) are used. Returns ``{"config", "truth": {...}, "settings": {name: {"curve":
+    [{step, side, mad, roughness}], "final", "seconds"}}}``.
+    """
+    from digan.data.heads import head_maps
+    from digan.data.synth import render_views
+    from digan.data.synthetic import load_synth
+    from digan.render.shading import normals_from_depth
+    from digan.render.types import Light, View
+    from digan.student.config import make_config
+    from digan.student.gradfilter import edge_gradient_filter
+    from digan.student.losses import image_loss
+    from digan.student.model import G3D, make_renderer, raw_to_depth
+    from digan.student.perceptual import build_perceptual
+    from evaluate.metrics.depth3d import erode_mask, mad_per_image, side_per_image
+
+    cfg = cfg or RecoverConfig()
+    scfg = student_cfg or make_config("tiny")
+    unknown = [s for s in cfg.settings if s not in SETTINGS]
+    if unknown:
+        raise DiganError(f"unknown recoverability setting {unknown[0]!r}; choose from: {', '.join(SETTINGS)}")
+    ds = load_synth(synth_dir)
+    n_ids = int(np.asarray(ds.arrays["identity"]).max()) + 1
+    ids = list(range(cfg.first_identity, min(n_ids, cfg.first_identity + cfg.n_identities)))
+    if not ids:
+        raise DiganError(f"{synth_dir} holds {n_ids} identities; lower --first-identity")
+    size = int(ds.arrays["images"].shape[1])
+    params = [ds.identity_params(i) for i in ids]
+    n, k = len(ids), len(cfg.yaws)
+    views_np, lights_np = _views_lights(cfg, n)
+    per_view = [p for p in params for _ in range(k)]
+    gt = render_views(per_view, views_np, lights_np, size, fov=scfg.renderer.fov, supersample=cfg.supersample)
+    maps = [head_maps(p, size) for p in params]
+    c_depth = torch.stack([m.depth for m in maps]).float()
+    c_albedo = torch.stack([m.albedo for m in maps]).float()
+    c_mask = torch.stack([m.mask for m in maps]).float()
+    c_normal = normals_from_depth(c_depth, scfg.renderer.fov)
+    eval_mask = erode_mask(c_mask)
+    m = scfg.model
+    prior = G3D.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent, (m.min_depth, m.max_depth))
+    renderer = make_renderer(scfg, size)
+    perceptual = None
+    if scfg.loss.perc > 0:
+        perceptual, _ = build_perceptual(scfg.loss.perceptual, scfg.loss.perceptual_path, scfg.loss.perceptual_scales)
+    view_true = View(torch.from_numpy(views_np[:, :3]), torch.from_numpy(views_np[:, 3:]))
+    li = torch.from_numpy(lights_np)
+    light_true = Light(li[:, 0], li[:, 1], li[:, 2:4])
+    frontal = int(np.argmin(np.abs(np.asarray(cfg.yaws))))
+    target = gt["image"]
+
+    def score(depth: torch.Tensor) -> dict[str, float]:
+        n_ = normals_from_depth(depth, scfg.renderer.fov)
+        return {"side": float(side_per_image(depth, c_depth, eval_mask).mean()),
+                "mad": float(mad_per_image(n_, c_normal, eval_mask).mean()),
+                "roughness": _laplacian_abs(depth, eval_mask)}
+
+    out: dict[str, Any] = {
+        "config": {**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "synth_dir": str(synth_dir), "identities": ids,
+                   "size": size, "model": {"depth_prior": m.depth_prior, "depth_smooth": m.depth_smooth,
+                                           "grad_filter": m.grad_filter, "perceptual": type(perceptual).__name__ if perceptual is not None else None,
+                                           "flip_weight": scfg.loss.flip}},
+        "truth": {"roughness": _laplacian_abs(c_depth, eval_mask)},
+        "references": {"prior_only": score(raw_to_depth(torch.zeros(n, 1, size, size), prior, m)),
+                       "flat_plane": score(torch.ones_like(c_depth))},
+        "settings": {},
+    }
+    g = torch.Generator().manual_seed(cfg.seed)
+    for name in cfg.settings:
+        pose, alb, use_flip = SETTINGS[name]
+        t0 = time.perf_counter()
+        raw = torch.zeros(n, 1, size, size, requires_grad=True)
+        opt_params = [raw]
+        if alb == "free":
+            albedo = target.view(n, k, 3, size, size)[:, frontal].clone().requires_grad_(True)
+            opt_params.append(albedo)
+        else:
+            albedo = c_albedo
+        if pose == "predicted":
+            rot = torch.zeros(n * k, 3, requires_grad=True)
+            trans = torch.zeros(n * k, 3, requires_grad=True)
+            lraw = torch.zeros(n * k, 4, requires_grad=True)  # ambient, diffuse around 0.5; direction
+            opt_params += [rot, trans, lraw]
+        opt = torch.optim.Adam(opt_params, lr=cfg.lr)
+        curve = []
+        for step in range(cfg.steps + 1):
+            depth = raw_to_depth(raw, prior, m)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                with torch.no_grad():
+                    row = {"step": step, **score(depth)}
+                curve.append(row)
+                if log is not None:
+                    log(name, step, row)
+            if step == cfg.steps:
+                break
+            if pose == "predicted":
+                view = View(rot * 60.0, trans * 0.1)
+                light = Light(0.5 + 0.5 * torch.tanh(lraw[:, 0]), 0.5 + 0.5 * torch.tanh(lraw[:, 1]), torch.tanh(lraw[:, 2:4]))
+            else:
+                view, light = view_true, light_true
+            d = depth.repeat_interleave(k, 0)
+            a = albedo.repeat_interleave(k, 0)
+            vm = c_mask.repeat_interleave(k, 0)
+            if m.grad_filter in ("depth", "both"):
+                d = edge_gradient_filter(d, m.grad_filter_eps)
+            img = renderer.render(d, a, view, light, vertex_mask=vm).image
+            loss = image_loss(img, target, perceptual, scfg.loss.perc)
+            if use_flip and scfg.loss.flip > 0:
+                img_f = renderer.render(d.flip(3), a.flip(3), view, light, vertex_mask=vm.flip(3)).image
+                loss = loss + scfg.loss.flip * image_loss(img_f, target, perceptual, scfg.loss.perc)
+            if not torch.isfinite(loss):
+                raise DiganError(f"recoverability fit '{name}' diverged at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out["settings"][name] = {"curve": curve, "final": curve[-1], "seconds": round(time.perf_counter() - t0, 2)}
+    del g
+    return out
+
+
+def recover_report(result: dict[str, Any]) -> list[list[str]]:
+    """Table rows (setting, SIDE x1e-2 start -> end, MAD start -> end, roughness/truth) for printing."""
+    rows = []
+    truth = result["truth"]["roughness"]
+    for name in ("prior_only", "flat_plane"):
+        r = result["references"][name]
+        rows.append([name, f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}", f"{r['roughness'] / truth:.2f}"])
+    for name, s in result["settings"].items():
+        a, b = s["curve"][0], s["final"]
+        rows.append([name, f"{a['side'] * 100:.3f}->{b['side'] * 100:.3f}", f"{a['mad']:.1f}->{b['mad']:.1f}",
+                     f"{b['roughness'] / truth:.2f}"])
+    return rows
