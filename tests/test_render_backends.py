@@ -263,7 +263,9 @@ def test_render_and_gradients_match_between_backends(view_name, size, masked):
 
 @needs_p3d
 def test_auto_measures_and_picks_torch_on_cpu(monkeypatch, tmp_path):
-    """On the CPU PyTorch3D has only its naive rasterizer: the measurement picks torch."""
+    """With no record, ``auto`` measures both backends once and follows the figures (on a CPU,
+    where PyTorch3D has only its naive rasterizer, that is the torch backend; speed itself is
+    not asserted here, the choice must follow the measurement)."""
     import json
 
     from digan.render import bench
@@ -271,11 +273,12 @@ def test_auto_measures_and_picks_torch_on_cpu(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGAN_BENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(bench, "_MEMO", {})
     monkeypatch.setattr(bench, "_SESSION", {})
-    assert resolve_backend("auto", torch.device("cpu"), 32) == "torch"
+    choice = resolve_backend("auto", torch.device("cpu"), 32)
     (entries,) = json.loads(bench.backend_cache_path().read_text()).values()
     (e,) = entries
-    assert e["size"] == 32 and e["pytorch3d_ms"] > e["torch_ms"] > 0
-    print(f"quick measurement 2x32 px: pytorch3d {e['pytorch3d_ms']:.1f} ms vs torch {e['torch_ms']:.1f} ms")
+    assert e["size"] == 32 and e["pytorch3d_ms"] > 0 and e["torch_ms"] > 0
+    assert choice == ("pytorch3d" if e["pytorch3d_ms"] < e["torch_ms"] else "torch")
+    print(f"quick measurement 2x32 px: pytorch3d {e['pytorch3d_ms']:.1f} ms vs torch {e['torch_ms']:.1f} ms -> {choice}")
 
 
 @needs_p3d
