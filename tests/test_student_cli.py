@@ -45,8 +45,32 @@ def test_train_then_export(teacher_file, tmp_path, capsys):
     assert {"yaw-15_pitch+0.png", "yaw+15_pitch+0.png", "relit_0.png", "depth.png"} <= {p.name for p in (tmp_path / "smp" / "face_0000").iterdir()}
     assert main(["sample", "--student", str(out / "student.pt"), "--light", "1,2", "--out", str(tmp_path / "bad")]) == 2
     names = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert names == ["face_0000.glb", "face_0000.mtl", "face_0000.obj", "face_0000.png",
-                     "face_0001.glb", "face_0001.mtl", "face_0001.obj", "face_0001.png"]
+    assert names == ["config.json", "face_0000.glb", "face_0000.mtl", "face_0000.obj", "face_0000.png",
+                     "face_0001.glb", "face_0001.mtl", "face_0001.obj", "face_0001.png", "run.json"]
+    # sample and export write config.json and run.json as the README promises (issue 13)
+    ecfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert ecfg["n"] == 2 and ecfg["formats"] == ["obj", "glb"] and ecfg["student"] == str(out / "student.pt")
+    erun = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert erun["kind"] == "export" and erun["weights"]["student"].startswith("file:") and erun["seeds"] == {"latents": 0}
+    scfg = json.loads((tmp_path / "smp" / "config.json").read_text())
+    assert scfg["yaws"] == [-15.0, 15.0] and scfg["grid_columns"] == ["teacher", "yaw -15", "yaw 15"]
+    assert json.loads((tmp_path / "smp" / "run.json").read_text())["kind"] == "sample-student"
+    # the grid's columns are labelled: a white strip with dark text above each of the 3 columns
+    import numpy as np
+    from PIL import Image
+
+    from digan.cli.sample import label_grid_columns
+
+    grid = np.asarray(Image.open(tmp_path / "smp" / "grid.png").convert("L")).astype(float)
+    assert (grid[:2] > 250).all()  # the white label strip on top
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.full((40, 120), 90, np.uint8)).save(plain)
+    label_grid_columns(plain, ["teacher", "yaw -15", "yaw 15"])
+    lab = np.asarray(Image.open(plain).convert("L")).astype(float)
+    strip = lab[: lab.shape[0] - 40]
+    assert 8 <= strip.shape[0] <= 24 and (lab[strip.shape[0]:] == 90).all()
+    thirds = np.array_split(strip, 3, axis=1)
+    assert all((t < 128).any() for t in thirds) and all((t > 250).mean() > 0.6 for t in thirds)
 
 
 def test_cli_errors_are_one_line(teacher_file, tmp_path, capsys):

@@ -83,11 +83,17 @@ def test_train_teacher_cli_end_to_end(tmp_path):
 def test_bench_case_figures_are_consistent():
     from digan.teacher.bench import _case, parse_cases
 
-    assert parse_cases("tiny@64x16:cpu, standard@256x8:cuda") == [("tiny", 64, 16, "cpu"), ("standard", 256, 8, "cuda")]
+    # BATCHxSIZE as in bench renderer; the old SIZExBATCH order still reads right where unambiguous
+    assert parse_cases("tiny@16x64:cpu, standard@8x256:cuda") == [("tiny", 64, 16, "cpu"), ("standard", 256, 8, "cuda")]
+    assert parse_cases("tiny@64x16:cpu, standard@256x8:cuda, tiny@32x2") == [
+        ("tiny", 64, 16, "cpu"), ("standard", 256, 8, "cuda"), ("tiny", 32, 2, "cpu")]
+    assert parse_cases("tiny@64x32") == [("tiny", 32, 64, "cpu")]  # both could be sizes: BATCHxSIZE
     from digan.errors import DiganError
 
-    with pytest.raises(DiganError, match="PRESET@SIZExBATCH"):
+    with pytest.raises(DiganError, match="PRESET@BATCHxSIZE"):
         parse_cases("tiny64")
+    with pytest.raises(DiganError, match="power of two"):
+        parse_cases("tiny@16x48")
     r = _case("tiny", 16, 4, "cpu", repeats=1, warmup=0, threads=1, seed=0)
     assert r["step_ms"] > 0 and r["r1_ms"] > 0 and r["pl_ms"] == 0
     assert r["amortized_ms"] == pytest.approx(r["step_ms"] + r["r1_ms"] / 16)

@@ -25,7 +25,7 @@ def _method_options(items: Optional[list[str]]) -> dict:
     out = {}
     for it in items or []:
         if "=" not in it:
-            raise DiganError(f"bad --option {it!r}: write it as key=value, e.g. truncation=0.7")
+            raise DiganError(f"bad --set {it!r}: write it as key=value, e.g. truncation=0.7")
         k, v = it.split("=", 1)
         try:
             out[k.strip()] = yaml.safe_load(v)
@@ -43,8 +43,9 @@ def export_samples_cmd(
     pitches: str = typer.Option("0", "--pitches", help="Comma-separated pitches in degrees."),
     seed: int = typer.Option(0, "--seed", help="Latent seed (face i depends only on seed and i)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Faces per render call."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Method option key=value (repeatable), e.g. truncation=0.7."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
+    option: Optional[list[str]] = typer.Option(None, "--set", "-s", "--option",
+                                               help="Method option key=value (repeatable), e.g. truncation=0.7 (as run's --set method_options.NAME.key=value)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (after the new folder is complete)."),
 ) -> None:
     """Render faces of any method at yaw/pitch views into the rendered-samples format (manifest.json + yaw_* folders)."""
@@ -54,7 +55,10 @@ def export_samples_cmd(
 
     ys = parse_float_list(yaws, "--yaws")
     ps = parse_float_list(pitches, "--pitches") or [0.0]
+    from digan.cli.common import resolve_device_option
+
     m = create_method(method, **_method_options(option))
+    device = resolve_device_option(device)
     m = m.to(device) or m
     total = n * len(ys) * len(ps)
     with progress() as bar:

@@ -34,12 +34,79 @@ def parse_float_list(text: str, what: str) -> list[float]:
         raise DiganError(f"bad {what} list {text!r}: write comma-separated numbers, e.g. -30,0,30") from e
 
 
+def resolve_device_option(device: str | None) -> str | None:
+    """``--device`` means the same in every command: ``auto`` (the default of the commands that
+    run on one device) is CUDA when a GPU is visible, else the CPU; ``cpu``, ``cuda``, ``cuda:N``
+    are used as given. None stays None (the library's own default, which is ``auto`` too)."""
+    if device is None or device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def write_command_info(out: Path, kind: str, config: dict[str, Any], seeds: dict[str, Any] | None = None,
+                       weights: dict[str, Any] | None = None) -> None:
+    """``OUT/config.json`` (the command's settings) and ``OUT/run.json`` (provenance: versions,
+    git, device, seeds, weight hashes) beside a command's outputs, written atomically."""
+    import json
+
+    from digan.utils.io import write_text
+    from digan.utils.provenance import write_run_info
+
+    out = Path(out)
+    write_text(out / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    write_run_info(out / "run.json", kind, config=config, seeds=seeds or {}, weights={k: v for k, v in (weights or {}).items() if v})
+
+
 def echo_kv(title: str, items: dict[str, Any]) -> None:
+    """A key/value summary: a two-column table when it fits the terminal, else ``key: value``
+    lines that the terminal may wrap but that are never broken inside a value (paths stay
+    copy-pasteable)."""
+    print_table(title, ["", ""], [[str(k), str(v)] for k, v in items.items()], show_header=False)
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]], justify: list[str] | None = None,
+                show_header: bool = True, console: Any = None) -> None:
+    """Print a table that never splits a number, unit or name: a rich table when its natural
+    width fits the console (80 columns included), otherwise one block per row, ``first column``
+    then ``header value`` pairs joined by `` · `` and wrapped only between pairs."""
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    from digan.utils.progress import console
+    from digan.utils.progress import console as default_console
 
-    t = Table(title=title, show_header=False)
-    for k, v in items.items():
-        t.add_row(str(k), str(v))
-    console.print(t)
+    from rich.measure import Measurement
+
+    con = console or default_console
+    cells = [[str(c) for c in r] for r in rows]
+    t = Table(title=title and escape(title), show_header=show_header, box=box.SIMPLE_HEAD if show_header else box.SIMPLE,
+              pad_edge=False, show_edge=False, collapse_padding=True)
+    for j, h in enumerate(columns):
+        t.add_column(Text(h), justify=(justify[j] if justify else ("left" if j == 0 else "right")), no_wrap=True)
+    for r in cells:
+        t.add_row(*[Text(c) for c in r])
+    if Measurement.get(con, con.options.update(max_width=100_000), t).maximum <= con.width:
+        con.print(t)
+        return
+    if title:
+        con.print(Text(title, style="bold"), soft_wrap=True)
+    for r in cells:
+        if show_header:
+            pairs = [f"{h} {c}" if h else c for h, c in zip(columns[1:], r[1:]) if c not in ("", "-")]
+        else:
+            pairs = r[1:]
+        joiner = " · " if show_header else ": "
+        lines, cur = [], "  " + r[0]
+        for k, pair in enumerate(pairs):
+            piece = (joiner if k == 0 else " · ") + pair
+            if k > 0 and len(cur) + len(piece) > con.width:
+                lines.append(cur)
+                cur = "    " + pair
+            else:
+                cur += piece
+        lines.append(cur)
+        for line in lines:
+            con.print(Text(line), soft_wrap=True)

@@ -68,8 +68,7 @@ def bench_identity(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
 ) -> None:
     """Wall time of the identity metric (detect, align, embed, cosine) for N faces x 7 poses."""
-    from rich.table import Table
-
+    from digan.cli.common import print_table
     from digan.errors import DiganError
     from digan.faces.bench import IdentityBenchConfig, run_identity_bench
     from digan.utils.io import write_json
@@ -85,15 +84,10 @@ def bench_identity(
     )
     results = run_identity_bench(cfg, on_result=lambda r: console.print(
         f"{r['device']}: {r['n_faces']} faces x {r['views']} views in {r['wall_s']:.1f} s ({r['images_per_s']:.0f} images/s)"))
-    table = Table(title=f"identity metric: {cfg.n_faces} faces x {1 + len(cfg.yaws)} views, {cfg.size} px")
-    for col in ("device", "wall s", "s/1000 faces", "img/s", "det ms", "embed ms"):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            r["device"], f"{r['wall_s']:.1f}", f"{r['wall_s_1000_faces']:.0f}{'*' if r['extrapolated'] else ''}",
-            f"{r['images_per_s']:.0f}", f"{r['detector_ms_per_image']:.1f}", f"{r['recognizer_ms_per_face']:.1f}",
-        )
-    console.print(table)
+    rows = [[r["device"], f"{r['wall_s']:.1f}", f"{r['wall_s_1000_faces']:.0f}{'*' if r['extrapolated'] else ''}",
+             f"{r['images_per_s']:.0f}", f"{r['detector_ms_per_image']:.1f}", f"{r['recognizer_ms_per_face']:.1f}"] for r in results]
+    print_table(f"identity metric: {cfg.n_faces} faces x {1 + len(cfg.yaws)} views, {cfg.size} px",
+                ["device", "wall s", "s/1000 faces", "img/s", "det ms", "embed ms"], rows)
     for r in results:
         console.print(
             f"{r['device']}: {r['detector']} + {r['recognizer']}, {r['threads']} threads, providers {', '.join(r['providers'])}; "

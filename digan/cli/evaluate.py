@@ -173,15 +173,14 @@ from digan.cli.groups import bench_app  # noqa: E402
 def bench_speed_cmd(
     methods: str = typer.Option("teacher", "--methods", "-m", help="Comma-separated method specs."),
     batch_size: int = typer.Option(16, "--batch-size", help="Faces per batch."),
-    batches: int = typer.Option(8, "--batches", help="Timed batches."),
+    batches: int = typer.Option(8, "--batches", help="Timed batches (all of them: no time limit here)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up batches."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
     yaws: str = typer.Option("-30,30", "--yaws", help="Yaws for the multi-view figure (posable methods)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the records as JSON here."),
 ) -> None:
     """Print generation speed (faces/s) and peak memory of methods (the ``speed`` metric's protocol)."""
-    from rich.table import Table
-
+    from digan.cli.common import print_table
     from digan.utils.io import write_json
     from digan.utils.progress import console
     from evaluate.engine import method_label, resolve_device
@@ -192,10 +191,8 @@ def bench_speed_cmd(
     dev = resolve_device(device)
     ctx = EvalContext(out_dir=Path("."), batch_size=batch_size, device=str(dev),
                       yaws=tuple(parse_float_list(yaws, "--yaws")))
-    metric = Speed(warmup=warmup, batches=batches)
-    table = Table(title=f"speed on {dev} ({ctx.batch_size} faces/batch, {batches} timed batches)")
-    for col in ("method", "faces/s", "peak MiB", "multi-view images/s", "memory measure"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+    metric = Speed(warmup=warmup, batches=batches, max_seconds=None)
+    rows = []
     all_recs = []
     for spec in _split_names(methods, "methods"):
         m = create_method(spec)
@@ -205,9 +202,10 @@ def bench_speed_cmd(
             r.method, r.variant = method_label(spec), parse_method_spec(spec)[2]
         by = {(r.metric, r.setting): r for r in recs}
         mv = by.get(("speed", "stage=multiview"))
-        table.add_row(spec, f"{by[('speed', 'overall')].value:.1f}", f"{by[('memory', 'overall')].value:.1f}",
-                      f"{mv.value:.1f}" if mv else "n/a (no pose)", by[("speed", "overall")].config["memory_method"])
+        rows.append([spec, f"{by[('speed', 'overall')].value:.1f}", f"{by[('memory', 'overall')].value:.1f}",
+                     f"{mv.value:.1f}" if mv else "n/a (no pose)", by[("speed", "overall")].config["memory_method"]])
         all_recs.extend(recs)
-    console.print(table)
+    print_table(f"speed on {dev} ({ctx.batch_size} faces/batch, {batches} timed batches)",
+                ["method", "faces/s", "peak MiB", "multi-view images/s", "memory measure"], rows)
     if out is not None:
         write_json(out, [r.to_dict() for r in all_recs])

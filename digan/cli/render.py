@@ -23,7 +23,7 @@ def bench_renderer(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
 ) -> None:
     """Time forward and forward+backward renders and report peak memory per case and device."""
-    from rich.table import Table
+    from digan.cli.common import print_table
 
     from digan.errors import DiganError
     from digan.render.bench import BenchConfig, parse_cases, run_renderer_bench
@@ -42,25 +42,21 @@ def bench_renderer(
         backend=backend,
         threads=threads,
     )
-    table = Table(title="renderer: forward / forward+backward (median) and peak memory")
-    for col in ("device", "backend", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads", "load"):
-        table.add_column(col, justify="right")
 
     def show(r: dict) -> None:
         ratio = f", {r['speed_ratio']:.1f}x the torch backend's time" if "speed_ratio" in r else ""
         console.print(
             f"{r['device']} {r['backend']} {r['batch']}x{r['size']}: fwd {r['forward_ms']:.1f} ms, "
-            f"fwd+bwd {r['forward_backward_ms']:.1f} ms, peak {r['peak_mem_mb']:.0f} MB{ratio}"
+            f"fwd+bwd {r['forward_backward_ms']:.1f} ms, peak {r['peak_mem_mb']:.0f} MB{ratio}", soft_wrap=True
         )
 
     results = run_renderer_bench(cfg, on_result=show)
-    for r in results:
-        table.add_row(
-            r["device_name"], r["backend"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
-            f"{r['forward_backward_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mem_mb']:.0f}", str(r["threads"]),
-            f"{r['load_avg_1m']:.1f}",
-        )
-    console.print(table)
+    # print_table: a table when it fits the terminal, else one block per case (no value is cut to "x86…")
+    rows = [[r["device_name"], r["backend"], f"{r['batch']}x{r['size']}", f"{r['faces_per_mesh']:,}", f"{r['forward_ms']:.1f}",
+             f"{r['forward_backward_ms']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mem_mb']:.0f}", str(r["threads"]),
+             f"{r['load_avg_1m']:.1f}"] for r in results]
+    print_table("renderer: forward / forward+backward (median) and peak memory",
+                ["device", "backend", "batch x size", "faces/mesh", "fwd ms", "fwd+bwd ms", "img/s", "peak MB", "threads", "load"], rows)
     if device == "all" and not any(r["device"] == "cuda" for r in results):
         console.print("no CUDA device here: GPU figures skipped")
     if backend == "both" and not any(r["backend"] == "pytorch3d" for r in results):

@@ -27,7 +27,7 @@ def report_cmd(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m", help="Methods for the model figures (Figures 2-4), comma-separated specs: digan:student.pt,digan@no_flip:b.pt,liftgan:..."),
     checkpoints: Optional[list[str]] = typer.Option(None, "--checkpoint", "--checkpoints", help="NAME=PATH: checkpoint of a method for the model figures (repeatable), e.g. digan=runs/a/student.pt."),
     runs: Optional[list[str]] = typer.Option(None, "--runs", help="Training run folders (repeatable or comma-separated): loss curves from losses.csv, 3D accuracy during training from shape_eval.jsonl (train --eval-data)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Device for the model figures (cpu, cuda)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device for the model figures: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (default cpu)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the faces shown in the model figures."),
     config: Optional[Path] = ConfigOption,
     overrides: Optional[list[str]] = SetOption,
@@ -47,20 +47,20 @@ def report_cmd(
     if runs:
         cfg.runs = list(cfg.runs) + _split(runs)
     if device is not None:
-        cfg.device = device
+        from digan.cli.common import resolve_device_option
+
+        cfg.device = resolve_device_option(device)
     if seed is not None:
         cfg.seed = seed
     res = build_report(results, out, cfg, force=force)
 
-    from rich.table import Table
+    from digan.cli.common import print_table
 
-    t = Table(title=f"report of {res.n_records} records -> {res.out}", show_header=False)
-    t.add_row("page", str(res.html))
-    t.add_row("tables", ", ".join(sorted({Path(p).stem for p in res.tables if not Path(p).stem.startswith("tables")})) or "none")
-    t.add_row("figures", ", ".join(sorted({Path(p).stem for p in res.figures})) or "none")
-    for s in res.skipped:
-        t.add_row("skipped", s)
-    console.print(t)
+    rows = [["page", str(res.html)],
+            ["tables", ", ".join(sorted({Path(p).stem for p in res.tables if not Path(p).stem.startswith("tables")})) or "none"],
+            ["figures", ", ".join(sorted({Path(p).stem for p in res.figures})) or "none"]]
+    rows += [["skipped", s] for s in res.skipped]
+    print_table(f"report of {res.n_records} records -> {res.out}", ["", ""], rows, show_header=False)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -84,16 +84,10 @@ def check_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the comparison as JSON here."),
 ) -> None:
     """Compare metrics with a baseline (direction-aware tolerances); exit status 1 on a regression."""
-    from rich.table import Table
-
     from digan.utils.io import write_json
     from digan.utils.progress import console
     from reports.check import check, parse_tolerance_option, write_baseline
 
-    if not console.is_terminal:  # CI logs: do not fold the table into 80 columns
-        from rich.console import Console
-
-        console = Console(width=max(console.width, 200))
     tols = dict(parse_tolerance_option(t) for t in _split_tol(tolerance))
     if write:
         doc, counts = write_baseline(results, baseline, tolerances=tols or None)
@@ -103,23 +97,26 @@ def check_cmd(
         return
     res = check(results, baseline, tolerances=tols or None, metrics=_split(metric) or None)
     rows = res.comparisons if show_all else res.moved()
-    console.print(f"{results} vs baseline {baseline}")
+    console.print(f"{results} vs baseline {baseline}", soft_wrap=True)
     if rows:
-        t = Table()
-        for col, just in (("status", "left"), ("method/metric/setting/dataset", "left"), ("baseline", "right"), ("current", "right"),
-                          ("Δ", "right"), ("Δ %", "right"), ("allowed", "right"), ("better", "center"), ("note", "left")):
-            t.add_column(col, justify=just, overflow="fold")
-        from reports.check import _key_text
+        # fits 80 columns: the key without the data set's bracketed note, the direction in the
+        # status, the absolute change left to --json; notes follow the table, one line each
+        from digan.cli.common import print_table
 
+        notes = []
+        table_rows = []
         for c in sorted(rows, key=lambda c: c.key) if show_all else rows:
             rel = c.rel_delta
-            t.add_row(
-                f"[{_STYLE.get(c.status, '')}]{c.status}[/]" if _STYLE.get(c.status) else c.status,
-                _key_text(c.key), _fmt(c.baseline), _fmt(c.current), "-" if c.delta is None else f"{c.delta:+.4g}",
-                "-" if rel is None else f"{100 * rel:+.1f}", _fmt(c.allowed),
-                {True: "↑", False: "↓", None: "?"}[c.higher_is_better], c.note,
-            )
-        console.print(t)
+            arrow = {True: "↑", False: "↓", None: "?"}[c.higher_is_better]
+            key = _short_key(c.key)
+            table_rows.append([key, f"{c.status} {arrow}", _fmt(c.baseline), _fmt(c.current),
+                               "-" if rel is None else f"{100 * rel:+.1f}", _fmt(c.allowed)])
+            if c.note:
+                notes.append(f"{key}: {c.note}")
+        print_table(None, ["method/metric/setting", "status", "baseline", "current", "Δ %", "allowed"], table_rows,
+                    justify=["left", "left", "right", "right", "right", "right"], console=console)
+        for n in notes:
+            console.print(n, soft_wrap=True, markup=False)
     counts = ", ".join(f"{n} {s}" for s, n in res.counts().items())
     if json_out is not None:
         write_json(json_out, res.to_dict())
@@ -130,6 +127,14 @@ def check_cmd(
         return
     console.print(f"[bold red]check failed[/]: {counts}")
     raise typer.Exit(1)
+
+
+def _short_key(k: tuple) -> str:
+    """``digan/fid/overall/synth *`` for a check key: the data set's bracketed note is shortened
+    to ``*`` (the full key is in --json) so that the table fits 80 columns."""
+    m, v, metric, s, d = k
+    d = (d.split(" [")[0] + " *") if " [" in d else d
+    return f"{m}{'' if v in ('', 'full') else '@' + v}/{metric}/{s}" + (f"/{d}" if d else "")
 
 
 def _split_tol(values: Optional[list[str]]) -> list[str]:

@@ -45,10 +45,45 @@ def _sample_student(student: Path, n: int, out: Path, seed: int, psi: float, yaw
         if len(v) != 4:
             raise DiganError(f"bad --light {text!r}: write AMBIENT,DIFFUSE,DX,DY, e.g. 0.3,0.8,0.6,0")
         light_list.append(tuple(v))
+    from digan.cli.common import write_command_info
+
     s = Student.load(student, teacher_path=teacher, device=device)
-    res = sample_faces(s, out, n=n, seed=seed, yaws=parse_float_list(yaws, "--yaws"), pitches=parse_float_list(pitches, "--pitches"),
+    yaw_list, pitch_list = parse_float_list(yaws, "--yaws"), parse_float_list(pitches, "--pitches")
+    res = sample_faces(s, out, n=n, seed=seed, yaws=yaw_list, pitches=pitch_list,
                        lights=light_list, psi=psi, turntable=turntable, batch=batch, force=force)
+    # the grid's columns: the teacher image, then every pitch x yaw render
+    labels = ["teacher"] + [f"yaw {y:g}" if not any(pitch_list) else f"yaw {y:g} pitch {p:g}" for p in pitch_list for y in yaw_list]
+    label_grid_columns(Path(out) / "grid.png", labels)
+    write_command_info(Path(out), "sample-student", {
+        "student": str(student), "teacher": teacher, "n": n, "seed": seed, "psi": psi, "yaws": yaw_list, "pitches": pitch_list,
+        "lights": [list(x) for x in light_list], "turntable": turntable, "batch_size": batch, "device": str(s.device),
+        "grid_columns": labels}, seeds={"latents": seed}, weights={"student": str(student)})
     return {"student": str(student), "faces": res.n_faces, "images": res.n_images, "psi": psi, "time": f"{res.seconds:.1f} s", "folder": str(res.out_dir)}
+
+
+def label_grid_columns(path: Path, labels: list[str]) -> None:
+    """Add a white header strip naming each column (``teacher``, ``yaw -30``, ...) to the image
+    grid at ``path`` (one row per face, ``len(labels)`` columns), rewritten atomically."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from digan.utils.io import write_bytes
+
+    grid = Image.open(path).convert("RGB")
+    w, h = grid.size
+    font = ImageFont.load_default()
+    col = w / len(labels)
+    sizes = [ImageDraw.Draw(grid).textbbox((0, 0), t, font=font) for t in labels]
+    strip_h = max(b[3] - b[1] for b in sizes) + 6
+    out = Image.new("RGB", (w, h + strip_h), "white")
+    out.paste(grid, (0, strip_h))
+    draw = ImageDraw.Draw(out)
+    for k, (t, b) in enumerate(zip(labels, sizes)):
+        draw.text((k * col + (col - (b[2] - b[0])) / 2, 3 - b[1]), t, fill="black", font=font)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
 
 
 @app.command("sample")
@@ -59,11 +94,11 @@ def sample_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed; image i depends only on (seed, i)."),
     psi: float = typer.Option(1.0, "--psi", help="Truncation: w = w_mean + psi (w - w_mean); 1 = none."),
     noise: str = typer.Option("fixed", "--noise", help="fixed (the checkpoint's noise maps: reproducible) or random."),
-    batch: int = typer.Option(16, "--batch", min=1, help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    batch: int = typer.Option(16, "--batch-size", "--batch", min=1, help="Images per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Also write grid.png (up to 64 images)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder (after the new one is complete)."),
-    student: Optional[Path] = typer.Option(None, "--student", "-m", help="DIGAN student checkpoint (student.pt): 3D renders, maps, relighting.", dir_okay=False),
+    student: Optional[Path] = typer.Option(None, "--student", help="DIGAN student checkpoint (student.pt): 3D renders, maps, relighting.", dir_okay=False),
     yaws: str = typer.Option("-30,0,30", "--yaws", help="Student: yaw angles in degrees."),
     pitches: str = typer.Option("0", "--pitches", help="Student: pitch angles in degrees."),
     lights: Optional[list[str]] = typer.Option(None, "--light", help="Student: relight with AMBIENT,DIFFUSE,DX,DY (repeatable), e.g. 0.3,0.8,0.6,0."),
@@ -71,7 +106,10 @@ def sample_cmd(
     student_teacher: Optional[str] = typer.Option(None, "--student-teacher", help="Student: its teacher (default: the one recorded in the checkpoint)."),
 ) -> None:
     """Generate N images: OUT/images/000000.png ..., grid.png, w.npy, config.json, run.json."""
+    from digan.cli.common import resolve_device_option
     from digan.errors import DiganError
+
+    device = resolve_device_option(device)
 
     sources = {"--teacher": teacher, "--student": student}
     given = [k for k, v in sources.items() if v is not None]

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from digan.cli import app
-from digan.cli.common import ConfigOption, SetOption, echo_kv
+from digan.cli.common import ConfigOption, SetOption, echo_kv, resolve_device_option, write_command_info
 from digan.cli.groups import bench_app
 
 
@@ -20,7 +20,7 @@ def train_cmd(
     variant: str = typer.Option("full", "--variant", help="Ablation: full, no_flip, no_identity, no_albedo, mlp, plain_conv."),
     model: Optional[str] = typer.Option(None, "--model", help="Model to train: digan (default), liftgan, hologan (see digan.student.registry)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total training steps (default from the preset)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out synthetic heads (digan-bench data synth, teacher's size): SIDE/MAD/roughness logged to OUT/shape_eval.jsonl every train.eval_every steps (train.eval_*)."),
@@ -40,7 +40,7 @@ def train_cmd(
     if steps is not None:
         extra.append(f"train.steps={steps}")
     if device is not None:
-        extra.append(f"train.device={device}")
+        extra.append(f"train.device={resolve_device_option(device)}")
     if threads is not None:
         extra.append(f"train.threads={threads}")
     if config is not None:
@@ -60,7 +60,7 @@ def train_cmd(
             if issubclass(w.category, UserWarning):
                 console.print(f"[yellow]warning:[/] {w.message}")
         echo_kv("training", {
-            "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, "steps": f"{res.steps} (resumed from {res.resumed_from})",
+            "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, "steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
             "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
             **_last_shape_eval(res.out_dir),
             "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
@@ -87,7 +87,7 @@ def _last_shape_eval(run_dir: Path) -> dict[str, str]:
 
 @app.command("export")
 def export_cmd(
-    student: Path = typer.Option(..., "--student", "-m", help="Student checkpoint (student.pt or checkpoint.pt).", dir_okay=False),
+    student: Path = typer.Option(..., "--student", help="Student checkpoint (student.pt or checkpoint.pt).", dir_okay=False),
     out: Path = typer.Option(Path("meshes"), "--out", "-o", help="Output folder."),
     n: int = typer.Option(4, "--n", min=1, help="Number of faces."),
     seed: int = typer.Option(0, "--seed", help="Latent seed (face i uses seed and index i)."),
@@ -96,16 +96,19 @@ def export_cmd(
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one recorded in the student)."),
     no_crop: bool = typer.Option(False, "--no-crop", help="Keep the flat background instead of cropping to the face."),
     scale: float = typer.Option(1.0, "--scale", help="Multiply the coordinates (renderer units; the face is ~0.17 wide)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ) -> None:
-    """Export textured meshes (OBJ+MTL+PNG, PLY, GLB) of student faces."""
+    """Export textured meshes (OBJ+MTL+PNG, PLY, GLB) of student faces; OUT/config.json and OUT/run.json say how."""
     from digan.student.export import export_student_meshes
     from digan.student.inference import Student
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
-    s = Student.load(student, teacher_path=teacher, device=device)
+    s = Student.load(student, teacher_path=teacher, device=resolve_device_option(device))
     paths = export_student_meshes(s, out, n=n, seed=seed, psi=psi, formats=fmts, crop=not no_crop, scale=scale, force=force)
+    write_command_info(out, "export", {"student": str(student), "teacher": teacher, "n": n, "seed": seed, "formats": fmts,
+                                       "psi": psi, "crop": not no_crop, "scale": scale, "device": str(s.device)},
+                       seeds={"latents": seed}, weights={"student": str(student)})
     echo_kv("export", {"faces": n, "formats": ", ".join(fmts), "files": len(paths), "output": str(out)})
 
 
@@ -113,8 +116,8 @@ def export_cmd(
 def bench_student_cmd(
     presets: str = typer.Option("tiny,paper", "--presets", help="Student presets to time (comma-separated)."),
     sizes: str = typer.Option("64", "--sizes", help="Image sizes (the teacher's), e.g. 64 or 64,256."),
-    device: str = typer.Option("all", "--device", help="cpu, cuda or all (cuda skipped when absent)."),
-    batch: int = typer.Option(8, "--batch", min=1, help="Batch per step."),
+    device: str = typer.Option("all", "--device", help="cpu, cuda or all (both; cuda skipped when absent)."),
+    batch: int = typer.Option(8, "--batch-size", "--batch", min=1, help="Batch per step."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed steps (median reported)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: bundled tiny, else random)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the figures as JSON here.", dir_okay=False),
@@ -122,8 +125,7 @@ def bench_student_cmd(
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """ms per training step, peak memory and faces rendered per second of the student."""
-    from rich.table import Table
-
+    from digan.cli.common import print_table
     from digan.errors import DiganError
     from digan.student.bench import StudentBenchConfig, run_student_bench
     from digan.utils.io import write_json
@@ -141,17 +143,15 @@ def bench_student_cmd(
         devices=["cpu", "cuda"] if device == "all" else [device], batch=batch, repeats=repeats, teacher=teacher,
         overrides=list(overrides or []), threads=threads,
     )
-    table = Table(title="student: training step, peak memory, inference")
-    for col in ("device", "preset", "size", "batch", "params", "ms/step", "peak MB", "faces/s"):
-        table.add_column(col, justify="right")
     results = run_student_bench(cfg, on_result=lambda r: console.print(
-        f"{r['device']} {r['preset']} {r['size']}px: {r['ms_per_step']:.0f} ms/step, peak {r['peak_mem_mb']:.0f} MB, {r['faces_per_s']:.1f} faces/s"))
-    for r in results:
-        table.add_row(r["device_name"], r["preset"], str(r["size"]), str(r["batch"]), f"{r['params']:,}", f"{r['ms_per_step']:.0f}",
-                      f"{r['peak_mem_mb']:.0f}", f"{r['faces_per_s']:.1f}")
-    console.print(table)
+        f"{r['device']} {r['preset']} {r['size']}px: {r['ms_per_step']:.0f} ms/step, peak {r['peak_mem_mb']:.0f} MB, "
+        f"{r['faces_per_s']:.1f} faces/s", soft_wrap=True))
+    print_table("student: training step, peak memory, inference",
+                ["device", "preset", "size", "batch", "params", "ms/step", "peak MB", "faces/s"],
+                [[r["device_name"], r["preset"], str(r["size"]), str(r["batch"]), f"{r['params']:,}", f"{r['ms_per_step']:.0f}",
+                  f"{r['peak_mem_mb']:.0f}", f"{r['faces_per_s']:.1f}"] for r in results])
     for t in sorted({r["teacher"] for r in results}):
-        console.print(f"teacher: {t}")
+        console.print(f"teacher: {t}", soft_wrap=True, markup=False)
     if device == "all" and not any(r["device"] == "cuda" for r in results):
         console.print("no CUDA device here: GPU figures skipped")
     if out is not None:
@@ -161,7 +161,7 @@ def bench_student_cmd(
 
 @bench_app.command("shape")
 def bench_shape_cmd(
-    student: Path = typer.Option(..., "--student", "-s", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
+    student: Path = typer.Option(..., "--student", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
     data: Path = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size."),
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
     n_faces: int = typer.Option(24, "--n-faces", "-n", min=3, help="Synthetic faces to invert and score."),

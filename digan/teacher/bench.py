@@ -41,8 +41,17 @@ class TeacherBenchConfig:
     seed: int = 0
 
 
+def _is_size(x: int) -> bool:
+    return 32 <= x <= 1024 and x & (x - 1) == 0
+
+
 def parse_cases(text: str) -> list[tuple[str, int, int, str]]:
-    """'tiny@64x16:cpu,standard@256x16:cuda' -> [(preset, size, batch, device), ...]."""
+    """'tiny@16x64:cpu,standard@16x256:cuda' -> [(preset, size, batch, device), ...].
+
+    Cases are written ``PRESET@BATCHxSIZE:DEVICE``, batch first as in ``bench renderer``. A pair
+    whose first number only can be a teacher resolution (a power of two, 32-1024) and whose second
+    cannot (``64x16``, the order this command used before) is read as ``SIZExBATCH``.
+    """
     from digan.teacher.train import PRESETS
 
     out = []
@@ -50,17 +59,20 @@ def parse_cases(text: str) -> list[tuple[str, int, int, str]]:
         try:
             head, dev = part.split(":") if ":" in part else (part, "cpu")
             preset, sb = head.split("@")
-            s, b = sb.lower().split("x")
-            case = (preset, int(s), int(b), dev)
+            a, b = (int(x) for x in sb.lower().split("x"))
         except ValueError as e:
-            raise DiganError(f"bad case {part!r}: write PRESET@SIZExBATCH:DEVICE, e.g. tiny@64x16:cpu") from e
+            raise DiganError(f"bad case {part!r}: write PRESET@BATCHxSIZE:DEVICE, e.g. tiny@16x64:cpu") from e
+        batch, size = (b, a) if (_is_size(a) and not _is_size(b)) else (a, b)
+        if not _is_size(size) or batch < 1:
+            raise DiganError(f"bad case {part!r}: write PRESET@BATCHxSIZE:DEVICE with SIZE a power of two from 32 to 1024, "
+                             "e.g. tiny@16x64:cpu")
         if preset not in PRESETS:
             raise DiganError(f"bad case {part!r}: unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         if dev not in ("cpu", "cuda"):
             raise DiganError(f"bad case {part!r}: device must be cpu or cuda")
-        out.append(case)
+        out.append((preset, size, batch, dev))
     if not out:
-        raise DiganError("no benchmark cases given; e.g. --cases tiny@64x16:cpu")
+        raise DiganError("no benchmark cases given; e.g. --cases tiny@16x64:cpu")
     return out
 
 
