@@ -162,6 +162,8 @@ def bundled_config(methods: list[str], cache_dir: str | Path = "~/.cache/digan-b
 
 _PRESETS: dict[str, tuple[Callable[..., RunConfig], str]] = {
     "demo": (demo_config, "tiny bundled teacher + student, synthetic data, all metrics; a few CPU minutes"),
+    "restore-demo": (lambda **kw: __import__("evaluate.restore_demo", fromlist=["x"]).restore_demo_config(**kw),
+                     "restoration of damaged synthetic heads with the bundled student (evaluate/restore_demo.py)"),
 }
 
 

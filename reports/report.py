@@ -137,6 +137,7 @@ _FIG_TEXT = {
     "identity_vs_yaw": ("Identity similarity versus yaw", "Cosine similarity between the face embedding of the frontal render and of the render at each yaw (pitch 0); error bars: one standard deviation over faces."),
     "identity_vs_yaw_ablation": ("Identity similarity versus yaw, ablations", "As above, for each ablation variant."),
     "pose_vs_yaw": ("Pose error versus yaw", "Mean absolute error between the requested and the estimated yaw; error bars: one standard deviation."),
+    "restore": ("Restoration before and after", "Damaged synthetic heads (yellow: the region to restore; cyan: a missing ear), the restorations compared in the restoration table, the undamaged twin (ground truth) and the completed head seen frontally."),
     "metrics": ("Summary metrics", "Overall value of each metric per method and variant; best bar in orange."),
     "loss_curves": ("Training losses", "Per-step losses of each run (faint) and their exponential moving average."),
     "shape_eval": ("3D accuracy during training", "SIDE, MAD, depth roughness and DV-yaw correlation on held-out synthetic heads at each evaluation (train --eval-data); dashed: the depth prior alone, dash-dotted: a flat plane, dotted: the ground truth's roughness, all on the same faces and masks."),
@@ -199,6 +200,12 @@ def build_report(
         task = bar.add_task("report", total=steps, info="tables")
         # ---- tables ------------------------------------------------------------------------
         tables: list[Table] = build_tables(recs, ablation_method=cfg.ablation_method)
+        from reports.restore import restore_figure, restore_table
+
+        k = len(tables) + 1
+        restore_t = restore_table(recs, title=f"Table {k}", name=f"table{k}_restore")
+        if restore_t is not None:
+            tables.append(restore_t)
         tdir = tmp / "tables"
         for t in tables:
             for ext, text in (("md", t.to_markdown()), ("tex", t.to_latex()), ("csv", t.to_csv())):
@@ -237,6 +244,8 @@ def build_report(
         pose_metric = "pose" if any(r.metric == "pose" for r in recs) else "pose_mae"
         emit("pose_vs_yaw", F.metric_vs_yaw_figure(recs, pose_metric), "pose error vs yaw: no per-yaw pose records")
         emit("metrics", F.metric_bars_figure(recs), "metric bars: no overall records")
+        if restore_t is not None:
+            emit("restore", restore_figure(results), "restoration before/after: no restore/*/examples.npz in the results")
         bar.advance(task)
 
         if cfg.runs:
