@@ -160,3 +160,34 @@ def test_detection_rate_floor_turns_status_to_warn(tmp_path, capsys):
     rs = [Record("m", "pose", value=1.0, stats={"n": 5, "missed": 5}), Record("m", "pose", value=1.0, stats={"n": 4, "missed": 6})]
     apply_detection_floor(rs, 0.5)
     assert [r.status for r in rs] == ["ok", "warn"]
+
+
+# --------------------------------------------------------------------------------------------
+# item 6: progress lines without a terminal
+
+
+def test_progress_prints_lines_at_intervals_without_a_terminal(monkeypatch):
+    from digan.utils import progress as P
+
+    now = [0.0]
+    buf = io.StringIO()
+    p = P.LineProgress(30, stream=buf, clock=lambda: now[0])
+    with p:
+        t = p.add_task("train liftgan", total=200, info="")
+        for step in range(1, 201):
+            now[0] = step * 1.0  # one step a second
+            p.update(t, completed=step, info=f"total={1 / step:.3g}")
+    lines = buf.getvalue().splitlines()
+    # every 30 s and once at the end: 6 (30, 60, ... 180) + the final line
+    assert len(lines) == 7, lines
+    assert lines[0].startswith("train liftgan: 30/200 (15%), 0:00:30 elapsed, ~0:02:50 left, total=0.0333")
+    assert lines[-1].startswith("train liftgan: 200/200 (100%), 0:03:20 elapsed")
+    # progress() picks it when stderr is not a terminal (and is not silenced), the live bar otherwise
+    monkeypatch.delenv("DIGAN_BENCH_QUIET", raising=False)
+    monkeypatch.delenv("DIGAN_BENCH_FORCE_PROGRESS", raising=False)
+    monkeypatch.setenv("DIGAN_BENCH_PROGRESS_INTERVAL", "5")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = P.progress()
+    assert isinstance(bar, P.LineProgress) and bar.interval == 5
+    monkeypatch.setenv("DIGAN_BENCH_QUIET", "1")
+    assert not isinstance(P.progress(), P.LineProgress)

@@ -63,7 +63,7 @@ def echo_kv(title: str, items: dict[str, Any]) -> None:
     """A key/value summary: a two-column table when it fits the terminal, else ``key: value``
     lines that the terminal may wrap but that are never broken inside a value (paths stay
     copy-pasteable)."""
-    print_table(title, ["", ""], [[str(k), str(v)] for k, v in items.items()], show_header=False)
+    print_table(title, ["", ""], [[str(k), str(v)] for k, v in items.items()], justify=["left", "left"], show_header=False)
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]], justify: list[str] | None = None,
