@@ -330,3 +330,29 @@ def test_restore_demo_preset_adds_liftgan_only_when_bundled(tmp_path, monkeypatc
     from evaluate.presets import available_presets
 
     assert "restore-demo" in available_presets()
+
+
+def test_liftgan_student_restores_through_the_same_pipeline(twin_set, tmp_path, capsys):
+    """A LiftGAN student (``train --model liftgan``) is scored by the metric as its own row and
+    restores through the command; the report then needs no LiftGAN n/a row."""
+    from digan.student.config import make_config
+    from digan.student.testing import save_random_teacher
+    from digan.student.train import train
+    from evaluate.engine import RunConfig, run_benchmark
+    from reports.restore import restore_table
+
+    tpath = tmp_path / "t.pt"
+    save_random_teacher(tpath, size=64, style_dim=32, width=16)
+    cfg = make_config("tiny", model="liftgan", overrides=["train.batch=2", "train.steps=1", "train.w_stats_samples=64", "loss.identity=0"])
+    train(cfg, tmp_path / "run", teacher_path=tpath, show_progress=False)
+    run = RunConfig(methods=[f"liftgan:{tmp_path / 'run'}"], metrics=["restore"], n_faces=2, batch_size=2, device="cpu",
+                    data={"restore": str(twin_set)}, out=str(tmp_path / "res"), metric_options={"restore": {"inversion_steps": 1}})
+    recs = run_benchmark(run, echo=False)
+    psnr = [r for r in recs if r.metric == "restore_psnr" and r.setting == "overall"]
+    assert len(psnr) == 1 and psnr[0].status == "ok" and psnr[0].method.startswith("liftgan")
+    md = restore_table(recs).to_markdown()
+    assert "LiftGAN" in md and "tiny_liftgan_64.pt is not there" not in md
+    rc = main(["restore", "--student", str(tmp_path / "run" / "student.pt"), "--images", str(twin_set / "images"),
+               "--masks", str(twin_set / "restore_masks"), "--out", str(tmp_path / "out"), "--steps", "1"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "000000" / "restored.png").is_file()
