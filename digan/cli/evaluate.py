@@ -63,7 +63,7 @@ def run_cmd(
     data: Optional[list[str]] = typer.Option(None, "--data", help="Data set NAME=PATH (repeatable), e.g. ffhq=data/ffhq256, synth=data/synth."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Model file ROLE=PATH (repeatable): detector, recognizer, inception."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default results/)."),
-    force: bool = typer.Option(False, "--force", help="Recompute everything, even finished work with the same config."),
+    force: bool = typer.Option(False, "--force", help="Recompute everything, even finished work with the same config; replace another run's results in --out."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Start from a named preset: demo (tiny bundled models, synthetic data, CPU minutes)."),
     list_: bool = typer.Option(False, "--list", help="List the registered methods, metrics and presets, then exit."),
     config: Optional[Path] = ConfigOption,
@@ -75,7 +75,11 @@ def run_cmd(
 ) -> None:
     """Run the benchmark plan and write one record per (method, metric, setting) to --out.
 
-    Work already done with the same configuration is skipped (resume); records go to
+    Without --data, --model, --preset or --config, methods with a bundled model (digan, liftgan,
+    teacher) run on the demo's synthetic faces and face models (one line says so). Every input of
+    every method and metric is checked first; missing ones are listed, one line each (exit 2).
+    Work already done with the same configuration is skipped (resume); a run with other settings
+    into the same --out is refused unless --force replaces it. Records go to
     OUT/records/<method>/<metric>.json, OUT/records.jsonl, OUT/records.csv and OUT/summary.md.
     Under torchrun every process renders its share of the faces and rank 0 writes.
     """
