@@ -123,8 +123,9 @@ class RunConfig:
 
 
 #: RunConfig fields that do not change which numbers a results folder holds (not compared when
-#: a second run goes into the same folder, see :func:`check_same_run`)
-_RUN_IDENTITY_IGNORED = ("out", "force", "device", "batch_size", "cache_dir", "preset")
+#: a second run goes into the same folder, see :func:`check_same_run`); the detection floor only
+#: sets statuses, which are re-derived from the stored stats on resume
+_RUN_IDENTITY_IGNORED = ("out", "force", "device", "batch_size", "cache_dir", "preset", "min_detection_rate")
 
 
 @dataclass

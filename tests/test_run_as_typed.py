@@ -156,6 +156,13 @@ def test_detection_rate_floor_turns_status_to_warn(tmp_path, capsys):
     from evaluate.records import load_records
 
     assert {r.status for r in load_records(tmp_path / "r2")} == {"ok"}
+    # in the first folder too, without recomputing: the statuses follow the floor on resume
+    cfg.min_detection_rate = 0.001
+    again = run_benchmark(cfg, echo=False)
+    assert {r.status for r in again} == {"ok"} == {r.status for r in load_records(tmp_path / "r")}
+    assert "warn" not in (tmp_path / "r" / "records.csv").read_text()
+    plan = __import__("json").loads((tmp_path / "r" / "plan.json").read_text())
+    assert [i["action"] for i in plan["items"]] == ["skip (resume)"]
     # a direct check of the rule: exactly at the floor is ok, below is warn
     rs = [Record("m", "pose", value=1.0, stats={"n": 5, "missed": 5}), Record("m", "pose", value=1.0, stats={"n": 4, "missed": 6})]
     apply_detection_floor(rs, 0.5)
