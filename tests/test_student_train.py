@@ -57,11 +57,28 @@ def test_g3d_estimate_shapes_ranges_and_postprocessing(teacher):
 
 
 def test_depth_post_processing_direct(teacher):
-    g3d = build_g3d(_cfg(), teacher, w_stats=False)
     raw = torch.randn(2, 1, 32, 32)
+    # without the low-pass (paper / LiftedGAN): tanh(raw - mean + prior) mapped to [0.9, 1.1]
+    g3d = build_g3d(_cfg("model.depth_smooth=0"), teacher, w_stats=False)
     d = g3d.depth_from_raw(raw)
     ref = torch.tanh(raw - raw.mean(dim=(2, 3), keepdim=True) + g3d.prior) * 0.1 + 1.0
     torch.testing.assert_close(d[..., 2:-2], ref[..., 2:-2])
+    assert torch.all(d[..., :2] == 1.05) and torch.all(d[..., -2:] == 1.05)
+    # with model.depth_smooth=2 (px at 64 -> sigma 1 px at 32): the residual is blurred by a
+    # separable Gaussian (radius 3, replicate padding) before the prior; computed here directly
+    g3d = build_g3d(_cfg("model.depth_smooth=2"), teacher, w_stats=False)
+    d = g3d.depth_from_raw(raw)
+    x = np.arange(-3, 4, dtype=np.float64)
+    k1 = np.exp(-x**2 / 2.0)
+    k1 /= k1.sum()
+    r = (raw - raw.mean(dim=(2, 3), keepdim=True)).double().numpy()
+    rp = np.pad(r, ((0, 0), (0, 0), (3, 3), (3, 3)), mode="edge")
+    blurred = np.zeros_like(r)
+    for i in range(7):
+        for j in range(7):
+            blurred += k1[i] * k1[j] * rp[:, :, i:i + 32, j:j + 32]
+    ref = torch.tanh(torch.from_numpy(blurred).float() + g3d.prior) * 0.1 + 1.0
+    torch.testing.assert_close(d[..., 2:-2], ref[..., 2:-2], atol=1e-5, rtol=0)
 
 
 def test_variants_table_and_ablation_switches(teacher):
