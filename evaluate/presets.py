@@ -147,14 +147,19 @@ def demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = 
     )
 
 
-def bundled_config(methods: list[str], cache_dir: str | Path = "~/.cache/digan-bench") -> RunConfig:
+def bundled_config(methods: list[str], cache_dir: str | Path = "~/.cache/digan-bench",
+                   metrics: list[str] | None = None) -> RunConfig:
     """``digan-bench run --methods ...`` with no data set, model file, preset or config file: the
     methods' bundled tiny models (``digan``: ``tiny_student_64.pt``, ``liftgan``:
     ``tiny_liftgan_64.pt``, ``teacher``: ``tiny_teacher_64.pt``) on the demo's synthetic faces
     and face models, with the demo's metric settings (a couple of CPU minutes); results go to
     the default ``results/``. Real ``--data``/``--model`` options select the paper protocol
     (:class:`RunConfig` defaults) instead."""
-    cfg = demo_config(cache_dir, prepare=True, methods=methods)
+    # the synthetic set is made (once, in the cache) only when a metric reads it
+    needs_data = metrics is None or any(m in ("fid", "kid", "side", "mad") for m in metrics)
+    cfg = demo_config(cache_dir, prepare=needs_data, methods=methods)
+    if metrics is not None:
+        cfg.metrics = list(metrics)
     cfg.out = RunConfig().out
     cfg.preset = "bundled"
     return cfg

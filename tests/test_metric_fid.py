@@ -233,11 +233,17 @@ def test_reference_cache_hit_and_invalidation(tmp_path):
     assert d.shape == (3, 3) and np.array_equal(d, c[:3])
 
 
-def test_missing_reference_is_an_error_record(tmp_path):
+def test_missing_reference_is_listed_before_the_run(tmp_path):
+    """Issue 13: a missing reference folder is found by the engine's input check, before any
+    work, instead of an error record after the slow part."""
+    from digan.errors import InputsError
+
     cfg = RunConfig(methods=["colours"], metrics=["fid"], n_faces=4, device="cpu", out=str(tmp_path / "res"),
                     cache_dir=str(tmp_path / "cache"), metric_options={"fid": {"extractor": "test-meancolour"}})
-    (r,) = run_benchmark(cfg, echo=False)
-    assert r.status == "error" and "--data ffhq=FOLDER" in r.reason
+    with pytest.raises(InputsError) as e:
+        run_benchmark(cfg, echo=False)
+    (p,) = e.value.problems
+    assert "--data ffhq=FOLDER" in p and not (tmp_path / "res" / "records").exists()
 
 
 def test_inception_missing_names_file_folder_and_url(tmp_path):

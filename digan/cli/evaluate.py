@@ -116,7 +116,7 @@ def run_cmd(
 
         names = _split_names(methods, "methods") if methods is not None else list(RunConfig().methods)
         err_console.print("no --data/--model: using the bundled models and demo data (as --preset demo)", soft_wrap=True)
-        cfg = bundled_config(names, **cache_kw)
+        cfg = bundled_config(names, metrics=_split_names(metrics, "metrics") if metrics is not None else None, **cache_kw)
     else:
         cfg = RunConfig()
     if config is not None:
