@@ -49,6 +49,11 @@ def test_demo_entries_can_fail_and_tolerances_follow_a_regenerated_baseline():
     # raw speed is machine-dependent: a loaded runner's -76 % is reported, not gated
     res = compare(base, _demo_like(speed=24.0))
     assert res.passed and [c.status for c in res.comparisons if c.key[2] == "speed"] == ["ungated"]
+    # ... also when its time budget timed another number of faces on that runner
+    other = [Record(**{**r.to_dict(), "n_faces": 32}) if r.metric == "speed" else r for r in _demo_like()]
+    res = compare(base, other)
+    assert res.passed and [c.status for c in res.comparisons if c.key[2] == "speed"] == ["ungated"]
+    assert not compare(base, [Record(**{**r.to_dict(), "n_faces": 32}) for r in _demo_like()]).passed  # gated: protocol
     # a retrained student, a regenerated baseline: the scaled tolerances follow the new values
     again = baseline_from_records(_demo_like(fid=2.5, mad=25.0), previous=base)
     tol2 = {e["metric"]: e.get("tolerance") for e in again["entries"]}
