@@ -150,6 +150,14 @@ def test_view_and_light_nets_ranges(use_kan):
     assert light.ambient.min() >= 0 and light.ambient.max() <= 1 and light.diffuse.min() >= 0 and light.diffuse.max() <= 1
     assert light.direction.shape == (64, 2) and light.direction.abs().max() <= 1
     torch.testing.assert_close(dl.from_light(light), lr)
+    # model.light_diffuse_range: raw -1 / +1 map to the range's ends, ambient is untouched
+    dl2 = LightNet(D, n_layers=3, hidden=16, use_kan=use_kan, diffuse_range=(0.3, 1.0))
+    ends = dl2.to_light(torch.tensor([[-1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 0.5, -0.5]]))
+    torch.testing.assert_close(ends.diffuse, torch.tensor([0.3, 1.0]))
+    torch.testing.assert_close(ends.ambient, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(dl2.from_light(dl2.to_light(lr)), lr)
+    with pytest.raises(ValueError, match="diffuse_range"):
+        LightNet(D, n_layers=3, hidden=16, diffuse_range=(0.5, 0.2))
     kinds = {type(m).__name__ for m in dv.modules()}
     assert ("KANLinear" in kinds) == use_kan and ("Linear" in kinds) != use_kan
 

@@ -47,6 +47,10 @@ class ModelConfig:
     rotation_range: float = 60.0  # degrees
     xy_translation_range: float = 0.1
     z_translation_range: float = 0.01
+    # range of DL's diffuse strength (ambient stays in [0, 1]); (0, 1) = Unsup3d / LiftedGAN. A
+    # floor keeps a directional light in the model: with diffuse near 0 the shading is flat, the
+    # texture explains every pixel and the depth gets no shading signal (see DIGAN-NOTES / README)
+    light_diffuse_range: tuple[float, float] = (0.0, 1.0)
     # DS
     partial_conv: bool = True  # False: plain Conv2d (ablation 'plain_conv')
     depth_norm: Literal["pre", "post"] = "pre"  # GroupNorm before convs (DIGAN) or after them (LiftedGAN)

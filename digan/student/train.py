@@ -498,6 +498,7 @@ def load_config_from_checkpoint(state: dict[str, Any], path: str | Path | None =
     model = dict(raw.get("model") or {})
     model.setdefault("depth_prior", "none")
     model.setdefault("depth_smooth", 0.0)  # likewise trained without the residual low-pass
+    model.setdefault("light_diffuse_range", [0.0, 1.0])  # and with diffuse in [0, 1]
     raw["model"] = model
     return from_dict(StudentConfig, raw)
 
