@@ -27,8 +27,13 @@ def _fit(synth_dir, smooth: float, steps: int = 60):
     return recover_shape(synth_dir, cfg, rc)
 
 
-def test_true_pose_and_albedo_recover_shape_with_the_low_pass(synth_dir):
-    res = _fit(synth_dir, 2.0)
+@pytest.fixture(scope="module")
+def smooth_fit(synth_dir):
+    return _fit(synth_dir, 2.0)
+
+
+def test_true_pose_and_albedo_recover_shape_with_the_low_pass(smooth_fit):
+    res = smooth_fit
     curve = res["settings"]["true_pose_true_albedo"]["curve"]
     prior = res["references"]["prior_only"]
     # step 0 is the prior itself (the free residual starts at zero)
@@ -44,9 +49,9 @@ def test_true_pose_and_albedo_recover_shape_with_the_low_pass(synth_dir):
     assert rows[0][0] == "prior_only" and rows[-1][0] == "true_pose_true_albedo"
 
 
-def test_without_the_low_pass_the_same_fit_roughens_the_depth(synth_dir):
+def test_without_the_low_pass_the_same_fit_roughens_the_depth(synth_dir, smooth_fit):
     rough = _fit(synth_dir, 0.0)["settings"]["true_pose_true_albedo"]["final"]["roughness"]
-    smooth = _fit(synth_dir, 2.0)["settings"]["true_pose_true_albedo"]["final"]["roughness"]
+    smooth = smooth_fit["settings"]["true_pose_true_albedo"]["final"]["roughness"]
     assert rough > 2.0 * smooth
 
 

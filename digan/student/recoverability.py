@@ -23,7 +23,7 @@ given (``vertex_mask``): the question is the relief, not the outline.
 
 Reported against steps: SIDE and MAD of the fitted canonical depth against the true canonical
 depth over the eroded canonical mask (Unsup3d protocol, :mod:`evaluate.metrics.depth3d`), and
-the depth roughness (mean |Laplacian| inside the mask) beside the truth's. If depth does not
+the depth roughness (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the truth's. If depth does not
 approach the truth in the ``true``/``true`` setting, the renderer, the normals or the loss is at
 fault; if it does there but not with free albedo or predicted pose, the ambiguity is what the
 model's priors must resolve.
@@ -77,10 +77,10 @@ def _views_lights(cfg: RecoverConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _laplacian_abs(depth: torch.Tensor, mask: torch.Tensor) -> float:
-    from digan.student.gradfilter import laplacian
+    """Mean over images of :func:`evaluate.metrics.depth3d.depth_roughness` (the one owner)."""
+    from evaluate.metrics.depth3d import depth_roughness
 
-    m = mask.float()
-    return float((laplacian(depth).abs() * m).sum() / m.sum().clamp(min=1))
+    return float(torch.nanmean(depth_roughness(depth, mask)))
 
 
 def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverConfig | None = None,
