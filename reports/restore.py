@@ -100,7 +100,8 @@ def restore_table(records: Sequence[Record], title: str = "Restoration", name: s
     cfg = recs[0].config
     caption = (f"Restoration of damaged synthetic heads against their undamaged twins, in the damaged region "
                f"({n} faces; ear columns: the missing ear alone, {n_ear} faces). Masked teacher inversion "
-               f"({cfg.get('inversion_steps')} steps), seam correction sigma {cfg.get('harmonize')} px for every model fill; "
+               f"({cfg.get('inversion_steps')} steps; 3D rows refined through the student for {cfg.get('refine_steps', 0)}), "
+               f"seam correction sigma {cfg.get('harmonize')} px for every model fill; "
                "depth error: mean |log-depth| after aligning the scale on the undamaged face (×10⁻²). "
                "Mean ± std over faces; best in bold.")
     return Table(name=name, title=title, caption=caption, row_keys=[(r, "full") for r in rows], rows=rows,

@@ -183,21 +183,21 @@ def test_restore_keeps_known_pixels_and_fills_the_region(twin_set, student):
 
     ds = SynthDataset(twin_set, canonical=False)
     b = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ("image", "restore_mask")}
-    res = restore(student, b["image"], b["restore_mask"], RestoreConfig(inversion_steps=2))
+    res = restore(student, b["image"], b["restore_mask"], RestoreConfig(inversion_steps=2, refine_steps=1))
     reg = b["restore_mask"]
     assert torch.equal(res.image * (1 - reg), b["image"] * (1 - reg))
     assert torch.equal(res.fill_3d, res.fill_render)  # symmetry off (default)
     assert not torch.allclose(res.fill_sym, res.fill_render)
     assert res.canonical_depth.shape == (2, 1, 64, 64) and res.canonical_texture.shape == (2, 3, 64, 64)
     assert res.mirrored.sum() > 0
-    on = restore(student, b["image"], reg, RestoreConfig(inversion_steps=2, symmetry=True))
+    on = restore(student, b["image"], reg, RestoreConfig(inversion_steps=2, refine_steps=1, symmetry=True))
     assert torch.equal(on.fill_3d, on.fill_sym) and torch.equal(on.fill_sym, res.fill_sym)
 
 
 def test_restore_command_writes_every_output(twin_set, tmp_path):
     out = tmp_path / "out"
     rc = main(["restore", "--student", str(STUDENT), "--images", str(twin_set / "images"), "--masks",
-               str(twin_set / "restore_masks"), "--out", str(out), "--steps", "2", "--symmetry"])
+               str(twin_set / "restore_masks"), "--out", str(out), "--steps", "2", "--symmetry", "--set", "refine_steps=1"])
     assert rc == 0
     for f in ("input.png", "mask.png", "restored.png", "restored_2d.png", "canonical.png", "depth.png", "normal.png",
               "head.glb", "before_after.png"):
@@ -223,7 +223,7 @@ def test_restore_command_estimates_and_saves_the_mask(twin_set, tmp_path):
     (imgs / "a.png").write_bytes((twin_set / "images" / "000000.png").read_bytes())
     out = tmp_path / "out"
     rc = main(["restore", "--student", str(STUDENT), "--images", str(imgs), "--out", str(out), "--steps", "1",
-               "--set", "estimate_steps=2"])
+               "--set", "estimate_steps=2", "--set", "refine_steps=1"])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())["images"][0]
     assert summary["mask"] == "estimated" and 0 < summary["mask_fraction"] < 0.98
@@ -269,7 +269,7 @@ def test_restore_metric_rows_match_independent_computation(twin_set, tmp_path):
 
     cfg = RunConfig(methods=["digan", "teacher"], metrics=["restore"], n_faces=3, batch_size=2, device="cpu",
                     data={"restore": str(twin_set)}, out=str(tmp_path / "res"),
-                    metric_options={"restore": {"inversion_steps": 2, "figure_faces": 2}})
+                    metric_options={"restore": {"inversion_steps": 2, "refine_steps": 1, "figure_faces": 2}})
     recs = run_benchmark(cfg, echo=False)
     by = {(r.method, r.metric, r.setting): r for r in recs}
     assert by[("teacher", "restore", "overall")].status == "n/a"
@@ -346,13 +346,13 @@ def test_liftgan_student_restores_through_the_same_pipeline(twin_set, tmp_path, 
     cfg = make_config("tiny", model="liftgan", overrides=["train.batch=2", "train.steps=1", "train.w_stats_samples=64", "loss.identity=0"])
     train(cfg, tmp_path / "run", teacher_path=tpath, show_progress=False)
     run = RunConfig(methods=[f"liftgan:{tmp_path / 'run'}"], metrics=["restore"], n_faces=2, batch_size=2, device="cpu",
-                    data={"restore": str(twin_set)}, out=str(tmp_path / "res"), metric_options={"restore": {"inversion_steps": 1}})
+                    data={"restore": str(twin_set)}, out=str(tmp_path / "res"), metric_options={"restore": {"inversion_steps": 1, "refine_steps": 1}})
     recs = run_benchmark(run, echo=False)
     psnr = [r for r in recs if r.metric == "restore_psnr" and r.setting == "overall"]
     assert len(psnr) == 1 and psnr[0].status == "ok" and psnr[0].method.startswith("liftgan")
     md = restore_table(recs).to_markdown()
     assert "LiftGAN" in md and "tiny_liftgan_64.pt is not there" not in md
     rc = main(["restore", "--student", str(tmp_path / "run" / "student.pt"), "--images", str(twin_set / "images"),
-               "--masks", str(twin_set / "restore_masks"), "--out", str(tmp_path / "out"), "--steps", "1"])
+               "--masks", str(twin_set / "restore_masks"), "--out", str(tmp_path / "out"), "--steps", "1", "--set", "refine_steps=1"])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "000000" / "restored.png").is_file()

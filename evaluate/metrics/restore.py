@@ -10,9 +10,9 @@ Protocol
   twin's depth and foreground.
 * **Restoration** (:func:`digan.restore.restore`, method needs a student: ``digan``,
   ``liftgan``): masked teacher inversion (``inversion_steps``, default 100, Adam lr 0.05, from the
-  mean w), the student's 3D estimate, symmetric completion in the canonical frame and the seam
-  correction (``harmonize`` sigma, default 3 px). Known pixels are kept; only the region is
-  filled.
+  mean w), refined through the student's render (``refine_steps``, default 30), the student's 3D
+  estimate, symmetric completion in the canonical frame and the seam correction (``harmonize``
+  sigma, default 1 px). Known pixels are kept; only the region is filled.
 * **Scores in the region** (:mod:`digan.restore.quality`), per face then mean over faces:
   ``restore_psnr`` (dB, higher), ``restore_ssim`` (higher; 11 px Gaussian window, whole image
   in each window), ``restore_depth`` (lower: mean ``|log d + c - log d_twin|`` over the region
@@ -102,8 +102,8 @@ class Restore(Metric):
     higher_is_better = True
 
     def __init__(self, dataset: str = "restore", max_faces: int | None = None, inversion_steps: int = 100,
-                 inversion_lr: float = 0.05, symmetry: bool = False, harmonize: float = 3.0, mirror: str = "shaded",
-                 figure_faces: int = 6):
+                 inversion_lr: float = 0.05, symmetry: bool = False, harmonize: float = 1.0, mirror: str = "shaded",
+                 figure_faces: int = 6, refine_steps: int = 30):
         self.dataset = dataset
         self.max_faces = int(max_faces) if max_faces else None
         self.inversion_steps = int(inversion_steps)
@@ -112,18 +112,20 @@ class Restore(Metric):
         self.harmonize = float(harmonize)
         self.mirror = str(mirror)
         self.figure_faces = int(figure_faces)
+        self.refine_steps = int(refine_steps)
 
     def _restore_config(self):
         from digan.restore import RestoreConfig
 
         cfg = RestoreConfig(inversion_steps=self.inversion_steps, inversion_lr=self.inversion_lr, symmetry=self.symmetry,
-                            harmonize=self.harmonize, mirror=self.mirror)
+                            harmonize=self.harmonize, mirror=self.mirror, refine_steps=self.refine_steps)
         cfg.validate()
         return cfg
 
     def config(self, ctx: EvalContext) -> dict[str, Any]:
         return {"n_faces": self._n_requested(ctx), "dataset": self.dataset, "data_path": ctx.data.get(self.dataset),
-                "inversion_steps": self.inversion_steps, "inversion_lr": self.inversion_lr, "symmetry": self.symmetry,
+                "inversion_steps": self.inversion_steps, "inversion_lr": self.inversion_lr, "refine_steps": self.refine_steps,
+                "symmetry": self.symmetry,
                 "harmonize": self.harmonize, "mirror": self.mirror, "telea_radius": 3, "ssim_window": 11,
                 "region": "damage | missing parts, dilated 1 px", "protocol": "digan-bench restore v1"}
 
