@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,14 +41,23 @@ FACE_MODELS = REPO.parent / "shared" / "data" / "face-models"
 
 
 def _run(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = REPO) -> dict:
+    """Run ``cmd`` in its own process group; past ``timeout`` the whole group is killed (torchrun's
+    workers included, which a plain subprocess timeout would leave running)."""
     t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
-        rc, out = p.returncode, (p.stdout or "") + (p.stderr or "")
-    except subprocess.TimeoutExpired as e:
+        out, _ = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, _ = p.communicate()
         rc = 124
-        out = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")) + f"\n[timed out after {timeout:.0f} s]"
-    return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 2), "log_tail": out[-1500:]}
+        out = (out or "") + f"\n[timed out after {timeout:.0f} s]"
+    return {"cmd": " ".join(cmd), "rc": rc, "seconds": round(time.perf_counter() - t0, 2), "log_tail": (out or "")[-1500:]}
 
 
 def _json(path: Path):
@@ -207,9 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"), help="interpreter of the main environment")
     ap.add_argument("--p3d-python", default=str(REPO / ".venv-p3d" / "bin" / "python"),
                     help="interpreter of the PyTorch3D environment (its figures are skipped when it does not exist)")
-    ap.add_argument("--step-timeout", type=float, default=150.0, help="seconds per step at most (default 150)")
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds for all steps; later steps are skipped past it (default 420)")
+    ap.add_argument("--step-timeout", type=float, default=None, help="seconds per step at most (default 150; 900 with --cpu-smoke)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for all steps; later steps are skipped past it (default 420; 3600 with --cpu-smoke, "
+                         "whose toy steps still take minutes on a busy CPU)")
     a = ap.parse_args(argv)
+    if a.step_timeout is None:
+        a.step_timeout = 900.0 if a.cpu_smoke else 150.0
+    if a.budget is None:
+        a.budget = 3600.0 if a.cpu_smoke else 420.0
     steps = [s.strip() for s in a.only.split(",") if s.strip()] or list(STEPS)
     bad = [s for s in steps if s not in RUNNERS]
     if bad:
