@@ -159,6 +159,19 @@ def bench_student_cmd(
         console.print(f"wrote {out}")
 
 
+def _load_student_any(path: Path, teacher: Optional[str]):
+    """A DIGAN or native LiftGAN student checkpoint (``bench shape`` compares both)."""
+    from digan.student.inference import Student
+    from digan.utils.io import load_torch
+
+    ck = load_torch(path, what="student checkpoint")
+    if isinstance(ck, dict) and ck.get("model") == "liftgan":
+        from baselines.liftgan import load_liftgan
+
+        return load_liftgan(path, teacher_path=teacher, device="cpu")
+    return Student.load(path, teacher_path=teacher, device="cpu")
+
+
 @bench_app.command("shape")
 def bench_shape_cmd(
     student: Path = typer.Option(..., "--student", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
@@ -181,7 +194,7 @@ def bench_shape_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    st = Student.load(student, teacher_path=teacher, device="cpu")
+    st = _load_student_any(student, teacher)
     rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps)
     for line in shape_report_lines(rep):
         console.print(line, highlight=False)
