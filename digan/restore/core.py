@@ -90,6 +90,10 @@ class RestoreConfig:
             raise DiganError(f"bad inversion_steps {self.inversion_steps}: use 0 or more")
         if self.inversion_lr <= 0:
             raise DiganError(f"bad inversion_lr {self.inversion_lr}: use a positive learning rate")
+        if self.refine_steps < 0:
+            raise DiganError(f"bad refine_steps {self.refine_steps}: use 0 (off) or more")
+        if self.harmonize < 0 or self.align_yaw < 0 or self.align_step <= 0:
+            raise DiganError("bad harmonize/align_yaw/align_step: harmonize and align_yaw >= 0 (0 = off), align_step > 0")
         if self.mirror not in ("shaded", "albedo"):
             raise DiganError(f"bad mirror {self.mirror!r}: choose shaded or albedo")
         if self.estimate_steps < 1:

@@ -84,7 +84,6 @@ def restore_folder(student: Any, images: str | Path, out: str | Path, masks: str
                    cfg: RestoreConfig | None = None, batch: int = 8, force: bool = False,
                    run_config: dict[str, Any] | None = None) -> FolderResult:
     """Restore every image of ``images`` into ``out`` (module docstring)."""
-    from digan.render.types import View  # noqa: F401  (renderer types load with the student)
     from digan.student.export import export_mesh
     from digan.student.inference import normal_to_rgb
     from digan.utils.images import load_image, make_grid, save_png
