@@ -79,7 +79,7 @@ def ensure_demo_synth(cache_dir: str | Path, count: int = DEMO_SYNTH_COUNT, size
     from digan.data.synth import generate_synth
     from digan.utils.progress import err_console
 
-    err_console.print(f"demo: generating {count} synthetic {size}px faces into {out} (once)")
+    err_console.print(f"demo: generating {count} synthetic {size}px faces into {out} (once)", soft_wrap=True, markup=False)
     generate_synth(out, n=count, size=size, seed=seed)
     if not out.is_dir():
         raise DiganError(f"the synthetic data generator did not create {out}; rerun with --force or report a bug")

@@ -166,7 +166,8 @@ def run_cmd(
         from digan.utils.progress import err_console
 
         n = sum(1 for r in records if r.status == "error")
-        err_console.print(f"error: {n} measurement(s) failed; see the error records in {cfg.out}/summary.md")
+        err_console.print(f"error: {n} measurement(s) failed; see the error records in {cfg.out}/summary.md",
+                          soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(1)
 
 

@@ -93,7 +93,7 @@ def check_cmd(
         doc, counts = write_baseline(results, baseline, tolerances=tols or None)
         console.print(f"baseline {baseline}: {len(doc['entries'])} entries "
                       f"({counts['added']} added, {counts['updated']} updated, {counts['removed']} removed, "
-                      f"{counts['unchanged']} unchanged) from {results}")
+                      f"{counts['unchanged']} unchanged) from {results}", soft_wrap=True, markup=False)
         return
     res = check(results, baseline, tolerances=tols or None, metrics=_split(metric) or None)
     rows = res.comparisons if show_all else res.moved()
