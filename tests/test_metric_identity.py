@@ -216,6 +216,19 @@ def test_other_identity_scores_low_and_misses_are_counted(tmp_path, face_models,
     assert recs["overall"].stats["n"] == 12 * 4 - 5
 
 
+def test_a_yaw_with_no_detected_face_is_na_not_a_failed_measurement(tmp_path, face_models, photos, views):
+    from digan.utils.images import from_uint8
+
+    x = from_uint8(photos)
+    bank = {v: x for v in views}
+    bank[(0.0, 30.0)] = torch.ones_like(x)  # every render at +30 deg is blank: no face to detect
+    recs = {r.setting: r for r in create_metric("identity").compute(BankMethod(bank), _ctx(tmp_path, face_models, 8))}
+    r30 = recs["yaw=30"]
+    assert r30.status == "n/a" and r30.value is None
+    assert "detection rate 0%" in r30.reason and r30.stats["missed_view"] == 8
+    assert recs["yaw=-30"].status == "ok" and recs["yaw=-30"].value == pytest.approx(1.0, abs=1e-5)
+
+
 def test_all_missed_is_an_error_naming_the_fix(tmp_path, face_models, photos, views):
     white = torch.ones(4, 3, SIZE, SIZE)
     method = BankMethod({v: white for v in views})

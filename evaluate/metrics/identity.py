@@ -308,9 +308,12 @@ def identity_records(res: ViewResults, pipeline, base_config: dict, ctx: EvalCon
             seeds={"latents": ctx.seed}, config=config, weights=pipeline.weights(),
         )
         if st["n"] == 0:
-            records.append(Record(**common, status="error", reason=(
+            # a finding about the method (its renders are not detected as faces), not a failure of
+            # the measurement: n/a with the detection counts, so a run of such a method completes
+            records.append(Record(**common, status="n/a", reason=(
                 f"no face pair detected at pitch {p:g}, yaw {y:g} ({stats['missed_frontal']} frontal and "
-                f"{stats['missed_view']} rotated views missed); check the renders or use align=fixed")))
+                f"{stats['missed_view']} rotated views missed, detection rate 0%): the renders are not "
+                f"recognisable faces (check them) or use align=fixed")))
         else:
             records.append(Record(**common, value=float(np.nanmean(s))))
     flat = sims[np.isfinite(sims)]

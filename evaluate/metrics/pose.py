@@ -127,8 +127,10 @@ def pose_records(res, config: dict, ctx: EvalContext, n: int, method: Method, we
             seeds={"latents": ctx.seed}, config=config, weights=weights,
         )
         if e.size == 0:
-            records.append(Record(**common, status="error", reason=(
-                f"the face detector found no face in any of the {n} renders at pitch {p:g}, yaw {y:g}; check the renders")))
+            # the method's renders are not detected as faces: a finding, not a failed measurement
+            records.append(Record(**common, status="n/a", reason=(
+                f"the face detector found no face in any of the {n} renders at pitch {p:g}, yaw {y:g} "
+                f"(detection rate 0%); check the renders")))
         else:
             records.append(Record(**common, value=float(np.abs(e).mean())))
     ok = res.found
