@@ -75,8 +75,10 @@ def test_speed_records_generation_and_multiview():
     by = {(r.metric, r.setting): r for r in recs}
     assert set(by) == {("speed", "overall"), ("memory", "overall"), ("speed", "stage=multiview"), ("memory", "stage=multiview")}
     gen = by[("speed", "overall")]
-    # 3 timed batches of 4 faces, each >= SLEEP s: at most 4 / SLEEP faces/s, well above the warm-up pace
-    assert 4 / 0.3 * 2 < gen.value <= 4 / SLEEP * 1.001
+    # 3 timed batches of 4 faces, each >= SLEEP s: at most 4 / SLEEP faces/s (a physical bound).
+    # No lower bound: on a loaded runner any batch may take longer; that the 0.3 s warm-up
+    # batches are not timed is checked by the call log below (2 warm-up + 3 timed, 12 faces)
+    assert 0 < gen.value <= 4 / SLEEP * 1.001
     assert gen.unit == "faces/s" and gen.higher_is_better is True and gen.stats["n"] == 12
     mem = by[("memory", "overall")]
     assert mem.unit == "MiB" and mem.higher_is_better is False
