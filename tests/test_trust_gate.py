@@ -3,8 +3,9 @@
 The demo is bit-reproducible offline on one thread, so the baseline's tolerances are scaled to
 each metric's extractor, value and face count by the code that writes the baseline
 (:func:`reports.check.scaled_tolerance`); raw speed is reported but not gated. The slow test
-degrades whatever the bundled student is (noise on its depth-net weights; a view net that ignores
-the pose) and shows that ``check`` fails on each headline demo metric.
+degrades whatever the bundled student is (noise on its depth-net weights; its depth net's output
+amplified until the relief saturates; a view net that ignores the pose) and shows that ``check``
+fails on each headline demo metric.
 """
 
 from __future__ import annotations
@@ -118,6 +119,24 @@ def _noisy_depth(src: Path, dst: Path, sigma: float = 1.0) -> Path:
     return dst
 
 
+def _amplified_depth(src: Path, dst: Path, factor: float = 20.0) -> Path:
+    """The depth net's output conv (weights and bias) scaled by ``factor``: the learnt relief
+    residual is exaggerated until the depth saturates, a deterministic way to ruin the 3D shape
+    (random weight noise is not: on a student whose residual hurts, noise can even help SIDE/MAD)."""
+    from digan.utils.io import load_torch, save_torch
+
+    ck = load_torch(src)
+    state = dict(ck["state"])
+    head = sorted({int(k.split(".")[2]) for k in state if k.startswith("depth_net.head.") and k.endswith(".weight")})
+    assert head, "the bundled student has no depth-net head to degrade"
+    last = f"depth_net.head.{head[-1]}"
+    for k in (f"{last}.weight", f"{last}.bias"):
+        if k in state:
+            state[k] = state[k] * factor
+    save_torch(dst, {**ck, "state": state})
+    return dst
+
+
 @pytest.mark.slow
 def test_check_fails_on_every_headline_demo_metric_of_a_degraded_student(tmp_path, face_models, capsys):
     from evaluate.engine import run_benchmark
@@ -159,6 +178,12 @@ def test_check_fails_on_every_headline_demo_metric_of_a_degraded_student(tmp_pat
         return {c["key"][2] for c in doc["comparisons"] if c["status"] == "regressed"}
 
     noisy_failed = failed(run(noisy, "noisy", headline))
+    (tmp_path / "models" / student.name).unlink()
+    amplified = _amplified_depth(student, tmp_path / "models" / student.name)
+    amplified_failed = failed(run(amplified, "amplified", ["side", "mad"]))
     blind_failed = failed(run(student, "blind", ["side", "mad"], _view_ignores_pose))
-    assert noisy_failed == set(headline), noisy_failed
+    assert {"fid", "identity", "pose"} <= noisy_failed, noisy_failed
+    assert amplified_failed == {"side", "mad"}, amplified_failed
     assert blind_failed, "a view net that ignores the pose must fail SIDE or MAD"
+    # every headline demo metric is caught by at least one degradation
+    assert noisy_failed | amplified_failed | blind_failed == set(headline)
