@@ -58,6 +58,13 @@ def test_render_pose_light_and_determinism(trained):
     bright = m.render(z, light=Light.make(1.0, 0.0, batch=3))
     fg = (dark.mask > 0).expand(-1, 3, -1, -1)
     assert (bright.image[fg] + 1).mean() > (dark.image[fg] + 1).mean() * 2  # ambient scales the colour
+    # the render's mask is the head: at the frontal view exactly the canonical foreground
+    # (depth in front of the background plane), not every covered pixel
+    front = m.render(z, yaw=0.0)
+    est = m.student.estimate(m.student.style(z, m.truncation))
+    head = m.student.g3d.foreground(est.depth)
+    torch.testing.assert_close(front.mask, head)
+    assert 0 < float(front.mask.mean()) < 1
 
 
 def test_inversion_reproduces_teacher_images(trained):

@@ -136,8 +136,16 @@ class DiganMethod(Method):
         s = self.student
         w = s.style(latents.to(s.device, torch.float32), self.truncation)
         est = s.estimate(w)
-        out = s.render(est, yaw=float(yaw), pitch=float(pitch), light=light)
-        return self._rendered(out, est)
+        b = est.depth.shape[0]
+        view = View.from_angles(float(yaw), float(pitch), 0.0, batch=b, device=s.device)
+        fg = s.g3d.foreground(est.depth)
+        out = s.g3d.render(est, s.renderer, view=view, light=light.to(s.device) if light is not None else None,
+                           filter_grads=False, extra=fg)
+        r = self._rendered(out, est)
+        # the mask is the head (the canonical foreground, depth in front of the background plane,
+        # carried to the view), as in reconstruct(): shape views then show the head, not the
+        # still background plane around it; the image keeps the whole frame
+        return Rendered(image=r.image, depth=r.depth, normal=r.normal, mask=(out.extra > 0.5).to(out.image.dtype) * out.mask)
 
     def reconstruct(self, images: torch.Tensor) -> Rendered:
         s = self.student
