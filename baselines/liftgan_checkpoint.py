@@ -67,32 +67,39 @@ LIFTEDGAN_NETS = ("netD", "netT", "netSD", "netSC")
 LIFTEDGAN_META = ("optimizer", "global_step", "epoch")
 LIFTEDGAN_TOP_KEYS = LIFTEDGAN_NETS + LIFTEDGAN_META
 
-# (pattern on "net.key", replacement or None for "known, not loaded")
-_RULES: list[tuple[re.Pattern[str], str | None]] = [
-    (re.compile(r"^netSD\.model_view\.mlp\.(\d+)\.(weight|bias)$"), r"view_net.net.\1.\2"),
-    (re.compile(r"^netSD\.model_light\.mlp\.(\d+)\.(weight|bias)$"), r"light_net.net.\1.\2"),
-    (re.compile(r"^netSD\.model_style\.mlp\.(\d+)\.(weight|bias)$"), None),
-    (re.compile(r"^netSC\.(embed_style|embed_light|embed_view|model)\.mlp\.(\d+)\.(weight|bias)$"), r"compose.\1.\2.\3"),
-    (re.compile(r"^netD\.mlp\.(\d+)\.(weight|bias)$"), r"depth_net.mlp.\1.\2"),
-    (re.compile(r"^netD\.network\.(\d+)\.(weight|bias)$"), r"depth_net.network.\1.\2"),
-    (re.compile(r"^netD\.inject\.weight$"), "depth_net.inject.weight"),
-    (re.compile(r"^netD\.head\.(\d+)\.(weight|bias)$"), r"depth_net.head.\1.\2"),
-    (re.compile(r"^netT\.mlp\.(\d+)\.(weight|bias)$"), r"trans_net.mlp.\1.\2"),
-    (re.compile(r"^netT\.network\.(\d+)\.(weight|bias)$"), r"trans_net.network.\1.\2"),
+#: LiftedGAN key template -> native key template (None: known, not loaded). ``{i}`` is a layer
+#: index, ``{p}`` weight or bias, ``{e}`` one of the compose net's MLPs; both directions of the
+#: mapping (loading, and naming a key in the user's terms) are compiled from this one table.
+_KEY_TABLE: list[tuple[str, str | None]] = [
+    ("netSD.model_view.mlp.{i}.{p}", "view_net.net.{i}.{p}"),
+    ("netSD.model_light.mlp.{i}.{p}", "light_net.net.{i}.{p}"),
+    ("netSD.model_style.mlp.{i}.{p}", None),
+    ("netSC.{e}.mlp.{i}.{p}", "compose.{e}.{i}.{p}"),
+    ("netD.mlp.{i}.{p}", "depth_net.mlp.{i}.{p}"),
+    ("netD.network.{i}.{p}", "depth_net.network.{i}.{p}"),
+    ("netD.inject.weight", "depth_net.inject.weight"),
+    ("netD.head.{i}.{p}", "depth_net.head.{i}.{p}"),
+    ("netT.mlp.{i}.{p}", "trans_net.mlp.{i}.{p}"),
+    ("netT.network.{i}.{p}", "trans_net.network.{i}.{p}"),
 ]
+_FIELDS = {"i": r"\d+", "p": "weight|bias", "e": "embed_style|embed_light|embed_view|model"}
 
+
+def _key_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w)\}", template)  # literal, field, literal, field, ...
+    return re.compile("^" + "".join(re.escape(t) if k % 2 == 0 else f"(?P<{t}>{_FIELDS[t]})" for k, t in enumerate(parts)) + "$")
+
+
+def _key_replacement(template: str) -> str:
+    return re.sub(r"\{(\w)\}", r"\\g<\1>", template)
+
+
+#: (pattern on "net.key", replacement or None for "known, not loaded")
+_RULES: list[tuple[re.Pattern[str], str | None]] = [
+    (_key_pattern(lifted), None if native is None else _key_replacement(native)) for lifted, native in _KEY_TABLE]
 #: native key -> the LiftedGAN key it is read from (for messages in the user's terms)
 _INVERSE: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^view_net\.net\.(\d+)\.(weight|bias)$"), r"netSD.model_view.mlp.\1.\2"),
-    (re.compile(r"^light_net\.net\.(\d+)\.(weight|bias)$"), r"netSD.model_light.mlp.\1.\2"),
-    (re.compile(r"^compose\.(embed_style|embed_light|embed_view|model)\.(\d+)\.(weight|bias)$"), r"netSC.\1.mlp.\2.\3"),
-    (re.compile(r"^depth_net\.mlp\.(\d+)\.(weight|bias)$"), r"netD.mlp.\1.\2"),
-    (re.compile(r"^depth_net\.network\.(\d+)\.(weight|bias)$"), r"netD.network.\1.\2"),
-    (re.compile(r"^depth_net\.inject\.weight$"), "netD.inject.weight"),
-    (re.compile(r"^depth_net\.head\.(\d+)\.(weight|bias)$"), r"netD.head.\1.\2"),
-    (re.compile(r"^trans_net\.mlp\.(\d+)\.(weight|bias)$"), r"netT.mlp.\1.\2"),
-    (re.compile(r"^trans_net\.network\.(\d+)\.(weight|bias)$"), r"netT.network.\1.\2"),
-]
+    (_key_pattern(native), _key_replacement(lifted)) for lifted, native in _KEY_TABLE if native is not None]
 
 
 def liftedgan_key_of(native: str) -> str:
