@@ -54,7 +54,6 @@ def ensure_restore_synth(cache_dir: str | Path, count: int = RESTORE_SYNTH_COUNT
 
 def restore_demo_config(cache_dir: str | Path = "~/.cache/digan-bench", prepare: bool = True) -> RunConfig:
     """The ``restore-demo`` preset (module docstring)."""
-    from evaluate.presets import assets_dir
 
     methods = ["digan"]
     if liftgan_asset().is_file():

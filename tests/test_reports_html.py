@@ -8,7 +8,6 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path

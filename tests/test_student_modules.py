@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.interpolate import BSpline
 
 from digan.student.gradfilter import edge_gradient_filter, edge_keep_mask, laplacian

@@ -5,7 +5,6 @@ prior toward the true head; without the depth low-pass the same fit shreds the s
 from __future__ import annotations
 
 import pytest
-import torch
 
 from digan.student.config import make_config
 from digan.student.recoverability import RecoverConfig, recover_report, recover_shape

@@ -9,7 +9,6 @@ wrote one folder, and killed writes left hidden temporaries behind.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from digan.cli import main
-from digan.errors import DiganError, NonFiniteLossError
+from digan.errors import NonFiniteLossError
 from digan.student.config import make_config
 from digan.student.testing import save_random_teacher
 from digan.student.train import train

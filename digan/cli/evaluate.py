@@ -187,7 +187,6 @@ def bench_speed_cmd(
     """Print generation speed (faces/s) and peak memory of methods (the ``speed`` metric's protocol)."""
     from digan.cli.common import print_table
     from digan.utils.io import write_json
-    from digan.utils.progress import console
     from evaluate.engine import method_label, resolve_device
     from evaluate.methods import create_method, parse_method_spec
     from evaluate.metrics.base import EvalContext

@@ -34,7 +34,6 @@ def report_cmd(
 ) -> None:
     """Paper-style tables (Markdown, LaTeX, CSV), figures (PNG, PDF) and one self-contained HTML page."""
     from reports.report import ReportConfig, build_report
-    from digan.utils.progress import console
 
     cfg = build_config(ReportConfig, config, overrides)
     if methods:

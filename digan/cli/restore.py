@@ -35,7 +35,6 @@ def restore_cmd(
     from digan.cli.common import echo_kv
     from digan.restore import RestoreConfig
     from digan.restore.folder import restore_folder
-    from digan.student.inference import Student
 
     cfg = build_config(RestoreConfig, config, set_)
     if symmetry is not None:

@@ -30,7 +30,6 @@ def train_cmd(
     """Train the DIGAN student (G3D) by distilling a StyleGAN2 teacher; resumable; DDP under torchrun."""
     import warnings
 
-    from digan.config import apply_overrides
     from digan.student.config import StudentConfig, make_config
     from digan.student.train import train
     from digan.utils import dist
@@ -188,7 +187,6 @@ def bench_shape_cmd(
     import torch
 
     from digan.student.diagnostics import shape_diagnostics, shape_report_lines
-    from digan.student.inference import Student
     from digan.utils.io import write_json
     from digan.utils.progress import console
 

@@ -354,12 +354,12 @@ def restore(student: Any, images: torch.Tensor, region: torch.Tensor, cfg: Resto
     fill_sym = harmonize(out.image.clamp(-1, 1), imgs, known, hz)
     fill_render = harmonize(base.image.clamp(-1, 1), imgs, known, hz)
     if cfg.symmetry:
-        fill_3d, v_depth, v_normal, v_mask = fill_sym, out.depth, out.normal, (out.extra[:, :1] > 0.5).float() * out.mask
-        c_depth, c_tex, c_tmap, c_view = depth, texture, tmap, view
+        fill_3d, v_depth, v_normal, v_mask = fill_sym, out.depth, out.normal, g3d.view_foreground(out)
+        c_depth, c_tex, c_tmap = depth, texture, tmap
     else:
         # canonical outputs without mirroring: observed texture where seen, the student's elsewhere
-        fill_3d, v_depth, v_normal, v_mask = fill_render, base.depth, base.normal, (base.extra > 0.5).float() * base.mask
-        c_depth, c_tex, c_tmap, c_view = est.depth, comp["unmirrored_texture"], est.transform_map, est.view
+        fill_3d, v_depth, v_normal, v_mask = fill_render, base.depth, base.normal, g3d.view_foreground(base)
+        c_depth, c_tex, c_tmap = est.depth, comp["unmirrored_texture"], est.transform_map
     front = View.from_angles(0.0, 0.0, 0.0, batch=imgs.shape[0], device=dev)
     canon = rend.render(c_depth, c_tex, front, light, transform_map=c_tmap)
     res = Restoration(

@@ -138,7 +138,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         e2 = s.estimate(wi)
         rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))
         inv_img = s.teacher_image(wi).cpu()
-    mask = ((rend.extra > 0.5).float() * rend.mask).cpu()
+    mask = g.view_foreground(rend).cpu()
     depth = rend.depth.cpu()
     image = rend.image.clamp(-1, 1).cpu()
     out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps)}

@@ -111,14 +111,17 @@ class Student:
         return teacher_synthesis(self.teacher, w.to(self.device), features=False)[0].clamp(-1, 1)
 
     @torch.no_grad()
-    def render(self, est: Estimate, yaw: float | None = None, pitch: float | None = None, light: Light | None = None, roll: float = 0.0):
+    def render(self, est: Estimate, yaw: float | None = None, pitch: float | None = None, light: Light | None = None, roll: float = 0.0,
+               **kwargs):
         """Render at absolute ``yaw``/``pitch`` degrees (None for both: the predicted view) and
-        ``light`` (None: the predicted light). Returns the renderer's ``RenderResult``."""
+        ``light`` (None: the predicted light); ``kwargs`` go to the renderer (e.g. ``extra``).
+        Returns the renderer's ``RenderResult``."""
         b = est.depth.shape[0]
         view = None
         if yaw is not None or pitch is not None:
             view = View.from_angles(yaw or 0.0, pitch or 0.0, roll, batch=b, device=self.device)
-        return self.g3d.render(est, self.renderer, view=view, light=light.to(self.device) if light is not None else None, filter_grads=False)
+        return self.g3d.render(est, self.renderer, view=view, light=light.to(self.device) if light is not None else None,
+                               filter_grads=False, **kwargs)
 
     @torch.no_grad()
     def turntable(self, est: Estimate, n_frames: int = 36, max_yaw: float = 45.0, pitch: float = 0.0, light: Light | None = None) -> torch.Tensor:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from digan.errors import DiganError
-from digan.render.types import Light, View
+from digan.render.types import Light
 from digan.student.config import VARIANTS
 from digan.student.inference import ASSETS, Student
 from evaluate.methods import Capabilities, Method, Rendered, register_method
@@ -128,24 +128,17 @@ class DiganMethod(Method):
     def latents(self, n: int, seed: int, start: int = 0) -> torch.Tensor:
         return self.student.latents(n, seed, start)
 
-    def _rendered(self, out, est) -> Rendered:
-        return Rendered(image=out.image.clamp(-1, 1), depth=out.depth, normal=out.normal, mask=out.mask)
+    def _rendered(self, out) -> Rendered:
+        """A render made with ``extra`` = the canonical foreground: its mask is the head (depth in
+        front of the background plane, carried to the view), so shape views and SIDE/MAD see the
+        head, not the still background plane around it; the image keeps the whole frame."""
+        return Rendered(image=out.image.clamp(-1, 1), depth=out.depth, normal=out.normal, mask=self.student.g3d.view_foreground(out))
 
     @torch.no_grad()
     def render(self, latents: torch.Tensor, yaw: float = 0.0, pitch: float = 0.0, light: Light | None = None) -> Rendered:
         s = self.student
-        w = s.style(latents.to(s.device, torch.float32), self.truncation)
-        est = s.estimate(w)
-        b = est.depth.shape[0]
-        view = View.from_angles(float(yaw), float(pitch), 0.0, batch=b, device=s.device)
-        fg = s.g3d.foreground(est.depth)
-        out = s.g3d.render(est, s.renderer, view=view, light=light.to(s.device) if light is not None else None,
-                           filter_grads=False, extra=fg)
-        r = self._rendered(out, est)
-        # the mask is the head (the canonical foreground, depth in front of the background plane,
-        # carried to the view), as in reconstruct(): shape views then show the head, not the
-        # still background plane around it; the image keeps the whole frame
-        return Rendered(image=r.image, depth=r.depth, normal=r.normal, mask=(out.extra > 0.5).to(out.image.dtype) * out.mask)
+        est = s.estimate(s.style(latents.to(s.device, torch.float32), self.truncation))
+        return self._rendered(s.render(est, yaw=float(yaw), pitch=float(pitch), light=light, extra=s.g3d.foreground(est.depth)))
 
     def reconstruct(self, images: torch.Tensor) -> Rendered:
         s = self.student
@@ -155,10 +148,7 @@ class DiganMethod(Method):
         w = invert_teacher(s.teacher, imgs, s.g3d.w_std, self.inversion_steps, self.inversion_lr)
         with torch.no_grad():
             est = s.estimate(w)
-            fg = s.g3d.foreground(est.depth)
-            out = s.g3d.render(est, s.renderer, filter_grads=False, extra=fg)
-            mask = (out.extra > 0.5).to(out.image.dtype) * out.mask
-        return Rendered(image=out.image.clamp(-1, 1), depth=out.depth, normal=out.normal, mask=mask)
+            return self._rendered(s.render(est, extra=s.g3d.foreground(est.depth)))
 
     def weights(self) -> dict[str, Any]:
         t = self.student.teacher

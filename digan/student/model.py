@@ -251,6 +251,12 @@ class G3D(nn.Module):
         """(B,1,S,S) 1 where the depth is nearer than the background plane."""
         return (depth <= self.cfg.model.border_depth - 0.01).to(depth.dtype)
 
+    @staticmethod
+    def view_foreground(result: Any, channel: int = 0) -> torch.Tensor:
+        """(B,1,S,S) the head in the view of a render made with ``extra`` whose ``channel`` holds
+        :meth:`foreground`: covered pixels where the interpolated foreground exceeds 0.5."""
+        return (result.extra[:, channel:channel + 1] > 0.5).to(result.image.dtype) * result.mask
+
     def transform_map(self, raw: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         t = torch.sigmoid(raw + 5)
         fg = self.foreground(depth)

@@ -32,7 +32,7 @@ model's priors must resolve.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -154,7 +154,6 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
                        "flat_plane": score(torch.ones_like(c_depth))},
         "settings": {},
     }
-    g = torch.Generator().manual_seed(cfg.seed)
     for name in cfg.settings:
         pose, alb, use_flip = SETTINGS[name]
         t0 = time.perf_counter()
@@ -203,7 +202,6 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
             loss.backward()
             opt.step()
         out["settings"][name] = {"curve": curve, "final": curve[-1], "seconds": round(time.perf_counter() - t0, 2)}
-    del g
     return out
 
 
