@@ -10,7 +10,8 @@ import torch
 from digan.errors import DiganError
 from digan.student.build import build_g3d
 from digan.student.config import make_config
-from digan.student.diagnostics import masked_std, pose_agreement, shape_diagnostics
+from digan.render.types import Light
+from digan.student.diagnostics import light_agreement, masked_std, pose_agreement, shape_diagnostics
 from digan.student.inference import Student
 from digan.student.testing import random_teacher
 
@@ -29,6 +30,22 @@ def test_pose_agreement_closed_forms():
     assert pose_agreement(p, q)["corr"] == pytest.approx(np.corrcoef(p, q)[0, 1])
     with pytest.raises(DiganError):
         pose_agreement(t[:2], t[:2])
+
+
+def test_light_agreement_closed_forms():
+    rng = np.random.default_rng(1)
+    true = torch.tensor(np.stack([rng.uniform(0.3, 0.7, 50), rng.uniform(0.3, 0.8, 50), rng.uniform(-0.8, 0.8, 50),
+                                  rng.uniform(-0.8, 0.8, 50)], 1))
+    good = Light(true[:, 0] + 0.1, true[:, 1], torch.stack([0.5 * true[:, 2], -true[:, 3]], 1))
+    a = light_agreement(good, true)
+    assert a["dx_corr"] == pytest.approx(1.0) and a["dx_slope"] == pytest.approx(0.5)
+    assert a["dy_corr"] == pytest.approx(-1.0) and a["dy_slope"] == pytest.approx(-1.0)
+    assert a["ambient_pred"] == pytest.approx(a["ambient_true"] + 0.1)
+    assert a["direction_std_true"] == pytest.approx(float(true[:, 2:].double().std(0, unbiased=False).mean()))
+    # a DL that lights every face from one direction (the collapse the report must show)
+    flat = Light(torch.full((50,), 0.96), torch.full((50,), 0.86), torch.tensor([[0.05, -0.14]]).repeat(50, 1))
+    b = light_agreement(flat, true)
+    assert np.isnan(b["dx_corr"]) and b["direction_std_pred"] == 0.0 and b["direction_std_true"] > 0.3
 
 
 def test_masked_std_matches_numpy():

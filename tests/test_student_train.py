@@ -137,6 +137,16 @@ def test_canonical_symmetry_term_and_perturbation_translation(teacher):
         _, view, angles = perturbation(torch.zeros(64, 4), torch.zeros(64, 6), c2, torch.Generator().manual_seed(0))
         torch.testing.assert_close(view[:, 3], k * torch.sin(angles[:, 1] * np.pi / 180))
         assert angles[:, 1].abs().max() <= 45 and angles[:, 0].abs().max() <= 15 and view[:, 4:].abs().max() == 0
+    # perturbed lights: "permute" (LiftedGAN) reuses the batch's predicted lights; "direction"
+    # keeps permuted ambient/diffuse but samples (dx, dy) ~ U(+-range), so a DL that lights every
+    # face from one direction still sees relit perturbations
+    lights = torch.tensor([[0.1, 0.2, 0.05, -0.14]]).repeat(64, 1)
+    lp, _, _ = perturbation(lights, torch.zeros(64, 6), _cfg("loss.perturb_light=permute"), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lp, lights)  # permuting identical lights cannot relight
+    lp, _, _ = perturbation(lights, torch.zeros(64, 6), _cfg("loss.perturb_light=direction", "loss.perturb_light_range=0.6"),
+                            torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lp[:, :2], lights[:, :2])
+    assert lp[:, 2:].abs().max() <= 0.6 and lp[:, 2:].std(0).min() > 0.25  # U(-0.6, 0.6): std 0.35
 
 
 def _eval_rec(core, teacher, cfg, z):

@@ -117,6 +117,16 @@ class LossConfig:
     # crops (aligned on the face, so a turned head shifts in the frame); 0 for data whose crops
     # do not shift with yaw (the synthetic heads)
     perturb_translation: float = 0.2
+    # light of a perturbed view: "permute" = ambient/diffuse and direction taken from two random
+    # permutations of the batch's predicted lights (LiftedGAN); "direction" = the same
+    # ambient/diffuse, direction (dx, dy) ~ U(-perturb_light_range, +perturb_light_range) each.
+    # Why: permuting can only explore lights DL already predicts, so once DL settles on one
+    # frontal light (measured on the tiny preset: every face lit from (0.05, -0.14) while the
+    # synthetic heads' lights span +-0.8) the perturbed views never relight the face, M never
+    # learns to remove the light from w0, the albedo keeps the shading and the depth gets no
+    # shading signal. Sampled directions make M relight (cycle loss: DL(w') = L') as views do.
+    perturb_light: Literal["permute", "direction"] = "permute"
+    perturb_light_range: float = 0.8
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3

@@ -40,7 +40,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "light_agreement", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
 
@@ -54,6 +54,29 @@ def pose_agreement(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     corr = float((tc * pc).sum() / denom) if denom > 0 else float("nan")
     slope = float((tc * pc).sum() / (tc**2).sum()) if (tc**2).sum() > 0 else float("nan")
     return {"corr": corr, "slope": slope}
+
+
+def light_agreement(pred: Any, true: torch.Tensor) -> dict[str, float]:
+    """DL's light against the true light (B,4: ambient, diffuse, dx, dy) of the same images:
+    ``dx_corr``/``dy_corr``/``dx_slope``/``dy_slope`` (:func:`pose_agreement` of each direction
+    component), the predicted and true means of ambient and diffuse, and the spread (std) of the
+    predicted and true directions. A DL that lights every face the same way (direction std near
+    0, correlation NaN or near 0) gives the depth no shading signal: shape is then lost there."""
+    t = true.detach().cpu().double().numpy()
+    pa = pred.ambient.detach().cpu().double().numpy()
+    pdf = pred.diffuse.detach().cpu().double().numpy()
+    pdir = pred.direction.detach().cpu().double().numpy()
+    out: dict[str, float] = {}
+    for j, name in ((0, "dx"), (1, "dy")):
+        try:
+            a = pose_agreement(pdir[:, j], t[:, 2 + j])
+        except DiganError:
+            a = {"corr": float("nan"), "slope": float("nan")}
+        out[f"{name}_corr"], out[f"{name}_slope"] = a["corr"], a["slope"]
+    out.update({"ambient_pred": float(pa.mean()), "ambient_true": float(t[:, 0].mean()),
+                "diffuse_pred": float(pdf.mean()), "diffuse_true": float(t[:, 1].mean()),
+                "direction_std_pred": float(pdir.std(0).mean()), "direction_std_true": float(t[:, 2:4].std(0).mean())})
+    return out
 
 
 def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,7 +117,8 @@ def _mean(x: torch.Tensor | np.ndarray) -> float:
 
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
-    (``image``, ``depth``, ``normal``, ``mask``; CPU float) and their true yaws (degrees).
+    (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; CPU float)
+    and their true yaws (degrees).
     At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
     from digan.data.synthetic import load_synth
 
@@ -106,7 +130,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
-    gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask")}
+    gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask", "light")}
     if gt["image"].shape[-1] != size:
         raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
     return gt, np.array([float(it["rotation"][1]) for it in items])
@@ -145,6 +169,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
+    out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -210,11 +235,13 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         lines.append(f"{i:>4} {_f(pf['true_yaw'][i], '+8.1f')} {_f(pf['pred_yaw'][i], '+7.1f')} {_f(pf['psnr_teacher'][i], '7.1f'):>7} dB "
                      f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
                      f"{_f(ratio, '8.2f'):>8}x")
-    r, ps = rep["roughness"], rep["psnr"]
+    r, ps, la = rep["roughness"], rep["psnr"], rep["light_agreement"]
     rows = [
         ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
         ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
         ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
+        ("DL light vs true: dx, dy", f"corr {_f(la['dx_corr'], '+.2f')}, {_f(la['dy_corr'], '+.2f')}; "
+                                     f"spread {la['direction_std_pred']:.2f} vs {la['direction_std_true']:.2f}"),
         ("relief (depth std)", f"{rep['relief_std']:.4f}"),
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
@@ -234,7 +261,7 @@ SHAPE_EVAL_CSV = "shape_eval.csv"
 #: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
 #: pixels, the flat-plane and prior-only references, DV yaw vs true yaw, inversion PSNR (dB)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "yaw_corr", "yaw_slope", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -246,7 +273,8 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "roughness": rep["roughness"]["student"], "roughness_gt": rep["roughness"]["ground_truth"],
         "roughness_ratio": rep["roughness"]["ratio"], "flat_side": rep["flat_plane"]["side"], "flat_mad": rep["flat_plane"]["mad"],
         "prior_side": rep["prior_only"]["side"], "prior_mad": rep["prior_only"]["mad"], "prior_roughness": rep["roughness"]["prior_only"],
-        "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"], "psnr_teacher": rep["psnr"]["teacher"],
+        "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"],
+        "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
         "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
         "eval_seconds": round(float(seconds), 3),
     }

@@ -7,7 +7,9 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * z ~ N(0, I) -> w = truncate(mapping(z), 0.7) -> I_2D = G(w) (no gradient).
 * G3D estimate; render I_3D at the predicted view/light, and the flipped render.
 * ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``.
-* Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights; V' =
+* Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights
+  (``loss.perturb_light="permute"``, LiftedGAN) or (a, b) permuted and (dx, dy) ~ U(+-
+  ``loss.perturb_light_range``) (``"direction"``: the tiny preset; see LossConfig); V' =
   pitch ~ U(+-15), yaw ~ U(+-45) deg, roll 0, tx = ``loss.perturb_translation`` (0.2) x sin(yaw)
   raw units; w' = M(w, L', V').
   ``perturb`` (x ``loss.perturb``) = image loss of the render at DV/DL(w') vs G(w') (G detached)
@@ -61,7 +63,12 @@ def perturbation(light_raw: torch.Tensor, view_raw: torch.Tensor, cfg: StudentCo
     b, dev = light_raw.shape[0], light_raw.device
     i1 = torch.randperm(b, generator=generator).to(dev)
     i2 = torch.randperm(b, generator=generator).to(dev)
-    light = torch.cat([light_raw[i1, :2], light_raw[i2, 2:]], 1).detach()
+    if cfg.loss.perturb_light == "direction":
+        r = float(cfg.loss.perturb_light_range)
+        direction = (torch.rand(b, 2, generator=generator) * 2 - 1).mul(r).to(dev, light_raw.dtype)
+    else:  # "permute" (LiftedGAN)
+        direction = light_raw[i2, 2:]
+    light = torch.cat([light_raw[i1, :2], direction], 1).detach()
     lo = torch.tensor([-cfg.loss.perturb_pitch, -cfg.loss.perturb_yaw, 0.0])
     hi = -lo
     angles = (torch.rand(b, 3, generator=generator) * (hi - lo) + lo).to(dev)
