@@ -211,7 +211,7 @@ def test_cli_check_exit_status(tmp_path, capsys):
     assert main(["check", "--results", str(slow), "--baseline", str(bl)]) == 0
     assert "ungated" in capsys.readouterr().out
     # the same regression passes with a looser tolerance given on the command line
-    assert main(["check", "-r", str(worse), "-b", str(bl), "-t", "fid=40", "-t", "identity=0.3"]) == 0
+    assert main(["check", "-r", str(worse), "-b", str(bl), "--tolerance", "fid=40", "--tolerance", "identity=0.3"]) == 0
     better = _write_results(tmp_path / "better", _records(**{"digan/fid/overall": 50.0}))
     assert main(["check", "-r", str(better), "-b", str(bl)]) == 0
     assert "--write-baseline" in capsys.readouterr().out

@@ -77,7 +77,7 @@ def check_cmd(
     results: Path = typer.Option(Path("results"), "--results", "-r", help="Results folder (or records.jsonl) to check."),
     baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline JSON (committed), e.g. benchmarks/baselines/demo.json."),
     write: bool = typer.Option(False, "--write-baseline", help="Create or update the baseline from --results instead of checking."),
-    tolerance: Optional[list[str]] = typer.Option(None, "--tolerance", "-t", help="METRIC=ABS[,REL]: tolerance override (repeatable), e.g. fid=3,0.05."),
+    tolerance: Optional[list[str]] = typer.Option(None, "--tolerance", help="METRIC=ABS[,REL]: tolerance override (repeatable), e.g. fid=3,0.05."),
     metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only check these metrics (repeatable or comma-separated)."),
     show_all: bool = typer.Option(False, "--all", help="Also list unchanged values."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the comparison as JSON here."),

@@ -1,0 +1,38 @@
+"""One meaning per short option across every digan-bench command (a user who learnt ``-t`` as
+``--teacher`` must not get ``--tolerance`` elsewhere)."""
+
+from __future__ import annotations
+
+from typer.main import get_command
+
+from digan.cli import app
+
+#: long names that mean the same thing (one method or a list of them; a count of faces/samples)
+SAME = {"--method": "--methods", "--n": "--n-faces"}
+
+
+def _short_options() -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+
+    def walk(cmd, path: list[str]) -> None:
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, path + [name])
+        for p in getattr(cmd, "params", []):
+            if getattr(p, "param_type_name", "") != "option":
+                continue
+            opts = list(p.opts) + list(p.secondary_opts)
+            longs = [o for o in opts if o.startswith("--")]
+            for s in (o for o in opts if o.startswith("-") and not o.startswith("--")):
+                key = SAME.get(longs[0], longs[0]) if longs else "?"
+                out.setdefault(s, {}).setdefault(key, []).append(" ".join(path))
+
+    walk(get_command(app), [])
+    return out
+
+
+def test_each_short_option_has_one_meaning():
+    opts = _short_options()
+    assert {"-t", "-s", "-o", "-n", "-m"} <= set(opts)  # the walk sees the commands
+    clashes = {s: d for s, d in opts.items() if len(d) > 1}
+    assert not clashes, f"short options with several meanings: {clashes}"
+    assert set(opts["-t"]) == {"--teacher"} and set(opts["-s"]) == {"--set"} and set(opts["-o"]) == {"--out"}
