@@ -331,7 +331,8 @@ _SHAPE_PANELS = (
     ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("flat_side", "flat plane", "-.")]),
     ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("flat_mad", "flat plane", "-.")]),
     ("depth roughness (mean |Laplacian|)", "roughness", [("prior_roughness", "prior only", "--"), ("roughness_gt", "ground truth", ":")]),
-    ("DV yaw vs true yaw (1 = perfect)", "yaw_corr", [("yaw_slope", "slope", ":")]),
+    ("DV yaw and DL light vs the truth (1 = perfect)", "yaw_corr",
+     [("yaw_slope", "yaw slope", ":"), ("light_dx_corr", "light dx corr", "--"), ("light_dy_corr", "light dy corr", "-.")]),
 )
 
 
@@ -339,8 +340,9 @@ def shape_eval_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | No
     """3D accuracy during training (``shape_eval.jsonl`` of runs trained with ``--eval-data``):
     SIDE, MAD, depth roughness and the DV-yaw correlation against step, one colour per run
     (solid, with markers), the run's prior-only and flat-plane references dashed / dash-dotted,
-    for roughness the ground truth's and for yaw the slope dotted. None when no run has
-    evaluations."""
+    for roughness the ground truth's, beside the yaw correlation its slope (dotted) and the
+    correlation of DL's light direction with the true light (dx dashed, dy dash-dotted; runs
+    logged before that column have none). None when no run has evaluations."""
     from digan.student.diagnostics import read_shape_eval
 
     dirs = [Path(d) for d in run_dirs]

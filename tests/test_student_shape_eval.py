@@ -125,7 +125,8 @@ def test_shape_eval_figure_one_line_per_run_with_dashed_references(tmp_path):
     def rows(k):
         return [{"step": s, "side": 0.02 - 0.001 * s / 100 - k * 1e-3, "mad": 40 - s / 50, "roughness": 5e-3 / (1 + s / 100),
                  "roughness_gt": 2.7e-3, "flat_side": 0.0133, "flat_mad": 41.1, "prior_side": 0.0132, "prior_mad": 34.2,
-                 "prior_roughness": 2.5e-3, "yaw_corr": 0.5 + s / 1000 if s else None} for s in (0, 100, 200)]
+                 "prior_roughness": 2.5e-3, "yaw_corr": 0.5 + s / 1000 if s else None,
+                 **({"light_dx_corr": 0.1 + s / 1000, "light_dy_corr": -0.2} if k == 0 else {})} for s in (0, 100, 200)]
 
     _write_rows(tmp_path / "a" / "digan", rows(0))
     _write_rows(tmp_path / "b" / "digan", rows(1))
@@ -141,7 +142,10 @@ def test_shape_eval_figure_one_line_per_run_with_dashed_references(tmp_path):
     assert [ln.get_ydata()[0] for ln in side_ax.get_lines() if ln.get_linestyle() == "-."] == [0.0133, 0.0133]  # flat plane
     assert [ln.get_ydata()[0] for ln in rough_ax.get_lines() if ln.get_linestyle() == ":"] == [2.7e-3, 2.7e-3]  # ground truth
     assert np.isnan(yaw_ax.get_lines()[0].get_ydata()[0])  # a missing value is a gap, not a crash
-    assert yaw_ax.get_title() == "DV yaw vs true yaw (1 = perfect)"
+    assert yaw_ax.get_title() == "DV yaw and DL light vs the truth (1 = perfect)"
+    # light columns: drawn for the run that logged them (a), absent for an older log (b)
+    np.testing.assert_allclose([ln.get_ydata() for ln in yaw_ax.get_lines() if ln.get_linestyle() == "--"], [[0.1, 0.2, 0.3]])
+    assert [ln.get_ydata()[0] for ln in yaw_ax.get_lines() if ln.get_linestyle() == "-."] == [-0.2]
     png, _ = F.save_figure(fig, tmp_path, "shape_eval")
     assert png.stat().st_size > 5000
     assert F.shape_eval_figure([tmp_path / "losses_only"]) is None
