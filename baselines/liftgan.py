@@ -89,7 +89,7 @@ LIFTGAN_DEFAULTS: list[str] = [
 #: on top of the ``tiny`` preset (narrow networks and the step budget, shared with DIGAN so the
 #: two compare at equal budget): undo the preset's DIGAN-only schedule, so LiftGAN keeps
 #: LiftedGAN's loss weights (flip 0.8, no canonical-symmetry loss), its plain compose net, no
-#: depth warm-up and its diffuse range [0, 1]. The data-dependent perturbation ranges of ``tiny`` (|yaw| <= 30, no yaw-tied
+#: depth warm-up, its diffuse range [0, 1] and its perturbed lights (permuted batch lights). The data-dependent perturbation ranges of ``tiny`` (|yaw| <= 30, no yaw-tied
 #: translation for the synthetic crops) are kept: they describe the data, not the method.
 LIFTGAN_TINY: list[str] = [
     "loss.flip=0.8",
@@ -97,6 +97,7 @@ LIFTGAN_TINY: list[str] = [
     "train.depth_warmup=0",
     "model.compose_residual=false",
     "model.light_diffuse_range=[0.0,1.0]",
+    "loss.perturb_light=permute",
 ]
 
 

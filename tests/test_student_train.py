@@ -116,6 +116,43 @@ def test_objective_total_is_weighted_sum(teacher):
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
 
 
+def test_rec_depth_grad_none_keeps_single_view_terms_off_the_depth(teacher):
+    """loss.rec_depth_grad=none: rec and flip still train DL (and M) but send nothing to DS;
+    the same loss values as "all" (only the gradient path differs); perturb still reaches DS."""
+    only_rec = ["loss.identity=0", "loss.perturb=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0", "loss.canonical_symmetry=0"]
+    for mode, depth_grad in (("all", True), ("none", False)):
+        torch.manual_seed(0)
+        b = get_builder("digan")(_cfg(*only_rec, f"loss.rec_depth_grad={mode}"), teacher)
+        torch.manual_seed(3)
+        total, logs = b.objective(torch.randn(3, 32))
+        total.backward()
+        dg = [p.grad for p in b.core.depth_net.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in dg) == depth_grad, mode
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.core.light_net.parameters()), mode
+        if mode == "all":
+            ref = {k: v.item() for k, v in logs.items()}
+        else:
+            assert {k: v.item() for k, v in logs.items()} == pytest.approx(ref, rel=1e-5)
+    b = get_builder("digan")(_cfg("loss.identity=0", "loss.rec_depth_grad=none"), teacher)
+    b.objective(torch.randn(3, 32))[0].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.core.depth_net.parameters())
+
+
+def test_canonical_cycle_term(teacher):
+    """loss.canonical_cycle: MSE(DL(w0), (a, b, 0, 0)) + MSE(DV(w0) rotation, 0), off at 0."""
+    cfg = _cfg("loss.identity=0", "loss.canonical_cycle=2")
+    torch.manual_seed(0)
+    b = get_builder("digan")(cfg, teacher)
+    torch.manual_seed(3)
+    total, logs = b.objective(torch.randn(3, 32), keep=True)
+    est, g = b.objective.last["est"], b.core
+    with torch.no_grad():
+        v0, l0 = g.decompose(est.w0)
+        want = ((l0[:, :2] - est.light_raw[:, :2]) ** 2).sum() / 12 + (l0[:, 2:] ** 2).sum() / 12 + (v0[:, :3] ** 2).mean()
+    assert logs["canonical_cycle"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert "canonical_cycle" not in get_builder("digan")(_cfg("loss.identity=0"), teacher).objective(torch.randn(2, 32))[1]
+
+
 def test_canonical_symmetry_term_and_perturbation_translation(teacher):
     from digan.student.objective import perturbation
 
@@ -160,7 +197,7 @@ def _eval_rec(core, teacher, cfg, z):
 def test_short_training_lowers_reconstruction_and_resume_is_exact(teacher, tmp_path):
     # the paper's loss balance (the tiny preset's schedule trades reconstruction for symmetry early on)
     cfg = _cfg("train.steps=25", "train.lr=1e-3", "train.ckpt_every=20", "train.grid_every=25", "loss.identity=0",
-               "loss.flip=0.8", "loss.canonical_symmetry=0", "train.depth_warmup=0")
+               "loss.flip=0.8", "loss.canonical_symmetry=0", "train.depth_warmup=0", "loss.perturb_light=permute")
     zval = torch.randn(8, 32, generator=torch.Generator().manual_seed(99))
     g0 = get_builder("digan")(cfg, teacher).core
     before = _eval_rec(g0, teacher, cfg, zval)

@@ -26,11 +26,15 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
   consistent with the perturbation loss as "M sets V'"); the flip loss alone escapes that
   state only slowly, which short CPU runs never see. The tiny preset turns it on.
 
+* ``canonical_cycle`` (x ``loss.canonical_cycle``, 0 in the paper): the cycle loss on w0 itself,
+  DL(w0) = (a, b, 0, 0) and DV(w0) rotation = 0. Not in DIGAN or LiftedGAN (experimental).
+
 A term whose weight is 0 is not computed (this is how the ablations switch terms off).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -106,8 +110,13 @@ class DistillationObjective(nn.Module):
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
         w, target = sample_teacher(teacher, z, cfg.model.truncation)
         est = g3d.estimate(w, teacher)
-        out = g3d.render(est, renderer)
-        flip = g3d.render(est, renderer, flip=True) if lc.flip > 0 else None
+        est_rec = est
+        if lc.rec_depth_grad == "none":  # rec and flip teach albedo, light, view, M; not depth
+            d = est.depth.detach()
+            est_rec = dataclasses.replace(est, depth=d, albedo=g3d.delight(est.canonical, d, est.light)
+                                          if cfg.model.delight else est.albedo)
+        out = g3d.render(est_rec, renderer)
+        flip = g3d.render(est_rec, renderer, flip=True) if lc.flip > 0 else None
         total = w.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         rec, parts = L.symmetric_reconstruction(out.image, flip.image if flip is not None else None, target,
@@ -144,6 +153,14 @@ class DistillationObjective(nn.Module):
                 wr = L.w_regularizer(w_p, g3d.w_mean, g3d.w_sigma_inv)
                 total = total + lc.w_reg * wr
                 logs["w_reg"] = wr.detach()
+        if lc.canonical_cycle > 0:
+            # DV/DL read the neutral code as what it was made for: frontal, light straight on
+            v0, l0 = g3d.decompose(est.w0)
+            l0_target = torch.cat([est.light_raw[:, :2].detach(), torch.zeros_like(est.light_raw[:, 2:])], 1)
+            cl0, cv0 = L.cycle_loss(l0, l0_target, v0, torch.zeros_like(v0))
+            cc = cl0 + cv0
+            total = total + lc.canonical_cycle * cc
+            logs["canonical_cycle"] = cc.detach()
         if lc.canonical_symmetry > 0:
             cs = self._img(est.canonical, est.canonical.flip(3))
             total = total + lc.canonical_symmetry * cs
