@@ -238,10 +238,14 @@ class G3D(nn.Module):
         """(view_raw (B,6), light_raw (B,4)) = (DV(w), DL(w))."""
         return self.view_net(w), self.light_net(w)
 
+    @staticmethod
+    def neutral_light(light_raw: torch.Tensor) -> torch.Tensor:
+        """The neutral code's light (a, b, 0, 0): the same ambient/diffuse, straight-on direction."""
+        return torch.cat([light_raw[:, :2], torch.zeros_like(light_raw[:, 2:])], 1)
+
     def neutral_code(self, w: torch.Tensor, light_raw: torch.Tensor, view_raw: torch.Tensor) -> torch.Tensor:
         """w0 = M(w, (a, b, 0, 0), 0)."""
-        l0 = torch.cat([light_raw[:, :2], torch.zeros_like(light_raw[:, 2:])], 1)
-        return self.compose(w.detach(), l0, torch.zeros_like(view_raw))
+        return self.compose(w.detach(), self.neutral_light(light_raw), torch.zeros_like(view_raw))
 
     def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Depth net output -> depth (:func:`raw_to_depth` with this model's prior and config)."""
@@ -264,6 +268,11 @@ class G3D(nn.Module):
         t = gaussian_blur(t, self.blur_radius, self.blur_sigma)
         return F.pad(t[:, :, 1:-1, 2:-2], (2, 2, 1, 1), value=0.0)
 
+    def albedo(self, canonical: torch.Tensor, depth: torch.Tensor, light: Light) -> torch.Tensor:
+        """The texture the renderer shades: :meth:`delight` of G(w0) with ``model.delight``, else
+        G(w0) itself."""
+        return self.delight(canonical, depth, light) if self.cfg.model.delight else canonical
+
     def delight(self, canonical: torch.Tensor, depth: torch.Tensor, light: Light) -> torch.Tensor:
         """Albedo = canonical image / frontal shading ``a + b max(0, n_z)`` (in [0,1] colour units)."""
         n = normals_from_depth(depth, self.cfg.renderer.fov, normalize=self.cfg.renderer.normal_norm)
@@ -284,7 +293,7 @@ class G3D(nn.Module):
         depth = self.depth_from_raw(self.depth_net(w0, feat))
         tmap = self.transform_map(self.trans_net(w0), depth) if self.trans_net is not None else None
         light = self.light_net.to_light(light_raw)
-        albedo = self.delight(canonical, depth, light) if self.cfg.model.delight else canonical
+        albedo = self.albedo(canonical, depth, light)
         return Estimate(depth=depth, albedo=albedo, canonical=canonical, transform_map=tmap, view_raw=view_raw,
                         light_raw=light_raw, w0=w0, view=self.view_net.to_view(view_raw), light=light)
 

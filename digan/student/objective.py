@@ -113,8 +113,7 @@ class DistillationObjective(nn.Module):
         est_rec = est
         if lc.rec_depth_grad == "none":  # rec and flip teach albedo, light, view, M; not depth
             d = est.depth.detach()
-            est_rec = dataclasses.replace(est, depth=d, albedo=g3d.delight(est.canonical, d, est.light)
-                                          if cfg.model.delight else est.albedo)
+            est_rec = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
         out = g3d.render(est_rec, renderer)
         flip = g3d.render(est_rec, renderer, flip=True) if lc.flip > 0 else None
         total = w.new_zeros(())
@@ -156,8 +155,7 @@ class DistillationObjective(nn.Module):
         if lc.canonical_cycle > 0:
             # DV/DL read the neutral code as what it was made for: frontal, light straight on
             v0, l0 = g3d.decompose(est.w0)
-            l0_target = torch.cat([est.light_raw[:, :2].detach(), torch.zeros_like(est.light_raw[:, 2:])], 1)
-            cl0, cv0 = L.cycle_loss(l0, l0_target, v0, torch.zeros_like(v0))
+            cl0, cv0 = L.cycle_loss(l0, g3d.neutral_light(est.light_raw.detach()), v0, torch.zeros_like(v0))
             cc = cl0 + cv0
             total = total + lc.canonical_cycle * cc
             logs["canonical_cycle"] = cc.detach()
