@@ -328,8 +328,10 @@ def loss_curves_figure(run_dirs: Sequence[str | Path], smooth: float = 0.04, lab
 
 #: panels of :func:`shape_eval_figure`: (title, student column, [(reference column, label, style)])
 _SHAPE_PANELS = (
-    ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("flat_side", "flat plane", "-.")]),
-    ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("flat_mad", "flat plane", "-.")]),
+    ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("posed_prior_side", "prior at DV pose", ":"),
+                                       ("flat_side", "flat plane", "-.")]),
+    ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("posed_prior_mad", "prior at DV pose", ":"),
+                              ("flat_mad", "flat plane", "-.")]),
     ("depth roughness (mean |Laplacian|)", "roughness", [("prior_roughness", "prior only", "--"), ("roughness_gt", "ground truth", ":")]),
     ("DV yaw and DL light vs the truth (1 = perfect)", "yaw_corr",
      [("yaw_slope", "yaw slope", ":"), ("light_dx_corr", "light dx corr", "--"), ("light_dy_corr", "light dy corr", "-.")]),
@@ -339,7 +341,8 @@ _SHAPE_PANELS = (
 def shape_eval_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> "plt.Figure | None":
     """3D accuracy during training (``shape_eval.jsonl`` of runs trained with ``--eval-data``):
     SIDE, MAD, depth roughness and the DV-yaw correlation against step, one colour per run
-    (solid, with markers), the run's prior-only and flat-plane references dashed / dash-dotted,
+    (solid, with markers), the run's prior-only, posed-prior and flat-plane references dashed /
+    dotted / dash-dotted,
     for roughness the ground truth's, beside the yaw correlation its slope (dotted) and the
     correlation of DL's light direction with the true light (dx dashed, dy dash-dotted; runs
     logged before that column have none). None when no run has evaluations."""

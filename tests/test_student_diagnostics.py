@@ -71,8 +71,12 @@ def test_untrained_student_report(tmp_path):
     d[:, :2] = d[:, -2:] = 1.05
     assert rep["relief_std"] == pytest.approx(np.std(d[d <= 1.04]), rel=1e-3)
     assert rep["n_faces"] == 4 and -1 <= rep["pose"]["corr"] <= 1
-    for key in ("student", "flat_plane", "prior_only", "inverted_relief"):
+    for key in ("student", "flat_plane", "prior_only", "prior_posed", "inverted_relief"):
         assert np.isfinite(rep[key]["side"]) and 0 <= rep[key]["mad"] <= 180, key
+    # an untrained student's depth is its prior: at DV's pose it is exactly the posed prior,
+    # on all its pixels and on the inner face
+    assert rep["student"] == rep["prior_posed"] and rep["face"]["student"] == rep["face"]["prior_posed"]
+    assert 0 < rep["face"]["pixels"] and np.isfinite(rep["face"]["student"]["mad"])
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
     with pytest.raises(DiganError, match="at least 3"):
         shape_diagnostics(st, tmp_path / "gt", n_faces=2)
@@ -118,3 +122,20 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
         assert cells[0] == str(i) and cells[3] == f"{rep['per_face']['psnr_teacher'][i]:.1f}" and cells[5] == f"{rep['per_face']['psnr_student'][i]:.1f}"
     assert any(ln.startswith("roughness student / GT") and f"{rep['roughness']['ratio']:.2f}x" in ln for ln in lines)
     assert any(ln.startswith("PSNR inversion / render") for ln in lines)
+
+
+def test_references_are_scored_on_the_students_pixels(tmp_path):
+    """Without a prior (model.depth_prior=none) the prior-only depth is a fronto-parallel plane:
+    scored on the student's pixels it must equal the flat-plane reference (SIDE and MAD ignore
+    the depth offset; only the prior's 2-pixel border columns, which the untrained student's
+    rotated render may cover, differ). Scored on its own mask, as before, it did not."""
+    from digan.data.synth import generate_synth
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256", "model.depth_prior=none"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=5)
+    rep = shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4)
+    assert rep["prior_only"]["side"] == pytest.approx(rep["flat_plane"]["side"], rel=1e-5, abs=1e-9)
+    assert rep["prior_only"]["mad"] == pytest.approx(rep["flat_plane"]["mad"], rel=1e-3)
+    assert rep["student"] == rep["prior_posed"]

@@ -13,9 +13,13 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   collapsed diffuse term means shading carries no shape information);
 * **relief**: masked standard deviation of the canonical depth (scene units);
 * **3D error**: SIDE and MAD (Unsup3d protocol, :mod:`evaluate.metrics.depth3d`) of the
-  reconstructions, with three references on the same images and masks: a flat plane, the
-  model's own depth prior alone (``model.depth_prior``, frontal), and the reconstruction with
-  its relief inverted about its mean (lower than the reconstruction = hollow faces);
+  reconstructions, with four references on the same images and the same pixels (the student's
+  render inside the ground-truth mask): a flat plane, the model's own depth prior alone
+  (``model.depth_prior``, frontal), the prior turned to DV's predicted view (what the pose alone
+  gives: the learnt depth must beat *this* to have added shape), and the reconstruction with its
+  relief inverted about its mean (lower than the reconstruction = hollow faces); and the student
+  beside the posed prior on the inner face only (the prior's ellipse carried to the view: no
+  neck, hair or shoulders), where nose, brow and chin are;
 * **inversion or depth**: PSNR inside the ground-truth mask, per face and mean, of the teacher's
   image of the inverted w against the input (low: the teacher cannot reproduce the face, so the
   3D error is the inversion's) and of the student's render (low while the teacher's is high: the
@@ -142,7 +146,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     during training both call it).
 
     Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``student``/``flat_plane``/``prior_only``/
-    ``inverted_relief`` (SIDE, MAD), ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
+    ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``face``
+    (``student`` and ``prior_posed`` on the inner face, and its mean eroded ``pixels``),
+    ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
     inverted w, ``student`` = the student's render, both against the input inside the
     ground-truth mask), ``roughness`` (:func:`~evaluate.metrics.depth3d.depth_roughness` of the
     rendered depth, the ground truth's and the prior's on the same pixels: the ground-truth mask
@@ -150,7 +156,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     means), the two L1 errors, and ``per_face`` lists.
     """
     from evaluate.methods import Rendered
-    from evaluate.metrics.depth3d import depth_roughness, flat_plane_errors, reconstruction_errors
+    from dataclasses import replace
+
+    from evaluate.metrics.depth3d import depth_roughness, erode_mask, flat_plane_errors, reconstruction_errors
     from digan.student.method import invert_teacher
 
     s, g = student, student.g3d
@@ -179,8 +187,19 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["student"] = {"side": _mean(side), "mad": _mean(mad)}
     fs, fm, _ = flat_plane_errors(Rendered(image=gt["image"], depth=depth, normal=None, mask=mask), gt)
     out["flat_plane"] = {"side": _mean(fs), "mad": _mean(fm)}
+    # the references are scored on the student's pixels (as the flat plane is): a reference scored
+    # on its own, smaller mask (the prior's ellipse leaves out neck and hair) is not comparable
     prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
-    out["prior_only"] = _scores(prior, g.foreground(prior), gt)
+    out["prior_only"] = _scores(prior, mask, gt)
+    with torch.no_grad():
+        prior_dev = prior.to(e2.depth.device)
+        rend_p = g.render(replace(e2, depth=prior_dev), s.renderer, filter_grads=False, extra=g.foreground(prior_dev))
+    posed = rend_p.depth.cpu()
+    out["prior_posed"] = _scores(posed, mask, gt)
+    # the inner face: the prior's ellipse carried to the view, where the prior is a real guess
+    face = mask * g.view_foreground(rend_p).cpu()
+    out["face"] = {"student": _scores(depth, face, gt), "prior_posed": _scores(posed, face, gt),
+                   "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
     out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
@@ -245,8 +264,12 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         ("relief (depth std)", f"{rep['relief_std']:.4f}"),
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
-    for name in ("student", "flat_plane", "prior_only", "inverted_relief"):
-        rows.append((f"SIDE / MAD {name.replace('_', ' ')}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+    for name, label in (("student", "student"), ("flat_plane", "flat plane"), ("prior_only", "prior, frontal"),
+                        ("prior_posed", "prior, DV pose"), ("inverted_relief", "inverted relief")):
+        rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+    fc = rep["face"]
+    for name, label in (("student", "student"), ("prior_posed", "prior, DV pose")):
+        rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
     rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
     rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
     return lines + [f"{k:28s} {v}" for k, v in rows]
@@ -259,9 +282,10 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
 SHAPE_EVAL_JSONL = "shape_eval.jsonl"
 SHAPE_EVAL_CSV = "shape_eval.csv"
 #: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
-#: pixels, the flat-plane and prior-only references, DV yaw vs true yaw, inversion PSNR (dB)
+#: pixels, the flat-plane, prior-only and posed-prior references (the student's pixels), MAD on
+#: the inner face (student, posed prior), DV yaw vs true yaw, inversion PSNR (dB)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -273,6 +297,8 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "roughness": rep["roughness"]["student"], "roughness_gt": rep["roughness"]["ground_truth"],
         "roughness_ratio": rep["roughness"]["ratio"], "flat_side": rep["flat_plane"]["side"], "flat_mad": rep["flat_plane"]["mad"],
         "prior_side": rep["prior_only"]["side"], "prior_mad": rep["prior_only"]["mad"], "prior_roughness": rep["roughness"]["prior_only"],
+        "posed_prior_side": rep["prior_posed"]["side"], "posed_prior_mad": rep["prior_posed"]["mad"],
+        "face_mad": rep["face"]["student"]["mad"], "face_prior_mad": rep["face"]["prior_posed"]["mad"],
         "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"],
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
         "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
