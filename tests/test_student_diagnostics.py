@@ -11,7 +11,7 @@ from digan.errors import DiganError
 from digan.student.build import build_g3d
 from digan.student.config import make_config
 from digan.render.types import Light
-from digan.student.diagnostics import light_agreement, masked_std, pose_agreement, shape_diagnostics
+from digan.student.diagnostics import light_agreement, masked_std, pose_agreement, shape_diagnostics, yaw_moment
 from digan.student.inference import Student
 from digan.student.testing import random_teacher
 
@@ -139,3 +139,28 @@ def test_references_are_scored_on_the_students_pixels(tmp_path):
     assert rep["prior_only"]["side"] == pytest.approx(rep["flat_plane"]["side"], rel=1e-5, abs=1e-9)
     assert rep["prior_only"]["mad"] == pytest.approx(rep["flat_plane"]["mad"], rel=1e-3)
     assert rep["student"] == rep["prior_posed"]
+
+
+def test_yaw_moment_sign_and_symmetry():
+    x = torch.linspace(-1, 1, 16).view(1, 1, 1, 16)
+    sym = (1 - x.abs()).expand(2, 3, 16, 16)  # mirror-symmetric: no turn
+    np.testing.assert_allclose(yaw_moment(sym), 0.0, atol=1e-7)
+    bright_right = (0.5 + 0.5 * x).expand(1, 3, 16, 16)
+    m = yaw_moment(bright_right)
+    assert m[0] > 0 and yaw_moment(bright_right.flip(3))[0] == pytest.approx(-m[0])
+    # closed form: grey - mirror = x, so the moment is mean(x^2)
+    assert m[0] == pytest.approx(float((x**2).mean()), rel=1e-5)
+
+
+def test_report_has_compose_rotation_gain(tmp_path):
+    from digan.data.synth import generate_synth
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=6, size=64, seed=6)
+    rep = shape_diagnostics(st, tmp_path / "gt", n_faces=6, inversion_steps=2, n_samples=4)
+    cg = rep["compose_gain"]
+    assert -1 <= cg["calibration_corr"] <= 1 and np.isfinite(cg["dv"])
+    # below a calibration correlation of 0.3 the image gain is not reported
+    assert np.isnan(cg["image"]) == (cg["calibration_corr"] < 0.3)
