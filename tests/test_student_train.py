@@ -359,3 +359,23 @@ def test_checkpoints_from_before_the_depth_prior_load_without_it(teacher, tmp_pa
     torch.save(ck, tmp_path / "old.pt")
     s = Student.load(tmp_path / "old.pt", teacher=teacher)
     assert s.cfg.model.depth_prior == "none" and torch.count_nonzero(s.g3d.prior) == 0
+
+
+def test_cycle_grad_compose_trains_m_only(teacher):
+    """loss.cycle_grad=compose: the cycle term alone sends gradient to M and none to DV/DL (their
+    weights are held), with the same loss value as LiftedGAN's "all", which trains all three."""
+    only_cycle = ["loss.identity=0", "loss.rec=0", "loss.perturb=0", "loss.w_reg=0", "loss.albedo=0", "loss.canonical_symmetry=0",
+                  "loss.cycle=4"]
+    vals = {}
+    for mode, dv_grad in (("all", True), ("compose", False)):
+        torch.manual_seed(0)
+        b = get_builder("digan")(_cfg(*only_cycle, f"loss.cycle_grad={mode}"), teacher)
+        torch.manual_seed(3)
+        total, logs = b.objective(torch.randn(3, 32))
+        total.backward()
+        g = b.core
+        for net in ("view_net", "light_net"):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(g, net).parameters()) == dv_grad, (mode, net)
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.compose.parameters()), mode
+        vals[mode] = logs["cycle"].item()
+    assert vals["compose"] == pytest.approx(vals["all"], rel=1e-6) and vals["all"] > 0

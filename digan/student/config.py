@@ -134,6 +134,15 @@ class LossConfig:
     # flip (the single-view terms then train albedo, light, view and M only; depth learns from
     # the perturbed views). Experimental switch for the shape study (README, 3D shape).
     rec_depth_grad: Literal["all", "none"] = "all"
+    # what the cycle loss MSE(DL(w'), L') + MSE(DV(w'), V') trains: "all" = DV, DL and M
+    # (LiftedGAN); "compose" = M only, DV and DL read w' with their weights held. Why: M turns
+    # a face less than asked (bench shape, "M turns G(w) / DV by": 0.49 of the asked yaw on the
+    # previous bundle) and a cycle that also trains DV teaches DV to read more turn than the
+    # teacher's image G(w') shows (0.62); the perturbation loss then renders the face turned
+    # further than its target and every shape scored on it prefers ~0.75x its relief. With
+    # "compose", DV and DL learn to read images only from renders (rec, perturb), and M must
+    # really turn and relight the face for them to read V' and L'.
+    cycle_grad: Literal["all", "compose"] = "all"
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3

@@ -238,6 +238,18 @@ class G3D(nn.Module):
         """(view_raw (B,6), light_raw (B,4)) = (DV(w), DL(w))."""
         return self.view_net(w), self.light_net(w)
 
+    def decompose_held(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decompose` with DV's and DL's weights held (detached): the gradient reaches w
+        (and whatever made it, e.g. the compose net M) but not DV or DL (``loss.cycle_grad``)."""
+        from torch.func import functional_call
+
+        def held(net: nn.Module) -> torch.Tensor:
+            state = {k: v.detach() for k, v in net.named_parameters()}
+            state.update(dict(net.named_buffers()))
+            return functional_call(net, state, (w,))
+
+        return held(self.view_net), held(self.light_net)
+
     @staticmethod
     def neutral_light(light_raw: torch.Tensor) -> torch.Tensor:
         """The neutral code's light (a, b, 0, 0): the same ambient/diffuse, straight-on direction."""

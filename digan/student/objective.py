@@ -15,7 +15,9 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
   ``perturb`` (x ``loss.perturb``) = image loss of the render at DV/DL(w') vs G(w') (G detached)
   + image loss of G(w') vs the render at (L', V') (render detached): LiftedGAN computes the
   two halves with two backward passes; their sum in one backward gives the same gradients.
-* ``cycle`` (x ``loss.cycle``): MSE(DL(w'), L') + MSE(DV(w')[:3], V'[:3]).
+* ``cycle`` (x ``loss.cycle``): MSE(DL(w'), L') + MSE(DV(w')[:3], V'[:3]); it trains DV, DL
+  and M (``loss.cycle_grad="all"``, LiftedGAN) or M only (``"compose"``: DV/DL weights held,
+  see LossConfig).
 * ``identity`` (x ``loss.identity``): face embedding of G(w0) vs the perturbed render, for
   samples with |yaw'| < 25 deg (skipped when no recogniser is configured).
 * ``w_reg`` (x ``loss.w_reg``): w' stays near the teacher's w distribution.
@@ -141,7 +143,11 @@ class DistillationObjective(nn.Module):
                 total = total + lc.perturb * pert
                 logs["perturb"] = pert.detach()
             if lc.cycle > 0:
-                cl, cv = L.cycle_loss(light_raw_p, light_p, view_raw_p, view_p)
+                if lc.cycle_grad == "compose":  # M learns to turn and relight; DV/DL are held
+                    view_raw_c, light_raw_c = g3d.decompose_held(w_p)
+                else:  # LiftedGAN: DV, DL and M
+                    view_raw_c, light_raw_c = view_raw_p, light_raw_p
+                cl, cv = L.cycle_loss(light_raw_c, light_p, view_raw_c, view_p)
                 total = total + lc.cycle * (cl + cv)
                 logs["cycle"] = (cl + cv).detach()
             if lc.identity > 0 and self.recognizer is not None:
