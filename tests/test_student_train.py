@@ -379,3 +379,22 @@ def test_cycle_grad_compose_trains_m_only(teacher):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.compose.parameters()), mode
         vals[mode] = logs["cycle"].item()
     assert vals["compose"] == pytest.approx(vals["all"], rel=1e-6) and vals["all"] > 0
+
+
+def test_perturb_depth_grad_none_keeps_the_perturbed_render_off_the_depth(teacher):
+    """loss.perturb_depth_grad=none: the perturbation term alone still trains DV/DL (through the
+    render at DV/DL(w')) but sends nothing to DS, with the same loss value as "all"."""
+    only_pert = ["loss.identity=0", "loss.rec=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0", "loss.canonical_symmetry=0",
+                 "loss.perturb=2"]
+    vals = {}
+    for mode, depth_grad in (("all", True), ("none", False)):
+        torch.manual_seed(0)
+        b = get_builder("digan")(_cfg(*only_pert, f"loss.perturb_depth_grad={mode}"), teacher)
+        torch.manual_seed(3)
+        total, logs = b.objective(torch.randn(3, 32))
+        total.backward()
+        g = b.core
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.depth_net.parameters()) == depth_grad, mode
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.view_net.parameters()), mode
+        vals[mode] = logs["perturb"].item()
+    assert vals["none"] == pytest.approx(vals["all"], rel=1e-5) and vals["all"] > 0

@@ -134,6 +134,11 @@ class LossConfig:
     # flip (the single-view terms then train albedo, light, view and M only; depth learns from
     # the perturbed views). Experimental switch for the shape study (README, 3D shape).
     rec_depth_grad: Literal["all", "none"] = "all"
+    # the same for the perturbation render (at DV/DL(w') vs G(w')): "none" = it trains DV, DL
+    # and M but not the depth. Why: M turns G(w') by about half the asked yaw while DV reads
+    # more, so this render is turned further than its target and pulls every depth flatter
+    # (bench shape's "M turns" line; README, 3D shape). Experimental switch for the shape study.
+    perturb_depth_grad: Literal["all", "none"] = "all"
     # what the cycle loss MSE(DL(w'), L') + MSE(DV(w'), V') trains: "all" = DV, DL and M
     # (LiftedGAN); "compose" = M only, DV and DL read w' with their weights held. Why: M turns
     # a face less than asked (bench shape, "M turns G(w) / DV by": 0.49 of the asked yaw on the

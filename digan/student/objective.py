@@ -15,6 +15,7 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
   ``perturb`` (x ``loss.perturb``) = image loss of the render at DV/DL(w') vs G(w') (G detached)
   + image loss of G(w') vs the render at (L', V') (render detached): LiftedGAN computes the
   two halves with two backward passes; their sum in one backward gives the same gradients.
+  ``loss.perturb_depth_grad="none"`` keeps the first half's gradient off the depth.
 * ``cycle`` (x ``loss.cycle``): MSE(DL(w'), L') + MSE(DV(w')[:3], V'[:3]); it trains DV, DL
   and M (``loss.cycle_grad="all"``, LiftedGAN) or M only (``"compose"``: DV/DL weights held,
   see LossConfig).
@@ -132,7 +133,11 @@ class DistillationObjective(nn.Module):
             w_p = g3d.compose(w.detach(), light_p, view_p)
             view_raw_p, light_raw_p = g3d.decompose(w_p)
             if lc.perturb > 0 or lc.identity > 0:
-                pert_img = g3d.render(est, renderer, view=g3d.view_net.to_view(view_raw_p),
+                est_p = est
+                if lc.perturb_depth_grad == "none":  # the perturbed render teaches DV, DL, M; not depth
+                    d = est.depth.detach()
+                    est_p = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
+                pert_img = g3d.render(est_p, renderer, view=g3d.view_net.to_view(view_raw_p),
                                       light=g3d.light_net.to_light(light_raw_p)).image
             if lc.perturb > 0:
                 regen, _ = teacher_synthesis(teacher, w_p, features=False)
