@@ -398,3 +398,20 @@ def test_perturb_depth_grad_none_keeps_the_perturbed_render_off_the_depth(teache
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.view_net.parameters()), mode
         vals[mode] = logs["perturb"].item()
     assert vals["none"] == pytest.approx(vals["all"], rel=1e-5) and vals["all"] > 0
+
+
+def test_light_vertical_false_has_no_vertical_light(teacher):
+    """model.light_vertical=false: DL's light and the perturbed lights have dy = 0 exactly;
+    the horizontal part is untouched."""
+    from digan.student.objective import perturbation
+
+    cfg = _cfg("loss.identity=0", "model.light_vertical=false", "loss.perturb_light=direction")
+    b = get_builder("digan")(cfg, teacher)
+    torch.manual_seed(3)
+    total, logs = b.objective(torch.randn(4, 32), keep=True)
+    light = b.objective.last["est"].light
+    assert torch.equal(light.direction[:, 1], torch.zeros(4)) and light.direction[:, 0].abs().sum() > 0
+    lp, _, _ = perturbation(torch.rand(64, 4) - 0.5, torch.zeros(64, 6), cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(lp[:, 3], torch.zeros(64)) and lp[:, 2].abs().max() > 0.5
+    total.backward()  # still trains
+    assert np.isfinite(total.item())

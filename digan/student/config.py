@@ -51,6 +51,12 @@ class ModelConfig:
     # floor keeps a directional light in the model: with diffuse near 0 the shading is flat, the
     # texture explains every pixel and the depth gets no shading signal (see DIGAN-NOTES / README)
     light_diffuse_range: tuple[float, float] = (0.0, 1.0)
+    # False: DL's light has no vertical direction (dy = 0; perturbed lights sample dx only).
+    # Experimental (True = paper / LiftedGAN): on the synthetic heads M relights vertically by
+    # only ~0.12 of the asked dy (0.57 horizontally) while DL reads 0.7, and DL's dy ends
+    # anti-correlated with the true light in most runs; shading then bends brow and chin the
+    # wrong way. Without it the vertical shading stays in the albedo.
+    light_vertical: bool = True
     # DS
     partial_conv: bool = True  # False: plain Conv2d (ablation 'plain_conv')
     depth_norm: Literal["pre", "post"] = "pre"  # GroupNorm before convs (DIGAN) or after them (LiftedGAN)

@@ -177,7 +177,7 @@ class G3D(nn.Module):
                                 m.rotation_range, m.xy_translation_range, m.z_translation_range,
                                 norm=m.pose_norm, standardize=m.pose_standardize)
         self.light_net = LightNet(style_dim, m.pose_layers, m.pose_hidden, m.use_kan, kan, norm=m.pose_norm, standardize=m.pose_standardize,
-                                  diffuse_range=tuple(m.light_diffuse_range))
+                                  diffuse_range=tuple(m.light_diffuse_range), vertical=m.light_vertical)
         self.compose = ComposeNet(style_dim, m.compose_hidden, m.compose_layers, m.compose_residual)
         self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
                                   norm_order=m.depth_norm, zero_init=m.depth_zero_init)

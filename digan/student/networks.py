@@ -201,18 +201,22 @@ class LightNet(_StyleRegressor):
     """DL: style code w (B,D) -> raw light (B,4) in [-1,1]: (ambient, diffuse, dx, dy)."""
 
     def __init__(self, style_dim: int, n_layers: int = 4, hidden: int = 256, use_kan: bool = True, kan_kwargs: dict | None = None,
-                 norm: bool = True, standardize: bool = True, diffuse_range: tuple[float, float] = (0.0, 1.0)):
+                 norm: bool = True, standardize: bool = True, diffuse_range: tuple[float, float] = (0.0, 1.0), vertical: bool = True):
         super().__init__(style_dim, 4, n_layers, hidden, use_kan, kan_kwargs, norm, standardize)
         lo, hi = (float(v) for v in diffuse_range)
         if not 0.0 <= lo < hi:
             raise ValueError(f"diffuse_range must satisfy 0 <= low < high, got {diffuse_range}")
         self.diffuse_range = (lo, hi)
+        # False: the light direction has no vertical part (dy = 0 whatever the raw output)
+        self.vertical = bool(vertical)
 
     def to_light(self, raw: torch.Tensor) -> Light:
         """Raw (B,4) -> :class:`Light`: ambient in [0,1], diffuse in ``diffuse_range`` ([0,1] by
-        default: ``x/2 + 0.5`` as Unsup3d/LiftedGAN), direction (dx, dy) in [-1,1]."""
+        default: ``x/2 + 0.5`` as Unsup3d/LiftedGAN), direction (dx, dy) in [-1,1] (dy = 0 when
+        built with ``vertical=False``)."""
         lo, hi = self.diffuse_range
-        return Light(ambient=raw[:, 0] / 2 + 0.5, diffuse=lo + (hi - lo) * (raw[:, 1] / 2 + 0.5), direction=raw[:, 2:4])
+        direction = raw[:, 2:4] if self.vertical else torch.stack([raw[:, 2], torch.zeros_like(raw[:, 3])], 1)
+        return Light(ambient=raw[:, 0] / 2 + 0.5, diffuse=lo + (hi - lo) * (raw[:, 1] / 2 + 0.5), direction=direction)
 
     def from_light(self, light: Light) -> torch.Tensor:
         """Inverse of :meth:`to_light`."""

@@ -75,6 +75,8 @@ def perturbation(light_raw: torch.Tensor, view_raw: torch.Tensor, cfg: StudentCo
         direction = (torch.rand(b, 2, generator=generator) * 2 - 1).mul(r).to(dev, light_raw.dtype)
     else:  # "permute" (LiftedGAN)
         direction = light_raw[i2, 2:]
+    if not cfg.model.light_vertical:
+        direction = torch.stack([direction[:, 0], torch.zeros_like(direction[:, 1])], 1)
     light = torch.cat([light_raw[i1, :2], direction], 1).detach()
     lo = torch.tensor([-cfg.loss.perturb_pitch, -cfg.loss.perturb_yaw, 0.0])
     hi = -lo
