@@ -182,9 +182,10 @@ def bench_shape_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
 ) -> None:
-    """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, relief,
-    inversion PSNR per face (blame inversion or depth), SIDE/MAD next to a flat plane, the depth
-    prior alone and the inverted relief, depth roughness beside the ground truth's."""
+    """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
+    M really turns a face, relief, inversion PSNR per face (blame inversion or depth), SIDE/MAD
+    next to a flat plane, the depth prior (frontal and at DV's pose) and the inverted relief, all
+    on the student's pixels, the inner face beside the posed prior, roughness beside the truth's."""
     import torch
 
     from digan.student.diagnostics import shape_diagnostics, shape_report_lines
