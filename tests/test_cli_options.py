@@ -1,8 +1,11 @@
 """One meaning per short option across every digan-bench command (a user who learnt ``-t`` as
-``--teacher`` must not get ``--tolerance`` elsewhere)."""
+``--teacher`` must not get ``--tolerance`` elsewhere), and a file-system failure is one error line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from typer.main import get_command
 
 from digan.cli import app
@@ -36,3 +39,16 @@ def test_each_short_option_has_one_meaning():
     clashes = {s: d for s, d in opts.items() if len(d) > 1}
     assert not clashes, f"short options with several meanings: {clashes}"
     assert set(opts["-t"]) == {"--teacher"} and set(opts["-s"]) == {"--set"} and set(opts["-o"]) == {"--out"}
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc (a folder nobody can create entries in)")
+def test_file_system_failure_is_one_error_line(capsys):
+    """An OSError nothing else handled (an output folder inside /proc, which cannot be created)
+    ends as one 'error:' line naming the path, exit status 2, no traceback."""
+    from digan.cli import main
+
+    rc = main(["data", "synth", "--out", "/proc/digan_bench_nope/synth", "--n", "2", "--size", "64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "/proc/digan_bench_nope" in lines[0]

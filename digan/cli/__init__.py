@@ -96,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; completed outputs were kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        # a file-system failure nothing above turned into a DiganError: one line, not a traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}; check that the path exists and is writable, and that the disk has room",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use fewer faces or a smaller batch (--set train.batch=...), or a machine with more memory",
+              file=sys.stderr)
+        return 2
 
 
 def run() -> None:  # pragma: no cover - console script shim
