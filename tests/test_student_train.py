@@ -415,3 +415,62 @@ def test_light_vertical_false_has_no_vertical_light(teacher):
     assert torch.equal(lp[:, 3], torch.zeros(64)) and lp[:, 2].abs().max() > 0.5
     total.backward()  # still trains
     assert np.isfinite(total.item())
+
+
+def test_depth_lr_scale_sets_the_depth_nets_step(teacher):
+    """train.depth_lr_scale: Adam's first step moves a parameter by lr * g / (|g| + eps), i.e. by
+    ~lr wherever the gradient is not tiny; the depth net's parameters must move by lr * scale,
+    every other by lr. Scale 1 keeps one parameter group (old checkpoints' optimiser state fits)."""
+    from digan.student.train import _param_groups
+
+    lr = 1e-3
+    for scale in (0.3, 1.0):
+        cfg = _cfg("loss.identity=0", f"train.depth_lr_scale={scale}", f"train.lr={lr}", "train.weight_decay=0")
+        torch.manual_seed(0)
+        b = get_builder("digan")(cfg, teacher)
+        groups = _param_groups(b.core, cfg)
+        assert len(groups) == (1 if scale == 1.0 else 2)
+        opt = torch.optim.Adam(groups, lr=lr, weight_decay=0)
+        before = {n: p.detach().clone() for n, p in b.core.named_parameters()}
+        checked = set()
+        torch.manual_seed(3)
+        b.objective(torch.randn(3, 32))[0].backward()
+        grads = {n: p.grad.detach().clone() for n, p in b.core.named_parameters() if p.grad is not None}
+        opt.step()
+        for n, p in b.core.named_parameters():
+            if n not in grads:
+                continue
+            big = grads[n].abs() > 1e-4  # where eps (1e-8) is negligible
+            if not big.any():
+                continue
+            step = (p.detach() - before[n]).abs()[big]
+            want = lr * (scale if n.startswith("depth_net.") else 1.0)
+            torch.testing.assert_close(step, torch.full_like(step, want), rtol=1e-3, atol=1e-9, msg=n)
+            checked.add(n.split(".")[0])
+        assert {"depth_net", "view_net", "compose"} <= checked
+
+
+def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
+    """A checkpoint written before a setting existed (its stored config lacks the field, its
+    config hash was computed without it) resumes when the setting is at the value that
+    reproduces the old behaviour, and is refused when it is not."""
+    from digan.config import config_hash
+    from digan.utils.io import save_torch
+
+    cfg = _cfg("train.steps=2", "train.ckpt_every=1", "train.grid_every=100", "loss.identity=0")
+    out = tmp_path / "old"
+    train(cfg, out, teacher=teacher, show_progress=False, max_steps_this_run=1)
+    ck = load_torch(out / "checkpoint.pt")
+    for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale")):
+        del ck["config"][sec][key]
+    old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
+    for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",
+              "eval_inversion_steps", "lr"):
+        old["train"].pop(k, None)
+    ck["config_hash"] = config_hash(old)
+    save_torch(out / "checkpoint.pt", ck)
+    with pytest.raises(DiganError, match="different config"):
+        train(_cfg("train.steps=2", "train.ckpt_every=1", "train.grid_every=100", "loss.identity=0", "model.light_vertical=false"),
+              out, teacher=teacher, show_progress=False)
+    r = train(cfg, out, teacher=teacher, show_progress=False)
+    assert r.resumed_from == 1 and r.steps == 2

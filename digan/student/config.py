@@ -179,6 +179,11 @@ class TrainConfig:
     # initialisation (the convex model.depth_prior) while DV, DL, M and DT learn to rotate and
     # light a convex head; 0 = paper / LiftedGAN (see digan.student.train.train)
     depth_warmup: int = 0
+    # learning rate of DS (the depth net) as a multiple of train.lr (1 = paper / LiftedGAN).
+    # Experimental: on the tuning heads the inner face is at its best 150-400 steps after the
+    # depth starts learning and then drifts (README, 3D shape); a slower depth net tests whether
+    # the drift is a step-size effect
+    depth_lr_scale: float = 1.0
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

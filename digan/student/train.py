@@ -112,6 +112,18 @@ def _resume_keys(cfg: StudentConfig) -> tuple[str, str]:
     return resume_key(cfg), resume_key(cfg, _FREE_KEYS)
 
 
+def _same_settings(state: dict[str, Any], cfg: StudentConfig) -> bool:
+    """Whether a checkpoint's stored config, with the fields added since it was written filled
+    in as :func:`load_config_from_checkpoint` does (the behaviour it was trained with), is this
+    run's config up to the free fields: a checkpoint from an older version resumes when the
+    new settings are at the values that reproduce that version."""
+    try:
+        old = load_config_from_checkpoint(state)
+    except (DiganError, TypeError, ValueError, KeyError):
+        return False
+    return resume_key(old) == resume_key(cfg)
+
+
 def teacher_tensor_hash(teacher: Any) -> str | None:
     """``tensors:<sha256>`` of the teacher generator's weights (file-format independent)."""
     gen = getattr(teacher, "generator", None) or getattr(teacher, "g_ema", None)
@@ -233,6 +245,19 @@ def _save_grid(obj: Any, z: torch.Tensor, path: Path) -> None:
     save_png(path, make_grid(imgs, nrow=z.shape[0]))
 
 
+
+def _param_groups(core: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
+    """Adam parameter groups: one (train.lr), or two when ``train.depth_lr_scale`` != 1: the
+    depth net at ``lr * depth_lr_scale`` (group key ``lr_scale``) and everything else at lr."""
+    params = [p for p in core.parameters() if p.requires_grad]
+    scale = float(getattr(cfg.train, "depth_lr_scale", 1.0))
+    depth_net = getattr(core, "depth_net", None)
+    if scale == 1.0 or depth_net is None:
+        return [{"params": params, "lr_scale": 1.0}]
+    ids = {id(p) for p in depth_net.parameters()}
+    return [{"params": [p for p in params if id(p) not in ids], "lr_scale": 1.0},
+            {"params": [p for p in params if id(p) in ids], "lr": cfg.train.lr * scale, "lr_scale": scale}]
+
 def train(
     cfg: StudentConfig,
     out_dir: str | Path,
@@ -303,7 +328,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             raise DiganError(f"{ckpt_path} is not a digan-bench student checkpoint; use another --out or --force")
         if not teacher_matches(state["teacher"], teacher, teacher_path):
             raise DiganError(f"{ckpt_path} was trained with a different teacher ({state['teacher'].get('path')}); pass that teacher, another --out, or --force")
-        if state["config_hash"] not in _resume_keys(cfg):
+        if state["config_hash"] not in _resume_keys(cfg) and not _same_settings(state, cfg):
             raise DiganError(f"{ckpt_path} was trained with a different config; rerun with the config in {out / 'config.json'}, another --out, or --force")
 
     seed = cfg.train.seed + 1_000_003 * dist.rank()
@@ -314,14 +339,17 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
 
     built = get_builder(cfg.model.name)(cfg, teacher, device)
     core, obj = built.core, built.objective
-    opt = torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=cfg.train.lr,
-                           betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.Adam(_param_groups(core, cfg), lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
     start = 0
     if state is not None:
         core.load_state_dict(state["state"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError as e:  # e.g. train.depth_lr_scale changed between the runs (one or two groups)
+            raise DiganError(f"the checkpoint's optimiser state does not fit this config ({e}); resume with the "
+                             "train.depth_lr_scale it was trained with, or start over with --force") from None
         for g in opt.param_groups:  # this run's train.lr (it may be lowered to resume a diverged run)
-            g["lr"] = cfg.train.lr
+            g["lr"] = cfg.train.lr * g.get("lr_scale", 1.0)
         _set_rng_state(state["rng"], sampler)
         start = int(state["step"])
     elif cfg.train.init_from:
