@@ -94,6 +94,11 @@ def test_corrupt_checkpoint_is_one_line_error(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(DiganError, match="not found"):
         load_torch(tmp_path / "missing.pt")
+    # random bytes that happen to start like a pickle are a corrupt file, not a refused global
+    p.write_bytes(b"garbage")
+    with pytest.raises(DiganError, match="corrupt or not a PyTorch checkpoint .*nothing in it ran") as e:
+        load_torch(p)
+    assert "\n" not in str(e.value)
 
 
 def test_state_dict_hash_sensitive():

@@ -232,7 +232,14 @@ def load_torch(path: str | Path, map_location: Any = "cpu", what: str = "checkpo
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "Unsupported" in msg or "GLOBAL" in msg:
-            raise DiganError(refusal_message(p, _unsafe_names(p, e))) from None
+            names = _unsafe_names(p, e)
+            op = re.search(r"Unsupported operand (\d+)", msg)
+            if not names and op:  # no global named: random bytes, or a pickle opcode no checkpoint uses
+                raise DiganError(
+                    f"{what} {p} is corrupt or not a PyTorch checkpoint (pickle opcode {op.group(1)} is not "
+                    "one a checkpoint uses); it was not loaded and nothing in it ran. Re-download or re-create it"
+                ) from None
+            raise DiganError(refusal_message(p, names)) from None
         raise DiganError(
             f"{what} {p} is corrupt or not a PyTorch file (UnpicklingError: {msg.splitlines()[0] if msg else ''}); "
             "re-download or re-create it"
