@@ -187,3 +187,35 @@ def test_train_cli_eval_data_option(synth, tmp_path, capsys):
     assert _steps(out) == [0, 1]  # fresh run, then the last step (eval_every defaults to ckpt_every = 250)
     text = capsys.readouterr().out
     assert "3D at step 1" in text and "shape_eval.csv" in text
+
+
+def test_keep_best_keeps_the_student_at_the_best_evaluation_after_warmup(teacher, synth, tmp_path):
+    """train.keep_best=mad: best.pt is the student at the evaluation with the lowest MAD among
+    those after the depth warm-up (the same weights a run stopped at that step ends with), it
+    survives an interrupted run, and it needs --eval-data."""
+    cfg = _cfg(synth, "train.eval_every=1", "train.depth_warmup=1", "train.keep_best=mad")
+    run = tmp_path / "a"
+    train(cfg, run, teacher=teacher, show_progress=False, max_steps_this_run=2)
+    res = train(cfg, run, teacher=teacher, show_progress=False)  # resumed from step 2
+    rows = read_shape_eval(run)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    after = [r for r in rows if r["step"] > 1]
+    want = min(after, key=lambda r: r["mad"])
+    info = json.loads((run / "best.json").read_text())
+    assert res.best == info and info["key"] == "mad" and info["step"] == want["step"] and info["value"] == pytest.approx(want["mad"])
+    # an uninterrupted run keeps the same best, and a run stopped at that step has its weights
+    b = tmp_path / "b"
+    train(cfg, b, teacher=teacher, show_progress=False)
+    assert json.loads((b / "best.json").read_text())["step"] == info["step"]
+    c = tmp_path / "c"
+    train(_cfg(synth, f"train.steps={info['step']}", "train.depth_warmup=1"), c, teacher=teacher, show_progress=False)
+    best, stopped = load_torch(run / "best.pt"), load_torch(c / "student.pt")
+    assert best["step"] == info["step"] and best["format"] == stopped["format"]
+    assert all(torch.equal(best["state"][k], stopped["state"][k]) for k in stopped["state"])
+    # evaluations during the warm-up (depth = prior) are never chosen
+    d = tmp_path / "d"
+    res = train(_cfg(synth, "train.eval_every=1", "train.depth_warmup=3", "train.keep_best=side"), d, teacher=teacher, show_progress=False)
+    assert res.best["step"] == 4 and res.best["key"] == "side"
+    with pytest.raises(DiganError, match="--eval-data"):
+        train(_cfg(None, "train.keep_best=mad"), tmp_path / "e", teacher=teacher, show_progress=False)
+    assert not (tmp_path / "e").exists()

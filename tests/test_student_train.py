@@ -381,6 +381,42 @@ def test_cycle_grad_compose_trains_m_only(teacher):
     assert vals["compose"] == pytest.approx(vals["all"], rel=1e-6) and vals["all"] > 0
 
 
+def test_cycle_image_trains_m_through_the_image_and_the_reader_on_teacher_images(teacher):
+    """loss.cycle_image: the reader R exists only when the term is on; the term alone trains R
+    (fitting DV/DL's readings of G(w), which it must not train) and M (through the teacher's image
+    of w', with R held), nothing else; R held reads exactly what R reads."""
+    assert build_g3d(_cfg(), teacher).reader is None
+    assert not any(k.startswith("reader.") for k in build_g3d(_cfg(), teacher).state_dict())
+    only = ["loss.identity=0", "loss.rec=0", "loss.perturb=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0", "loss.flip=0",
+            "loss.canonical_symmetry=0", "loss.cycle_image=4"]
+    torch.manual_seed(0)
+    b = get_builder("digan")(_cfg(*only), teacher)
+    g = b.core
+    assert g.reader is not None and any(k.startswith("reader.") for k in g.state_dict())
+    torch.manual_seed(3)
+    total, logs = b.objective(torch.randn(3, 32))
+    assert logs["cycle_image"] > 0 and logs["reader_fit"] > 0
+    torch.testing.assert_close(total, 4 * (logs["cycle_image"] + logs["reader_fit"]))
+    total.backward()
+
+    def moved(net):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+    assert moved(g.reader) and moved(g.compose)
+    assert not moved(g.view_net) and not moved(g.light_net) and not moved(g.depth_net)
+    # held: same reading, gradient to the image only
+    g.zero_grad(set_to_none=True)
+    img = torch.rand(2, 3, 32, 32, requires_grad=True)
+    hv, hl = g.read_held(img)
+    rv, rl = g.reader(img)
+    torch.testing.assert_close(hv, rv)
+    torch.testing.assert_close(hl, rl)
+    (hv.sum() + hl.sum()).backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0 and not moved(g.reader)
+    with pytest.raises(DiganError, match="cycle_image"):
+        build_g3d(_cfg(), teacher).read_held(img)
+
+
 def test_perturb_depth_grad_none_keeps_the_perturbed_render_off_the_depth(teacher):
     """loss.perturb_depth_grad=none: the perturbation term alone still trains DV/DL (through the
     render at DV/DL(w')) but sends nothing to DS, with the same loss value as "all"."""
@@ -461,7 +497,8 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
     out = tmp_path / "old"
     train(cfg, out, teacher=teacher, show_progress=False, max_steps_this_run=1)
     ck = load_torch(out / "checkpoint.pt")
-    for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale")):
+    for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale"),
+                     ("loss", "cycle_image")):
         del ck["config"][sec][key]
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
     for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",

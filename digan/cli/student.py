@@ -23,7 +23,7 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out synthetic heads (digan-bench data synth, teacher's size): SIDE/MAD/roughness logged to OUT/shape_eval.jsonl every train.eval_every steps (train.eval_*)."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out synthetic heads (digan-bench data synth, teacher's size): SIDE/MAD/roughness logged to OUT/shape_eval.jsonl every train.eval_every steps (train.eval_*); --set train.keep_best=mad also keeps OUT/best.pt."),
     config: Optional[Path] = ConfigOption,
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
@@ -63,6 +63,8 @@ def train_cmd(
             "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
             **_last_shape_eval(res.out_dir),
             "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
+            **({"best": f"{res.out_dir / 'best.pt'} (step {res.best['step']}, {res.best['key']} {res.best['value']:.4g})"}
+               if res.best else {}),
         })
     dist.cleanup()
 

@@ -154,6 +154,13 @@ class LossConfig:
     # "compose", DV and DL learn to read images only from renders (rec, perturb), and M must
     # really turn and relight the face for them to read V' and L'.
     cycle_grad: Literal["all", "compose"] = "all"
+    # weight of the image cycle (0 = paper / LiftedGAN; experimental): an image reader R (a
+    # small CNN, networks.ImageReader) learns to read from the teacher's images G(w) the rotation
+    # and light DV and DL read from the codes w, and, with R's weights held, MSE(R(G(w')), (V',
+    # L')) trains M through the teacher. Why: DV and DL read w', not the image, so M can satisfy
+    # the cycle loss with codes DV reads as turned while G(w') turns by half as much (bench
+    # shape, "M turns G(w) / DV by"); R makes M answer for what the image shows
+    cycle_image: float = 0.0
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3
@@ -192,6 +199,11 @@ class TrainConfig:
     eval_every: Optional[int] = None  # steps between evaluations; None = ckpt_every
     eval_faces: int = 16  # first N heads of eval_data
     eval_inversion_steps: int = 30  # teacher inversion steps (bench shape: 60): cheap, for the trend
+    # validation-based model selection: with eval_data, also keep OUT/best.pt, the student at the
+    # evaluation with the lowest value of this shape_eval column ("mad", "side" or "face_mad"),
+    # counting only evaluations after the depth warm-up (a depth still equal to its prior is
+    # not a learnt shape); None = off. Use tuning heads here, never the heads you report on.
+    keep_best: Optional[Literal["mad", "side", "face_mad"]] = None
 
 
 @dataclass

@@ -42,7 +42,7 @@ from digan.render.types import Light, View
 from digan.student.config import StudentConfig
 from digan.student.gradfilter import edge_gradient_filter
 from digan.student.losses import gaussian_blur
-from digan.student.networks import ComposeNet, DepthNet, LightNet, TransformNet, ViewNet
+from digan.student.networks import ComposeNet, DepthNet, ImageReader, LightNet, TransformNet, ViewNet
 
 __all__ = ["Estimate", "G3D", "raw_to_depth", "depth_smooth_sigma", "teacher_synthesis", "teacher_info", "make_renderer"]
 
@@ -159,6 +159,15 @@ def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor
     return d
 
 
+def _call_held(net: nn.Module, *inputs: torch.Tensor) -> Any:
+    """``net(*inputs)`` with its parameters detached: the gradient reaches the inputs, not ``net``."""
+    from torch.func import functional_call
+
+    state = {k: v.detach() for k, v in net.named_parameters()}
+    state.update(dict(net.named_buffers()))
+    return functional_call(net, state, inputs)
+
+
 class G3D(nn.Module):
     """The trainable part of the DIGAN student: DV, DL, M, DS, DT (see module docstring).
 
@@ -182,6 +191,8 @@ class G3D(nn.Module):
         self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
                                   norm_order=m.depth_norm, zero_init=m.depth_zero_init)
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
+        # R, only for loss.cycle_image (its weights are in the checkpoint only then)
+        self.reader = ImageReader(size) if getattr(cfg.loss, "cycle_image", 0.0) > 0 else None
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
@@ -241,14 +252,15 @@ class G3D(nn.Module):
     def decompose_held(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`decompose` with DV's and DL's weights held (detached): the gradient reaches w
         (and whatever made it, e.g. the compose net M) but not DV or DL (``loss.cycle_grad``)."""
-        from torch.func import functional_call
+        return _call_held(self.view_net, w), _call_held(self.light_net, w)
 
-        def held(net: nn.Module) -> torch.Tensor:
-            state = {k: v.detach() for k, v in net.named_parameters()}
-            state.update(dict(net.named_buffers()))
-            return functional_call(net, state, (w,))
-
-        return held(self.view_net), held(self.light_net)
+    def read_held(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image reader R (``loss.cycle_image``) with its weights held: (raw rotation (B,3),
+        raw light (B,4)) of ``image``; the gradient reaches the image (and M through the teacher)
+        but not R."""
+        if self.reader is None:
+            raise DiganError("this student has no image reader; it exists only with loss.cycle_image > 0")
+        return _call_held(self.reader, image)
 
     @staticmethod
     def neutral_light(light_raw: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ Shapes (B = batch, D = style dimension of the teacher, S = image size, a power o
 * :class:`TransformNet` (DT): w0 (B,D) -> raw transformation map (B,1,S,S) (G3D applies
   ``sigmoid(raw + 5)``).
 * :class:`ComposeNet` (M): (w (B,D), raw light (B,4), raw view (B,6)) -> w0 (B,D).
+* :class:`ImageReader` (R, ``loss.cycle_image`` only; not in the paper or LiftedGAN): image
+  (B,3,S,S) -> raw (pitch, yaw, roll) (B,3) and raw light (B,4), tanh units as DV/DL.
 
 Structure (the paper's text; LiftedGAN where the paper is vague):
 
@@ -66,6 +68,7 @@ __all__ = [
     "DepthNet",
     "TransformNet",
     "ComposeNet",
+    "ImageReader",
     "n_upsampling_blocks",
 ]
 
@@ -352,3 +355,30 @@ class ComposeNet(nn.Module):
         h = self.embed_style(w) + self.embed_light(light_raw) + self.embed_view(view_raw)
         out = self.model(h)
         return w + out if self.residual else out
+
+
+class ImageReader(nn.Module):
+    """R: an image (B,3,S,S) in [-1,1] -> (raw rotation (B,3), raw light (B,4)), tanh units.
+
+    Used only by ``loss.cycle_image`` (our addition): R learns to read from the teacher's images
+    G(w) what DV and DL read from the codes w, and then reads the turned and relit images
+    G(M(w, L', V')) so that M is trained on what the image shows, not on what DV reads from the
+    code w' (which M can satisfy without turning the face). Strided 3x3 convs (stride 2, LeakyReLU
+    0.2) from S down to 4 px (16, 32, 64, 64, ... channels), then two linear layers.
+    """
+
+    def __init__(self, size: int, nf: int = 16):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, s = 3, size
+        i = 0
+        while s > 4:
+            co = min(nf * 2 ** i, 4 * nf)
+            layers += [nn.Conv2d(c, co, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c, s, i = co, s // 2, i + 1
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * s * s, 128), nn.LeakyReLU(0.2), nn.Linear(128, 7))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = torch.tanh(self.head(self.features(image)))
+        return out[:, :3], out[:, 3:]

@@ -19,6 +19,10 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * ``cycle`` (x ``loss.cycle``): MSE(DL(w'), L') + MSE(DV(w')[:3], V'[:3]); it trains DV, DL
   and M (``loss.cycle_grad="all"``, LiftedGAN) or M only (``"compose"``: DV/DL weights held,
   see LossConfig).
+* ``cycle_image`` (x ``loss.cycle_image``, 0 in the paper): the image reader R fits
+  R(G(w)) to (DV(w)[:3], DL(w)) (targets detached), and, with R's weights held,
+  MSE(R(G(w')), (V'[:3], L')) trains M through the teacher: M must turn and relight the image,
+  not only the code DV/DL read (see LossConfig). Not in DIGAN or LiftedGAN (experimental).
 * ``identity`` (x ``loss.identity``): face embedding of G(w0) vs the perturbed render, for
   samples with |yaw'| < 25 deg (skipped when no recogniser is configured).
 * ``w_reg`` (x ``loss.w_reg``): w' stays near the teacher's w distribution.
@@ -43,6 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from digan.render import MeshRenderer
 from digan.render.types import View
@@ -128,7 +133,7 @@ class DistillationObjective(nn.Module):
         total = total + lc.rec * rec
         logs.update(parts)
 
-        need_perturb = lc.perturb > 0 or lc.cycle > 0 or lc.identity > 0 or lc.w_reg > 0
+        need_perturb = lc.perturb > 0 or lc.cycle > 0 or lc.identity > 0 or lc.w_reg > 0 or lc.cycle_image > 0
         pert_img = None
         if need_perturb:
             light_p, view_p, angles = perturbation(est.light_raw, est.view_raw, cfg)
@@ -141,8 +146,10 @@ class DistillationObjective(nn.Module):
                     est_p = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
                 pert_img = g3d.render(est_p, renderer, view=g3d.view_net.to_view(view_raw_p),
                                       light=g3d.light_net.to_light(light_raw_p)).image
-            if lc.perturb > 0:
+            regen = None
+            if lc.perturb > 0 or lc.cycle_image > 0:
                 regen, _ = teacher_synthesis(teacher, w_p, features=False)
+            if lc.perturb > 0:
                 with torch.no_grad():
                     target_p = g3d.render(est.detach(), renderer, view=g3d.view_net.to_view(view_p),
                                           light=g3d.light_net.to_light(light_p), filter_grads=False).image
@@ -157,6 +164,17 @@ class DistillationObjective(nn.Module):
                 cl, cv = L.cycle_loss(light_raw_c, light_p, view_raw_c, view_p)
                 total = total + lc.cycle * (cl + cv)
                 logs["cycle"] = (cl + cv).detach()
+            if lc.cycle_image > 0:
+                # R learns to read the teacher's images as DV/DL read their codes ...
+                r_view, r_light = g3d.reader(target)
+                fit = (F.mse_loss(r_view, est.view_raw[:, :3].detach())
+                       + F.mse_loss(r_light, est.light_raw.detach()))
+                # ... and, held, tells M whether G(w') shows the asked turn and light
+                h_view, h_light = g3d.read_held(regen.clamp(-1, 1))
+                ci = F.mse_loss(h_view, view_p[:, :3]) + F.mse_loss(h_light, light_p)
+                total = total + lc.cycle_image * (fit + ci)
+                logs["cycle_image"] = ci.detach()
+                logs["reader_fit"] = fit.detach()
             if lc.identity > 0 and self.recognizer is not None:
                 idl = L.identity_loss(self.recognizer, est.canonical, pert_img, angles[:, 1], lc.identity_max_yaw)
                 total = total + lc.identity * idl

@@ -13,6 +13,9 @@ Output folder layout::
     OUT/shape_eval.jsonl|csv     with train.eval_data (--eval-data): SIDE/MAD/roughness/pose on
                                  held-out heads, one row per evaluation
                                  (digan.student.diagnostics.TrainingShapeEval)
+    OUT/best.pt, best.json       with train.keep_best too: the student (student.pt's format) at
+                                 the evaluation with the lowest keep_best value after the depth
+                                 warm-up, and that evaluation's row
 
 Checkpoint keys (our own layout, ``format = "digan-student/1"``): ``model`` (registry name),
 ``config`` (dict), ``config_hash`` (of the config without the schedule/logging fields),
@@ -64,7 +67,7 @@ CKPT_FORMAT = "digan-student/1"
 _LR_FREE = ("lr",)
 #: config fields that may change between runs of the same training (not part of the resume key)
 _FREE_KEYS = ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads",
-              "eval_data", "eval_every", "eval_faces", "eval_inversion_steps")
+              "eval_data", "eval_every", "eval_faces", "eval_inversion_steps", "keep_best")
 
 
 @dataclass
@@ -75,6 +78,7 @@ class TrainResult:
     seconds: float
     last_losses: dict[str, float]
     student_path: Path
+    best: dict[str, Any] | None = None  # best.json's content with train.keep_best (None: off or none yet)
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Any:
@@ -282,6 +286,8 @@ def train(
 
     if int(cfg.train.steps) < 1:
         raise DiganError(f"train.steps must be at least 1 (got {cfg.train.steps}); pass --steps N")
+    if cfg.train.keep_best and not cfg.train.eval_data:
+        raise DiganError("train.keep_best needs held-out heads to choose on: pass --eval-data SYNTH_DIR (tuning heads), or drop keep_best")
     prev_threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
@@ -378,6 +384,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                                        tc.eval_faces, tc.eval_inversion_steps)
         if start == 0:
             shape_eval(0)
+    best = _BestKeeper(out, cfg.train.keep_best, cfg.train.depth_warmup, start) if shape_eval is not None and cfg.train.keep_best else None
     preview_z = torch.randn(min(6, cfg.train.batch), int(teacher.style_dim), generator=torch.Generator().manual_seed(cfg.train.seed + 7)).to(device)
 
     def save_ckpt(step: int) -> None:
@@ -457,7 +464,11 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 _save_grid(obj, preview_z, out / "grids" / f"step_{step:07d}.png")
                 core.train()
             if shape_eval is not None and shape_eval.due(step, total_steps):
-                shape_eval(step)
+                row = shape_eval(step)
+                if best is not None and best.better(row):
+                    payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+                    _refuse_nonfinite({"state": payload["state"]}, step)
+                    best.save(payload, row)
             if step % cfg.train.ckpt_every == 0 or step == stop:
                 save_ckpt(step)
                 dist.barrier()
@@ -467,7 +478,39 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         _refuse_nonfinite({"state": final["state"]}, step)
         save_torch(student_path, final)
     dist.barrier()
-    return TrainResult(out, step, start, time.time() - t0, last, student_path)
+    return TrainResult(out, step, start, time.time() - t0, last, student_path, best.info if best is not None else None)
+
+
+class _BestKeeper:
+    """``OUT/best.pt`` + ``best.json`` for ``train.keep_best`` (rank 0): the student at the
+    evaluation with the lowest ``key`` after the depth warm-up. On resume the kept best counts
+    only if it was made at or before the checkpoint's step (a later one belongs to the lost part
+    of the run and is replaced by the first new evaluation)."""
+
+    def __init__(self, out: Path, key: str, warmup: int, start: int):
+        from digan.utils.io import read_json
+
+        self.out, self.key, self.warmup = out, key, int(warmup)
+        self.info: dict[str, Any] | None = None
+        js = out / "best.json"
+        if start > 0 and js.is_file() and (out / "best.pt").is_file():
+            info = read_json(js)
+            if info.get("key") == key and int(info.get("step", start + 1)) <= start:
+                self.info = info
+
+    def better(self, row: dict[str, Any]) -> bool:
+        v = row.get(self.key)
+        if int(row["step"]) <= self.warmup or v is None or not np.isfinite(float(v)):
+            return False
+        return self.info is None or float(v) < float(self.info["value"])
+
+    def save(self, payload: dict[str, Any], row: dict[str, Any]) -> None:
+        from digan.utils.io import write_json
+
+        save_torch(self.out / "best.pt", payload)
+        self.info = {"key": self.key, "value": float(row[self.key]), "step": int(row["step"]), "file": "best.pt",
+                     "chosen_on": "train.eval_data (the heads the run was evaluated on during training)", "row": row}
+        write_json(self.out / "best.json", self.info)
 
 
 def _mentions_nonfinite(e: BaseException) -> bool:
