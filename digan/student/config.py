@@ -250,9 +250,10 @@ PRESETS: dict[str, list[str]] = {
     # head (with 600, measured on the tuning heads, the inner face was best 150-400 steps after
     # the depth started learning and then drifted while the pose kept improving; starting the
     # depth at 900, on a better pose, gave MAD 28.8 / 30.0 deg at step 1,200 on two seeds against
-    # 30.9 / 32.1, and the inner face beat the posed prior in both); a stronger flip loss (3.0 instead of 0.8) and the canonical-symmetry loss make G(w0)
-    # frontal; perturbed views stay within the teacher's poses (|yaw| <= 30: the synthetic heads
-    # span +-35) and carry no yaw-tied translation (the synthetic crops do not shift with yaw).
+    # 30.9 / 32.1, and the inner face beat the posed prior in both); a stronger flip loss (3.0
+    # instead of 0.8) and the canonical-symmetry loss make G(w0) frontal; perturbed views stay
+    # within the teacher's poses (|yaw| <= 30: the synthetic heads span +-35) and carry no
+    # yaw-tied translation (the synthetic crops do not shift with yaw).
     # DL's diffuse strength is kept in [0.3, 1]: without the floor, two runs collapsed it to
     # 0.05-0.07 within 250 steps (flat shading, so the depth got no shading signal and ended
     # worse than a flat plane: MAD 50 deg on held-out heads); with it, 0.47 and MAD 36 deg.

@@ -192,7 +192,7 @@ class G3D(nn.Module):
                                   norm_order=m.depth_norm, zero_init=m.depth_zero_init)
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
         # R, only for loss.cycle_image (its weights are in the checkpoint only then)
-        self.reader = ImageReader(size) if getattr(cfg.loss, "cycle_image", 0.0) > 0 else None
+        self.reader = ImageReader(size) if cfg.loss.cycle_image > 0 else None
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))

@@ -387,10 +387,14 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     best = _BestKeeper(out, cfg.train.keep_best, cfg.train.depth_warmup, start) if shape_eval is not None and cfg.train.keep_best else None
     preview_z = torch.randn(min(6, cfg.train.batch), int(teacher.style_dim), generator=torch.Generator().manual_seed(cfg.train.seed + 7)).to(device)
 
+    def payload_at(step: int) -> dict[str, Any]:
+        """The student's checkpoint payload (weights and config, no optimiser) at ``step``."""
+        return checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+
     def save_ckpt(step: int) -> None:
         if not main:
             return
-        payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+        payload = payload_at(step)
         payload["optimizer"] = opt.state_dict()
         _refuse_nonfinite({"state": payload["state"], "optimizer": payload["optimizer"]}, step)
         payload["rng"] = _rng_state(sampler)
@@ -466,7 +470,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             if shape_eval is not None and shape_eval.due(step, total_steps):
                 row = shape_eval(step)
                 if best is not None and best.better(row):
-                    payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+                    payload = payload_at(step)
                     _refuse_nonfinite({"state": payload["state"]}, step)
                     best.save(payload, row)
             if step % cfg.train.ckpt_every == 0 or step == stop:
@@ -474,7 +478,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 dist.barrier()
     student_path = out / "student.pt"
     if main and step >= total_steps:
-        final = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+        final = payload_at(step)
         _refuse_nonfinite({"state": final["state"]}, step)
         save_torch(student_path, final)
     dist.barrier()
