@@ -164,3 +164,25 @@ def test_report_has_compose_rotation_gain(tmp_path):
     assert -1 <= cg["calibration_corr"] <= 1 and np.isfinite(cg["dv"])
     # below a calibration correlation of 0.3 the image gain is not reported
     assert np.isnan(cg["image"]) == (cg["calibration_corr"] < 0.3)
+
+
+def test_true_pose_line_is_the_student_when_dv_is_exact(tmp_path):
+    """``true_pose`` renders the estimate at the ground truth's rotation: with ground truth whose
+    rotation is exactly DV's reading it equals the student's score; turned 25 deg away it differs."""
+    from digan.data.synth import generate_synth
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+    from digan.student.method import invert_teacher
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=4)
+    gt, yaw = load_eval_faces(tmp_path / "gt", 3, 64)
+    assert gt["rotation"].shape == (3, 3) and np.allclose(gt["rotation"][:, 1].numpy(), yaw)
+    with torch.no_grad():  # the inversion is deterministic: the report reads the same pose
+        rot = st.estimate(invert_teacher(teacher, gt["image"], st.g3d.w_std, 2)).view.rotation.clone()
+    rep = reconstruction_report(st, dict(gt, rotation=rot), yaw, 2)
+    assert rep["true_pose"] == rep["student"]
+    rot[:, 1] += 25.0
+    off = reconstruction_report(st, dict(gt, rotation=rot), yaw, 2)["true_pose"]
+    assert abs(off["mad"] - rep["student"]["mad"]) > 0.5

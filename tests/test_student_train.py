@@ -417,6 +417,52 @@ def test_cycle_image_trains_m_through_the_image_and_the_reader_on_teacher_images
         build_g3d(_cfg(), teacher).read_held(img)
 
 
+def test_perturb_view_image_renders_at_what_the_teachers_image_shows(teacher):
+    """loss.perturb_view=image: the reader R exists (and is fitted to DV/DL's readings of G(w),
+    a term that trains R only), the perturbation render is made at R's reading of G(w') (and
+    DV's translation), not at DV/DL's reading of the code w'."""
+    assert build_g3d(_cfg("loss.perturb_view=image"), teacher).reader is not None
+    only_pert = ["loss.identity=0", "loss.rec=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0", "loss.canonical_symmetry=0",
+                 "loss.flip=0", "loss.perturb=2"]
+    for mode in ("code", "image"):
+        torch.manual_seed(0)
+        b = get_builder("digan")(_cfg(*only_pert, f"loss.perturb_view={mode}"), teacher)
+        g, obj = b.core, b.objective
+        if mode == "image":  # R reads a fixed pose and light whatever the image
+            last = g.reader.head[-1]
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.copy_(torch.tensor([0.1, 0.4, 0.0, 0.2, 0.3, -0.5, 0.25]))
+        codes = []
+        decompose = g.decompose
+        g.decompose = lambda w: codes.append(decompose(w)) or codes[-1]
+        torch.manual_seed(3)
+        total, logs = obj(torch.randn(3, 32), keep=True)
+        g.decompose = decompose
+        view_p, light_p = codes[-1]  # DV/DL(w'), the last reading (the first is of w)
+        if mode == "image":
+            bias = torch.tanh(last.bias.detach())  # R's output layer is tanh
+            view_r = torch.cat([bias[:3].expand(3, -1), view_p[:, 3:]], 1)
+            light_r = bias[3:].expand(3, -1)
+            assert logs["reader_fit"] > 0
+            torch.testing.assert_close(total, 2 * logs["perturb"] + logs["reader_fit"])
+        else:
+            view_r, light_r = view_p, light_p
+            assert "reader_fit" not in logs
+        with torch.no_grad():
+            want = g.render(obj.last["est"], obj.renderer, view=g.view_net.to_view(view_r), light=g.light_net.to_light(light_r)).image
+        torch.testing.assert_close(obj.last["perturbed"], want)
+        for t in (view_p, light_p):
+            t.retain_grad()
+        total.backward()
+        # DV/DL's reading of w' gets gradient only when the render is made at it (DV's translation
+        # always); the depth learns from the second view either way
+        light_grad = 0.0 if light_p.grad is None else float(light_p.grad.abs().sum())
+        read = float(view_p.grad[:, :3].abs().sum()) + light_grad > 0
+        assert read == (mode == "code") and view_p.grad[:, 3:5].abs().sum() > 0, mode
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in g.depth_net.parameters()), mode
+
+
 def test_perturb_depth_grad_none_keeps_the_perturbed_render_off_the_depth(teacher):
     """loss.perturb_depth_grad=none: the perturbation term alone still trains DV/DL (through the
     render at DV/DL(w')) but sends nothing to DS, with the same loss value as "all"."""
@@ -498,7 +544,7 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
     train(cfg, out, teacher=teacher, show_progress=False, max_steps_this_run=1)
     ck = load_torch(out / "checkpoint.pt")
     for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale"),
-                     ("loss", "cycle_image")):
+                     ("loss", "cycle_image"), ("loss", "perturb_view")):
         del ck["config"][sec][key]
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
     for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",

@@ -161,6 +161,16 @@ class LossConfig:
     # the cycle loss with codes DV reads as turned while G(w') turns by half as much (bench
     # shape, "M turns G(w) / DV by"); R makes M answer for what the image shows
     cycle_image: float = 0.0
+    # the view and light of the perturbation render that is compared with G(w') (the term that
+    # teaches the depth from a second view): "code" = DV/DL's reading of the code w' (paper /
+    # LiftedGAN); "image" = what the image reader R (networks.ImageReader, fitted to DV/DL's
+    # readings of the teacher's unperturbed images) reads from G(w') itself, held and detached
+    # (translation stays DV's). Why: M turns G(w') by about half the asked yaw while DV reads
+    # w' as turned by V' (bench shape, "M turns G(w) / DV by"), so with "code" the render is
+    # turned further than its target and every shape scored on it prefers ~0.5-0.75x its
+    # relief; reading the image pairs G(w') with the view it shows, however far M turned it.
+    # Experimental (README, 3D shape).
+    perturb_view: Literal["code", "image"] = "code"
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3

@@ -26,7 +26,10 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   student's depth, albedo or view explain the image badly);
 * **roughness**: mean ``|Laplacian|`` of the reconstructed depth
   (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the ground truth's and the prior's on
-  the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out.
+  the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out;
+* **pose or shape**: SIDE/MAD of the same estimate rendered at the true rotation (DV's
+  translation kept, scored on that render's pixels): the part of the error a perfect pose would
+  remove; what is left is the depth's.
 
 The inversion and scoring pass (:func:`reconstruction_report`) is shared with the evaluation during
 training (:class:`TrainingShapeEval`, ``digan-bench train --eval-data``). All numbers come from
@@ -165,7 +168,8 @@ def _mean(x: torch.Tensor | np.ndarray) -> float:
 
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
-    (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; CPU float)
+    (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; ``rotation``:
+    pitch, yaw, roll in degrees; CPU float)
     and their true yaws (degrees).
     At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
     from digan.data.synthetic import load_synth
@@ -178,7 +182,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
-    gt = {k: torch.stack([it[k] for it in items]).float() for k in ("image", "depth", "normal", "mask", "light")}
+    gt = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in ("image", "depth", "normal", "mask", "light", "rotation")}
     if gt["image"].shape[-1] != size:
         raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
     return gt, np.array([float(it["rotation"][1]) for it in items])
@@ -190,7 +194,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     during training both call it).
 
     Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``student``/``flat_plane``/``prior_only``/
-    ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``face``
+    ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``true_pose``
+    (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``), ``face``
     (``student`` and ``prior_posed`` on the inner face, and its mean eroded ``pixels``),
     ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
     inverted w, ``student`` = the student's render, both against the input inside the
@@ -245,6 +250,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     face = mask * g.view_foreground(rend_p).cpu()
     out["face"] = {"student": _scores(depth, face, gt), "prior_posed": _scores(posed, face, gt),
                    "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
+    if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
+        from digan.render.types import View
+
+        with torch.no_grad():
+            tv = View(rotation=gt["rotation"].to(e2.view.rotation), translation=e2.view.translation)
+            rend_t = g.render(e2, s.renderer, view=tv, filter_grads=False, extra=g.foreground(e2.depth))
+        ts, tm, _ = reconstruction_errors(Rendered(image=gt["image"], depth=rend_t.depth.cpu(), normal=None,
+                                                   mask=g.view_foreground(rend_t).cpu()), gt)
+        out["true_pose"] = {"side": _mean(ts), "mad": _mean(tm)}
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
     out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
@@ -313,6 +327,10 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
     for name, label in (("student", "student"), ("flat_plane", "flat plane"), ("prior_only", "prior, frontal"),
                         ("prior_posed", "prior, DV pose"), ("inverted_relief", "inverted relief")):
         rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+    if "true_pose" in rep:
+        tp = rep["true_pose"]
+        rows.append(("SIDE / MAD at true rotation", f"{tp['side'] * 100:.3f}e-2 / {tp['mad']:.1f} deg (pose costs "
+                                                   f"{rep['student']['mad'] - tp['mad']:+.1f})"))
     fc = rep["face"]
     for name, label in (("student", "student"), ("prior_posed", "prior, DV pose")):
         rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
@@ -329,10 +347,10 @@ SHAPE_EVAL_JSONL = "shape_eval.jsonl"
 SHAPE_EVAL_CSV = "shape_eval.csv"
 #: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
 #: pixels, the flat-plane, prior-only and posed-prior references (the student's pixels), MAD on
-#: the inner face (student, posed prior), M's rotation gain (compose_rotation_gain's ``image``), DV
+#: the inner face (student, posed prior), MAD at the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV
 #: yaw vs true yaw, inversion PSNR (dB)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "compose_gain", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -346,6 +364,7 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "prior_side": rep["prior_only"]["side"], "prior_mad": rep["prior_only"]["mad"], "prior_roughness": rep["roughness"]["prior_only"],
         "posed_prior_side": rep["prior_posed"]["side"], "posed_prior_mad": rep["prior_posed"]["mad"],
         "face_mad": rep["face"]["student"]["mad"], "face_prior_mad": rep["face"]["prior_posed"]["mad"],
+        "true_pose_mad": rep.get("true_pose", {}).get("mad", float("nan")),
         "compose_gain": rep["compose_gain"]["image"],
         "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"],
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],

@@ -191,8 +191,9 @@ class G3D(nn.Module):
         self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
                                   norm_order=m.depth_norm, zero_init=m.depth_zero_init)
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
-        # R, only for loss.cycle_image (its weights are in the checkpoint only then)
-        self.reader = ImageReader(size) if cfg.loss.cycle_image > 0 else None
+        # R, only for loss.cycle_image or loss.perturb_view=image (its weights are in the
+        # checkpoint only then)
+        self.reader = ImageReader(size) if cfg.loss.cycle_image > 0 or cfg.loss.perturb_view == "image" else None
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
@@ -259,7 +260,7 @@ class G3D(nn.Module):
         raw light (B,4)) of ``image``; the gradient reaches the image (and M through the teacher)
         but not R."""
         if self.reader is None:
-            raise DiganError("this student has no image reader; it exists only with loss.cycle_image > 0")
+            raise DiganError("this student has no image reader; it exists only with loss.cycle_image > 0 or loss.perturb_view=image")
         return _call_held(self.reader, image)
 
     @staticmethod

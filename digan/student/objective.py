@@ -23,6 +23,9 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
   R(G(w)) to (DV(w)[:3], DL(w)) (targets detached), and, with R's weights held,
   MSE(R(G(w')), (V'[:3], L')) trains M through the teacher: M must turn and relight the image,
   not only the code DV/DL read (see LossConfig). Not in DIGAN or LiftedGAN (experimental).
+* ``loss.perturb_view="image"`` (experimental; "code" in the paper): the first half of
+  ``perturb`` renders at the view and light R reads from G(w') (R fitted as above, its reading
+  detached; translation stays DV's), so G(w') is compared with a render at the pose it shows.
 * ``identity`` (x ``loss.identity``): face embedding of G(w0) vs the perturbed render, for
   samples with |yaw'| < 25 deg (skipped when no recogniser is configured).
 * ``w_reg`` (x ``loss.w_reg``): w' stays near the teacher's w distribution.
@@ -139,16 +142,22 @@ class DistillationObjective(nn.Module):
             light_p, view_p, angles = perturbation(est.light_raw, est.view_raw, cfg)
             w_p = g3d.compose(w.detach(), light_p, view_p)
             view_raw_p, light_raw_p = g3d.decompose(w_p)
+            regen = None
+            if lc.perturb > 0 or lc.cycle_image > 0:
+                regen, _ = teacher_synthesis(teacher, w_p, features=False)
             if lc.perturb > 0 or lc.identity > 0:
                 est_p = est
                 if lc.perturb_depth_grad == "none":  # the perturbed render teaches DV, DL, M; not depth
                     d = est.depth.detach()
                     est_p = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
-                pert_img = g3d.render(est_p, renderer, view=g3d.view_net.to_view(view_raw_p),
-                                      light=g3d.light_net.to_light(light_raw_p)).image
-            regen = None
-            if lc.perturb > 0 or lc.cycle_image > 0:
-                regen, _ = teacher_synthesis(teacher, w_p, features=False)
+                view_r, light_r = view_raw_p, light_raw_p
+                if lc.perturb_view == "image" and regen is not None:
+                    # render at the view and light G(w') shows (R's reading), not the code's
+                    with torch.no_grad():
+                        rv, rl = g3d.reader(regen.clamp(-1, 1))
+                    view_r, light_r = torch.cat([rv, view_raw_p[:, 3:]], 1), rl
+                pert_img = g3d.render(est_p, renderer, view=g3d.view_net.to_view(view_r),
+                                      light=g3d.light_net.to_light(light_r)).image
             if lc.perturb > 0:
                 with torch.no_grad():
                     target_p = g3d.render(est.detach(), renderer, view=g3d.view_net.to_view(view_p),
@@ -164,17 +173,20 @@ class DistillationObjective(nn.Module):
                 cl, cv = L.cycle_loss(light_raw_c, light_p, view_raw_c, view_p)
                 total = total + lc.cycle * (cl + cv)
                 logs["cycle"] = (cl + cv).detach()
-            if lc.cycle_image > 0:
-                # R learns to read the teacher's images as DV/DL read their codes ...
+            if g3d.reader is not None:
+                # R learns to read the teacher's images as DV/DL read their codes (it trains R
+                # only: the targets and the images are detached) ...
                 r_view, r_light = g3d.reader(target)
                 fit = (F.mse_loss(r_view, est.view_raw[:, :3].detach())
                        + F.mse_loss(r_light, est.light_raw.detach()))
+                total = total + (lc.cycle_image if lc.cycle_image > 0 else 1.0) * fit
+                logs["reader_fit"] = fit.detach()
+            if lc.cycle_image > 0:
                 # ... and, held, tells M whether G(w') shows the asked turn and light
                 h_view, h_light = g3d.read_held(regen.clamp(-1, 1))
                 ci = F.mse_loss(h_view, view_p[:, :3]) + F.mse_loss(h_light, light_p)
-                total = total + lc.cycle_image * (fit + ci)
+                total = total + lc.cycle_image * ci
                 logs["cycle_image"] = ci.detach()
-                logs["reader_fit"] = fit.detach()
             if lc.identity > 0 and self.recognizer is not None:
                 idl = L.identity_loss(self.recognizer, est.canonical, pert_img, angles[:, 1], lc.identity_max_yaw)
                 total = total + lc.identity * idl
