@@ -347,6 +347,32 @@ def test_depth_warmup_keeps_the_depth_net_fixed_then_trains_it(teacher, tmp_path
     assert any(not torch.equal(s2[k], s1[k]) for k in depth_keys)
 
 
+def test_lr_decay_linear_closed_form_and_in_training(teacher, tmp_path):
+    """train.lr_decay=linear: every learning rate is constant until the depth starts learning,
+    then falls linearly (closed form), and the optimizer really runs at it (both Adam groups)."""
+    from types import SimpleNamespace
+
+    from digan.student.train import lr_factor
+
+    tc = SimpleNamespace(lr_decay="linear", depth_warmup=900, steps=1200)
+    assert [lr_factor(s, tc) for s in (0, 899, 900, 1050, 1199)] == pytest.approx([1, 1, 1, 0.5, 1 / 300])
+    assert lr_factor(5000, tc) == pytest.approx(1 / 300)  # past the end (more steps on resume): the floor
+    assert lr_factor(1050, SimpleNamespace(lr_decay="none", depth_warmup=900, steps=1200)) == 1.0
+    assert lr_factor(1, SimpleNamespace(lr_decay="linear", depth_warmup=0, steps=4)) == pytest.approx(0.75)
+    with pytest.raises(DiganError, match="lr_decay"):
+        lr_factor(0, SimpleNamespace(lr_decay="cosine", depth_warmup=0, steps=4))
+    with pytest.raises(DiganError, match="lr_decay"):
+        _cfg("train.lr_decay=cosine")
+    base = ["train.steps=4", "train.ckpt_every=1", "train.grid_every=100", "loss.identity=0", "train.depth_warmup=2",
+            "train.depth_lr_scale=0.5", "train.lr=2e-4"]
+    for mode, want in (("none", 1.0), ("linear", 0.5)):
+        out = tmp_path / mode
+        train(_cfg(*base, f"train.lr_decay={mode}"), out, teacher=teacher, show_progress=False)
+        groups = load_torch(out / "checkpoint.pt")["optimizer"]["param_groups"]
+        # the last update (index 3) ran at 2e-4 x its group's scale x (1 - (3 - 2) / 2)
+        assert sorted(g["lr"] for g in groups) == pytest.approx([1e-4 * want, 2e-4 * want]), mode
+
+
 def test_checkpoints_from_before_the_depth_prior_load_without_it(teacher, tmp_path):
     from digan.student.train import load_config_from_checkpoint
 
@@ -544,7 +570,7 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
     train(cfg, out, teacher=teacher, show_progress=False, max_steps_this_run=1)
     ck = load_torch(out / "checkpoint.pt")
     for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale"),
-                     ("loss", "cycle_image"), ("loss", "perturb_view")):
+                     ("loss", "cycle_image"), ("loss", "perturb_view"), ("train", "lr_decay")):
         del ck["config"][sec][key]
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
     for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",

@@ -201,6 +201,12 @@ class TrainConfig:
     # depth starts learning and then drifts (README, 3D shape); a slower depth net tests whether
     # the drift is a step-size effect
     depth_lr_scale: float = 1.0
+    # learning-rate schedule: "none" = constant (paper / LiftedGAN); "linear" = every learning
+    # rate falls linearly from its value at the step the depth starts learning
+    # (train.depth_warmup; 0 = the first step) to 1/(steps - depth_warmup) of it at the last
+    # step (train.lr_factor). Experimental: the shape on the tuning heads swings by +-1.5 deg
+    # between evaluations 125 steps apart, so the last step's student is a noisy pick
+    lr_decay: Literal["none", "linear"] = "none"
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

@@ -453,6 +453,10 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             if step < cfg.train.depth_warmup:
                 for p in frozen_depth:  # no gradient -> Adam neither steps nor decays them
                     p.grad = None
+            if cfg.train.lr_decay != "none":
+                f = lr_factor(step, cfg.train)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.train.lr * g.get("lr_scale", 1.0) * f
             opt.step()
             step += 1
             if step % cfg.train.log_every == 0 or step == stop:
@@ -483,6 +487,22 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         save_torch(student_path, final)
     dist.barrier()
     return TrainResult(out, step, start, time.time() - t0, last, student_path, best.info if best is not None else None)
+
+
+def lr_factor(step: int, tc: Any) -> float:
+    """The multiple of every learning rate at the update with 0-based index ``step`` under
+    ``train.lr_decay`` (``tc`` = the train config): 1 for "none"; for "linear" 1 until the depth
+    starts learning (``depth_warmup``), then ``1 - (step - depth_warmup) / (steps - depth_warmup)``
+    (the last update, ``steps - 1``, at ``1 / (steps - depth_warmup)``; never below it)."""
+    if tc.lr_decay == "none":
+        return 1.0
+    if tc.lr_decay != "linear":
+        raise DiganError(f"unknown train.lr_decay {tc.lr_decay!r}; choose none or linear")
+    start = int(tc.depth_warmup)
+    span = max(1, int(tc.steps) - start)
+    if step < start:
+        return 1.0
+    return max(1.0 / span, 1.0 - (step - start) / span)
 
 
 class _BestKeeper:
