@@ -187,7 +187,8 @@ def bench_shape_cmd(
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
     M really turns a face, relief, inversion PSNR per face (blame inversion or depth), SIDE/MAD
     next to a flat plane, the depth prior (frontal and at DV's pose) and the inverted relief, all
-    on the student's pixels, the inner face beside the posed prior, roughness beside the truth's."""
+    on the student's pixels, the inner face beside the posed prior, roughness beside the truth's,
+    and the estimate at the true rotation (blame the pose or the depth)."""
     import torch
 
     from digan.student.diagnostics import shape_diagnostics, shape_report_lines
