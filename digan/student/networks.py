@@ -16,8 +16,9 @@ Shapes (B = batch, D = style dimension of the teacher, S = image size, a power o
 * :class:`TransformNet` (DT): w0 (B,D) -> raw transformation map (B,1,S,S) (G3D applies
   ``sigmoid(raw + 5)``).
 * :class:`ComposeNet` (M): (w (B,D), raw light (B,4), raw view (B,6)) -> w0 (B,D).
-* :class:`ImageReader` (R, ``loss.cycle_image`` only; not in the paper or LiftedGAN): image
-  (B,3,S,S) -> raw (pitch, yaw, roll) (B,3) and raw light (B,4), tanh units as DV/DL.
+* :class:`ImageReader` (R, ``loss.cycle_image`` / ``loss.perturb_view=image`` only; not in the
+  paper or LiftedGAN): image (B,3,S,S) -> raw (pitch, yaw, roll) (B,3) and raw light (B,4),
+  tanh units as DV/DL.
 
 Structure (the paper's text; LiftedGAN where the paper is vague):
 
@@ -360,10 +361,11 @@ class ComposeNet(nn.Module):
 class ImageReader(nn.Module):
     """R: an image (B,3,S,S) in [-1,1] -> (raw rotation (B,3), raw light (B,4)), tanh units.
 
-    Used only by ``loss.cycle_image`` (our addition): R learns to read from the teacher's images
+    Used only by ``loss.cycle_image`` and ``loss.perturb_view=image`` (our additions): R learns to read from the teacher's images
     G(w) what DV and DL read from the codes w, and then reads the turned and relit images
     G(M(w, L', V')) so that M is trained on what the image shows, not on what DV reads from the
-    code w' (which M can satisfy without turning the face). Strided 3x3 convs (stride 2, LeakyReLU
+    code w' (which M can satisfy without turning the face); with ``loss.perturb_view=image`` its
+    reading of G(w') is the pose of the perturbation render. Strided 3x3 convs (stride 2, LeakyReLU
     0.2) from S down to 4 px (16, 32, 64, 64, ... channels), then two linear layers.
     """
 
