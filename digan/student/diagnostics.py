@@ -256,9 +256,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         with torch.no_grad():
             tv = View(rotation=gt["rotation"].to(e2.view.rotation), translation=e2.view.translation)
             rend_t = g.render(e2, s.renderer, view=tv, filter_grads=False, extra=g.foreground(e2.depth))
-        ts, tm, _ = reconstruction_errors(Rendered(image=gt["image"], depth=rend_t.depth.cpu(), normal=None,
-                                                   mask=g.view_foreground(rend_t).cpu()), gt)
-        out["true_pose"] = {"side": _mean(ts), "mad": _mean(tm)}
+        out["true_pose"] = _scores(rend_t.depth.cpu(), g.view_foreground(rend_t).cpu(), gt)
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
     out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
