@@ -80,6 +80,8 @@ def test_untrained_student_report(tmp_path):
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
     with pytest.raises(DiganError, match="at least 3"):
         shape_diagnostics(st, tmp_path / "gt", n_faces=2)
+    # one identity: the teacher relighting check is skipped, with its reason, not fatal
+    assert "at least 3 identities" in rep["teacher_relighting"]["skipped"]
 
 
 def test_report_has_inversion_psnr_and_roughness_per_face(tmp_path):
@@ -186,3 +188,68 @@ def test_true_pose_line_is_the_student_when_dv_is_exact(tmp_path):
     rot[:, 1] += 25.0
     off = reconstruction_report(st, dict(gt, rotation=rot), yaw, 2)["true_pose"]
     assert abs(off["mad"] - rep["student"]["mad"]) > 0.5
+
+
+def test_relighting_fit_recovers_the_light_that_made_a_ratio_and_only_with_those_normals():
+    from digan.render.shading import normals_from_depth
+    from digan.student.diagnostics import relighting_fit
+
+    # a dome with a bump (a "nose"): its log-ratio under lights dx = +0.5 and -0.7 with
+    # ambient / diffuse = 0.6, plus a brightness offset, is explained exactly by its normals
+    c = torch.linspace(-1, 1, 48)
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    dome = 1.0 - 0.08 * (1 - xx ** 2 - yy ** 2).clamp(min=0).sqrt() - 0.03 * torch.exp(-(xx ** 2 + (yy + 0.1) ** 2) / 0.02)
+    n = normals_from_depth(dome[None, None], 10.0)
+    mask = ((xx ** 2 + yy ** 2) < 0.6).float()[None, None]
+
+    def log_shading(dx):
+        ld = torch.tensor([dx, 0.0, 1.0])
+        ld = ld / ld.norm()
+        return (0.6 + (n * ld[None, :, None, None]).sum(1, keepdim=True).clamp(min=0)).log()
+
+    ratio = log_shading(0.5) - log_shading(-0.7) + 0.1
+    fit = relighting_fit(ratio, n, mask)
+    assert fit["r2"][0] == pytest.approx(1.0, abs=1e-5)
+    assert fit["params"][0] == pytest.approx((0.6, 0.5, -0.7), abs=1e-6)
+    # flat normals shade every pixel alike: only the offset is fitted, nothing is explained
+    flat = torch.zeros_like(n)
+    flat[:, 2] = 1
+    assert fit_r2(relighting_fit(ratio, flat, mask)) == pytest.approx(0.0, abs=1e-5)
+    # the dome without its bump explains less than the normals that made the ratio
+    n_smooth = normals_from_depth((1.0 - 0.08 * (1 - xx ** 2 - yy ** 2).clamp(min=0).sqrt())[None, None], 10.0)
+    assert fit_r2(relighting_fit(ratio, n_smooth, mask)) < 0.99
+    # an empty mask gives NaN, not an error
+    assert np.isnan(relighting_fit(ratio, n, torch.zeros_like(mask))["r2"][0])
+
+
+def fit_r2(fit):
+    return fit["r2"][0]
+
+
+def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
+    from digan.data.synth import generate_synth
+    from digan.student.diagnostics import shape_report_lines, teacher_relighting
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=12, size=64, seed=3)  # 4 views each: 3 identities
+    rep = teacher_relighting(st, tmp_path / "gt", n_faces=3, inversion_steps=2)
+    assert rep["n_faces"] == 3
+    # the exact renders: their own normals explain the ratio (up to the grids' steps), the
+    # convex prior less, and the fitted light is the one they were lit with
+    assert rep["truth"]["true_normals"] > 0.95 > rep["truth"]["prior"]
+    assert rep["truth_dx"] == pytest.approx(0.6, abs=0.1)
+    assert -1 <= rep["form_corr"] <= 1 and np.isfinite(rep["psnr"])
+    full = shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4, relight_faces=3)
+    assert full["teacher_relighting"]["n_faces"] == 3
+    lines = shape_report_lines(full)
+    assert any(line.startswith("face form kept by teacher") for line in lines)
+    assert max(len(line) for line in lines) <= 80
+    assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,
+                                                         relight_faces=0)
+    with pytest.raises(DiganError, match="at least 3 identities, got n_faces=2"):
+        teacher_relighting(st, tmp_path / "gt", n_faces=2)
+    generate_synth(tmp_path / "two", n=8, size=64, seed=3)
+    with pytest.raises(DiganError, match="holds 2"):
+        teacher_relighting(st, tmp_path / "two", n_faces=3)

@@ -181,6 +181,7 @@ def bench_shape_cmd(
     teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
     n_faces: int = typer.Option(24, "--n-faces", "-n", min=3, help="Synthetic faces to invert and score."),
     inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps per batch."),
+    relight_faces: int = typer.Option(16, "--relight-faces", min=0, help="Identities for the teacher relighting check (0 = skip it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
 ) -> None:
@@ -188,7 +189,8 @@ def bench_shape_cmd(
     M really turns a face, relief, inversion PSNR per face (blame inversion or depth), SIDE/MAD
     next to a flat plane, the depth prior (frontal and at DV's pose) and the inverted relief, all
     on the student's pixels, the inner face beside the posed prior, roughness beside the truth's,
-    and the estimate at the true rotation (blame the pose or the depth)."""
+    the estimate at the true rotation (blame the pose or the depth), and whether the teacher's
+    images carry the face's form in their shading at all (relit pairs, blame the teacher)."""
     import torch
 
     from digan.student.diagnostics import shape_diagnostics, shape_report_lines
@@ -198,7 +200,7 @@ def bench_shape_cmd(
     if threads:
         torch.set_num_threads(threads)
     st = _load_student_any(student, teacher)
-    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps)
+    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces)
     for line in shape_report_lines(rep):
         console.print(line, highlight=False)
     if out:

@@ -48,6 +48,7 @@ from digan.errors import DiganError
 from digan.student.inference import Student
 
 __all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "GAIN_YAWS", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+           "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
 
@@ -278,9 +279,10 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
 
 
 def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24, inversion_steps: int = 60,
-                      n_samples: int = 64, seed: int = 123) -> dict[str, Any]:
+                      n_samples: int = 64, seed: int = 123, relight_faces: int = 16) -> dict[str, Any]:
     """The report described in the module docstring, for ``n_faces`` images of ``synth_dir``
-    (inverted with ``inversion_steps`` steps) and ``n_samples`` teacher samples of ``seed``."""
+    (inverted with ``inversion_steps`` steps) and ``n_samples`` teacher samples of ``seed``; with
+    ``relight_faces`` > 0 also :func:`teacher_relighting` on that many of its identities."""
     s, g = student, student.g3d
     out: dict[str, Any] = {"n_faces": 0, "n_samples": n_samples, "inversion_steps": inversion_steps, "seed": seed}
     w = s.style(s.latents(n_samples, seed=seed))
@@ -293,6 +295,11 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
     out["asymmetry"] = {"canonical": _asym(est.canonical.clamp(-1, 1)), "teacher": _asym(teacher_img)}
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     out.update(reconstruction_report(s, gt, true_yaw, inversion_steps))
+    if relight_faces > 0:
+        try:
+            out["teacher_relighting"] = teacher_relighting(s, synth_dir, relight_faces, inversion_steps=inversion_steps)
+        except DiganError as e:  # a set with too few identities: the rest of the report stands
+            out["teacher_relighting"] = {"skipped": str(e)}
     return out
 
 
@@ -334,6 +341,15 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
     rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
     rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
+    tr = rep.get("teacher_relighting")
+    if tr and "skipped" in tr:
+        why = "fewer than 3 identities" if "at least 3 identities" in tr["skipped"] else "see the JSON report"
+        rows.append(("teacher relighting check", f"skipped ({why})"))
+    elif tr:
+        rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior n.", f"teacher {_f(tr['teacher']['true_normals'], '.2f')} / "
+                     f"{_f(tr['teacher']['prior'], '.2f')}, real {_f(tr['truth']['true_normals'], '.2f')} / "
+                     f"{_f(tr['truth']['prior'], '.2f')}"))
+        rows.append(("face form kept by teacher", f"corr {_f(tr['form_corr'], '+.2f')} (1 = all; PSNR {_f(tr['psnr'], '.1f')} dB)"))
     return lines + [f"{k:28s} {v}" for k, v in rows]
 
 
@@ -462,3 +478,140 @@ class TrainingShapeEval:
         self.rows = [r for r in self.rows if int(r["step"]) != int(step)] + [row]
         _write_shape_eval(self.out, self.rows)
         return row
+
+
+# --------------------------------------------------------------------------------------------
+# does the teacher carry the face's form in its shading? (``bench shape``, "teacher relit")
+
+#: ambient and diffuse strength of :func:`teacher_relighting`'s pair of lights (mid-range of
+#: the synthetic heads' lights)
+RELIGHT_AMBIENT_DIFFUSE = (0.5, 0.55)
+#: the grids :func:`relighting_fit` searches: ambient / diffuse ratio and horizontal directions
+RELIGHT_RATIOS = (0.15, 0.25, 0.4, 0.6, 0.85, 1.2, 1.7, 2.5, 4.0)
+RELIGHT_DIRECTIONS = tuple(round(-1.5 + 0.1 * i, 1) for i in range(31))
+
+
+def relighting_fit(ratio: torch.Tensor, normal: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+    """How well Lambertian shading on ``normal`` explains a log-ratio image of two lights.
+
+    ``ratio`` (B,1,H,W) = ``log I1 - log I2`` of one face under two lights at one view,
+    ``normal`` (B,3,H,W) unit normals, ``mask`` (B,1,H,W) the pixels to fit. Model per face:
+    ``log(k + max(0, n.l1)) - log(k + max(0, n.l2)) + c`` with ``l = normalize(dx, 0, 1)``;
+    ``k`` (ambient / diffuse) and ``dx1, dx2`` are searched on :data:`RELIGHT_RATIOS` x
+    :data:`RELIGHT_DIRECTIONS`, ``c`` is the best constant. Albedo cancels in the ratio, so
+    only the normals and the light are tested. Returns per face ``r2`` (1 - residual variance /
+    the ratio's variance), ``params`` (k, dx1, dx2) and the ``residual`` (1-D, masked pixels)."""
+    dirs = torch.tensor(RELIGHT_DIRECTIONS, dtype=torch.float32)
+    ls = torch.stack([dirs, torch.zeros_like(dirs), torch.ones_like(dirs)], 1)
+    ls = ls / ls.norm(dim=1, keepdim=True)
+    r2s, params, residuals = [], [], []
+    for k in range(ratio.shape[0]):
+        sel = mask[k, 0] > 0.5
+        rr = ratio[k, 0][sel].float()
+        if rr.numel() < 10:
+            r2s.append(float("nan"))
+            params.append((float("nan"),) * 3)
+            residuals.append(torch.zeros(0))
+            continue
+        nd = (ls @ normal[k][:, sel].float()).clamp(min=0)  # (D,P)
+        var = float(((rr - rr.mean()) ** 2).mean())
+        best = (float("inf"), None, None)
+        for kr in RELIGHT_RATIOS:
+            lg = (kr + nd).log()
+            res = lg[:, None] - lg[None] - rr  # (D,D,P): dx1, dx2
+            res = res - res.mean(-1, keepdim=True)
+            err = (res ** 2).mean(-1)
+            v, j = err.flatten().min(0)
+            if float(v) < best[0]:
+                i1, i2 = divmod(int(j), len(dirs))
+                best = (float(v), (float(kr), float(dirs[i1]), float(dirs[i2])), res[i1, i2])
+        r2s.append(1 - best[0] / var if var > 0 else float("nan"))
+        params.append(best[1])
+        residuals.append(best[2])
+    return {"r2": r2s, "params": params, "residual": residuals}
+
+
+@torch.no_grad()
+def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 16, light_dx: float = 0.6,
+                       inversion_steps: int = 60) -> dict[str, Any]:
+    """Does the teacher reproduce how a face's shading changes with the light, beyond a convex blob?
+
+    The student can learn nose, brow and eye sockets from shading only where the teacher's
+    images carry them. For ``n_faces`` identities of ``synth_dir`` (undamaged, frontal, lit by
+    :data:`RELIGHT_AMBIENT_DIFFUSE` from ``+light_dx`` and ``-light_dx``), the exact renders are
+    inverted into the teacher (as ``bench shape`` inverts its faces), and the log-ratio image of
+    each pair, the true one and the teacher's, is fitted by :func:`relighting_fit` with the true
+    normals and with the normals of the student's own depth prior (a convex blob). Returns
+    ``truth`` / ``teacher``: mean R2 with ``true_normals`` and ``prior`` (on the real pair the
+    true normals explain nearly all, the prior less: the gap is the face's form); ``form_corr``:
+    mean correlation between the true and the teacher's residuals after the prior's fit (1: the
+    teacher keeps all of the form beyond the blob, 0: none); ``psnr`` of the inversions inside
+    the mask; the fitted horizontal directions with the true normals (``teacher_dx``: mean of
+    ``(dx1 - dx2) / 2``, against the truth's ``truth_dx``)."""
+    import json
+
+    from digan.config import from_dict
+    from digan.data.heads import undamaged
+    from digan.data.synth import SynthConfig, render_views, sample_view_light
+    from digan.data.synthetic import load_synth
+    from digan.render.shading import normals_from_depth
+    from digan.student.method import invert_teacher
+    from evaluate.metrics.depth3d import erode_mask
+
+    s, g = student, student.g3d
+    p = Path(synth_dir).expanduser()
+    if not p.exists():
+        raise DiganError(f"synthetic set {p} not found; make it with 'digan-bench data synth --out {p} --size {g.size}'")
+    data = load_synth(p)
+    if data.size != g.size:
+        raise DiganError(f"synthetic faces are {data.size} px but the student renders {g.size} px; make the set with --size {g.size}")
+    if n_faces < 3:
+        raise DiganError(f"the relighting check needs at least 3 identities, got n_faces={n_faces}; ask for 3 or more")
+    cfg_path = p / "config.json"
+    cfg = from_dict(SynthConfig, json.loads(cfg_path.read_text())) if cfg_path.is_file() else SynthConfig()
+    ids: list[int] = []
+    samples: list[int] = []
+    ident = np.asarray(data.arrays["identity"])
+    for i, k in enumerate(ident.tolist()):
+        if k not in ids:
+            ids.append(int(k))
+            samples.append(i)
+        if len(ids) == n_faces:
+            break
+    n = len(ids)
+    if n < 3:
+        raise DiganError(f"the relighting check needs at least 3 identities, {p} holds {n}; make more with digan-bench data synth --n")
+    params = [undamaged(data.identity_params(k)) for k in ids]
+    backdrops = np.stack([sample_view_light(cfg, i)[2] for i in samples])
+    views = np.zeros((n, 6), np.float32)
+    a, d = RELIGHT_AMBIENT_DIFFUSE
+    pair = [render_views(params, views, np.tile(np.array([[a, d, sgn * light_dx, 0.0]], np.float32), (n, 1)), g.size,
+                         fov=cfg.fov, supersample=cfg.supersample, backdrops=backdrops) for sgn in (1.0, -1.0)]
+    true_img = torch.cat([pair[0]["image"], pair[1]["image"]]).to(s.device)
+    with torch.enable_grad():
+        wi = invert_teacher(s.teacher, true_img, g.w_std, inversion_steps)
+    teach_img = s.teacher_image(wi).cpu()
+    true_img = true_img.cpu()
+
+    def log_grey(x: torch.Tensor) -> torch.Tensor:
+        return (x.mean(1, keepdim=True) / 2 + 0.5).clamp(min=1e-3).log()
+
+    mask = erode_mask(erode_mask(pair[0]["mask"] * pair[1]["mask"]))
+    prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+    normals = {"true_normals": pair[0]["normal"], "prior": normals_from_depth(prior, g.cfg.renderer.fov, normalize=g.cfg.renderer.normal_norm)}
+    out: dict[str, Any] = {"n_faces": n, "light_dx": float(light_dx), "inversion_steps": int(inversion_steps)}
+    fits: dict[str, dict[str, Any]] = {}
+    for name, img in (("truth", true_img), ("teacher", teach_img)):
+        ratio = log_grey(img[:n]) - log_grey(img[n:])
+        fits[name] = {k: relighting_fit(ratio, nrm, mask) for k, nrm in normals.items()}
+        out[name] = {k: _mean(np.asarray(f["r2"])) for k, f in fits[name].items()}
+        prm = np.asarray(fits[name]["true_normals"]["params"])
+        out[f"{name}_dx"] = _mean((prm[:, 1] - prm[:, 2]) / 2)
+    corr = []
+    for rt, rg in zip(fits["truth"]["prior"]["residual"], fits["teacher"]["prior"]["residual"]):
+        ok = rt.numel() > 2 and float(rt.std()) > 0 and float(rg.std()) > 0
+        corr.append(float(np.corrcoef(rt.numpy(), rg.numpy())[0, 1]) if ok else float("nan"))
+    out["form_corr"] = _mean(np.asarray(corr))
+    m2 = torch.cat([mask, mask])
+    out["psnr"] = _mean(masked_psnr(teach_img, true_img, m2))
+    return out
