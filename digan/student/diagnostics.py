@@ -346,7 +346,7 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         why = "fewer than 3 identities" if "at least 3 identities" in tr["skipped"] else "see the JSON report"
         rows.append(("teacher relighting check", f"skipped ({why})"))
     elif tr:
-        rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior n.", f"teacher {_f(tr['teacher']['true_normals'], '.2f')} / "
+        rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior", f"teacher {_f(tr['teacher']['true_normals'], '.2f')} / "
                      f"{_f(tr['teacher']['prior'], '.2f')}, real {_f(tr['truth']['true_normals'], '.2f')} / "
                      f"{_f(tr['truth']['prior'], '.2f')}"))
         rows.append(("face form kept by teacher", f"corr {_f(tr['form_corr'], '+.2f')} (1 = all; PSNR {_f(tr['psnr'], '.1f')} dB)"))
