@@ -239,6 +239,8 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     # the exact renders: their own normals explain the ratio (up to the grids' steps), the
     # convex prior less, and the fitted light is the one they were lit with
     assert rep["truth"]["true_normals"] > 0.95 > rep["truth"]["prior"]
+    # an untrained student's depth is its prior: its normals explain exactly what the prior's do
+    assert rep["truth"]["student"] == pytest.approx(rep["truth"]["prior"], abs=1e-6)
     assert rep["truth_dx"] == pytest.approx(0.6, abs=0.1)
     assert -1 <= rep["form_corr"] <= 1 and np.isfinite(rep["psnr"])
     full = shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4, relight_faces=3)

@@ -346,9 +346,11 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         why = "fewer than 3 identities" if "at least 3 identities" in tr["skipped"] else "see the JSON report"
         rows.append(("teacher relighting check", f"skipped ({why})"))
     elif tr:
-        rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior", f"teacher {_f(tr['teacher']['true_normals'], '.2f')} / "
-                     f"{_f(tr['teacher']['prior'], '.2f')}, real {_f(tr['truth']['true_normals'], '.2f')} / "
-                     f"{_f(tr['truth']['prior'], '.2f')}"))
+        tt, tu = tr["teacher"], tr["truth"]
+        rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior", f"teacher {_f(tt['true_normals'], '.2f')} / "
+                     f"{_f(tt['prior'], '.2f')}, real {_f(tu['true_normals'], '.2f')} / {_f(tu['prior'], '.2f')}"))
+        rows.append(("relit: R2 student's normals", f"teacher {_f(tt.get('student', float('nan')), '.2f')}, "
+                     f"real {_f(tu.get('student', float('nan')), '.2f')}"))
         rows.append(("face form kept by teacher", f"corr {_f(tr['form_corr'], '+.2f')} (1 = all; PSNR {_f(tr['psnr'], '.1f')} dB)"))
     return lines + [f"{k:28s} {v}" for k, v in rows]
 
@@ -541,9 +543,11 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
     :data:`RELIGHT_AMBIENT_DIFFUSE` from ``+light_dx`` and ``-light_dx``), the exact renders are
     inverted into the teacher (as ``bench shape`` inverts its faces), and the log-ratio image of
     each pair, the true one and the teacher's, is fitted by :func:`relighting_fit` with the true
-    normals and with the normals of the student's own depth prior (a convex blob). Returns
-    ``truth`` / ``teacher``: mean R2 with ``true_normals`` and ``prior`` (on the real pair the
-    true normals explain nearly all, the prior less: the gap is the face's form); ``form_corr``:
+    normals, the normals of the student's own depth prior (a convex blob) and those of the
+    student's canonical depth of the inverted +dx image. Returns ``truth`` / ``teacher``: mean R2
+    with ``true_normals``, ``prior`` and ``student`` (on the real pair the true normals explain
+    nearly all, the prior less: the gap is the face's form; on the teacher's pair the student's
+    normals can at best explain what the true normals explain there); ``form_corr``:
     mean correlation between the true and the teacher's residuals after the prior's fit (1: the
     teacher keeps all of the form beyond the blob, 0: none); ``psnr`` of the inversions inside
     the mask; the fitted horizontal directions with the true normals (``teacher_dx``: mean of
@@ -598,7 +602,10 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
 
     mask = erode_mask(erode_mask(pair[0]["mask"] * pair[1]["mask"]))
     prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
-    normals = {"true_normals": pair[0]["normal"], "prior": normals_from_depth(prior, g.cfg.renderer.fov, normalize=g.cfg.renderer.normal_norm)}
+    nkw = {"normalize": g.cfg.renderer.normal_norm}
+    own = s.estimate(wi[:n]).depth.cpu()  # the student's canonical depth of each +dx image
+    normals = {"true_normals": pair[0]["normal"], "prior": normals_from_depth(prior, g.cfg.renderer.fov, **nkw),
+               "student": normals_from_depth(own, g.cfg.renderer.fov, **nkw)}
     out: dict[str, Any] = {"n_faces": n, "light_dx": float(light_dx), "inversion_steps": int(inversion_steps)}
     fits: dict[str, dict[str, Any]] = {}
     for name, img in (("truth", true_img), ("teacher", teach_img)):
