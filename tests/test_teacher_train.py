@@ -283,3 +283,43 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     from digan.teacher import load_teacher
 
     assert load_teacher(out / "teacher.pt").size == 16
+
+
+def test_init_from_an_exported_teacher_continues_its_weights_and_step(data_dir, tmp_path):
+    from digan.teacher.train import init_from_teacher
+
+    train_teacher(_cfg(steps=4), data_dir, tmp_path / "a")
+    src = tmp_path / "a" / "teacher.pt"
+    from digan.utils.io import load_torch
+
+    exported = load_torch(src, what="teacher")
+    tr = TeacherTrainer(_cfg(), "cpu")
+    assert init_from_teacher(tr, src) == 4 and tr.step == 4
+    for name, model in (("g", tr.g), ("g_ema", tr.g_ema)):  # G starts as the exported G_ema
+        for k, v in model.state_dict().items():
+            if k in exported["g_ema"]:
+                assert torch.equal(v, exported["g_ema"][k].float()), (name, k)
+    for k, v in tr.d.state_dict().items():
+        if k in exported["d"]:
+            assert torch.equal(v, exported["d"][k].float()), k
+    # a run started from it counts its steps on from the teacher's, and then resumes as usual
+    r = train_teacher(_cfg(steps=6, init_from=str(src)), data_dir, tmp_path / "b")
+    assert r.resumed_from == 4 and r.steps == 6
+    with open(tmp_path / "b" / "losses.csv") as fh:
+        assert [int(row["step"]) for row in csv.DictReader(fh)] == [5, 6]
+    assert train_teacher(_cfg(steps=6, init_from=str(src)), data_dir, tmp_path / "b").resumed_from == 6
+    with pytest.raises(DiganError, match="already at step 4; pass --steps above 4"):
+        train_teacher(_cfg(steps=4, init_from=str(src)), data_dir, tmp_path / "c")
+    with pytest.raises(DiganError, match="not found"):
+        init_from_teacher(TeacherTrainer(_cfg(), "cpu"), tmp_path / "missing.pt")
+    other = _cfg(model=StyleGAN2Config(size=16, style_dim=8, n_mlp=2, channels={4: 16, 8: 16, 16: 8}))
+    with pytest.raises(DiganError, match="another architecture"):
+        init_from_teacher(TeacherTrainer(other, "cpu"), src)
+
+
+def test_init_from_the_bundled_teacher():
+    from digan.teacher.train import init_from_teacher
+
+    tr = TeacherTrainer(preset_config("tiny"), "cpu")
+    assert init_from_teacher(tr, "tiny") == 6500
+    assert all(torch.equal(a, b) for a, b in zip(tr.g.parameters(), tr.g_ema.parameters()))

@@ -29,6 +29,8 @@ def train_teacher_cmd(
 
     Checkpoints are in rosinality's stylegan2-pytorch layout; OUT/teacher.pt is what
     'sample --teacher' and the DIGAN student load. Multi-GPU: torchrun --nproc_per_node N -m digan.cli train-teacher ...
+    Train the bundled teacher longer: --set init_from=tiny --steps 17000 (steps count on from
+    its 6,500).
     """
     import torch
 

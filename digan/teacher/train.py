@@ -66,6 +66,7 @@ __all__ = [
     "preset_config",
     "TeacherTrainer",
     "TrainResult",
+    "init_from_teacher",
     "train_teacher",
     "d_logistic_loss",
     "g_nonsaturating_loss",
@@ -102,6 +103,11 @@ class TeacherTrainConfig:
     grid_n: int = 16
     w_mean_samples: int = 10000
     cache_gb: float = 4.0
+    # start a new run from an exported teacher (a train-teacher teacher.pt, or "tiny" for the
+    # bundled one) instead of random weights: its g_ema becomes G and G_ema, its D is kept, the
+    # optimisers start fresh and the step counter continues from the teacher's recorded step
+    # (so --steps is the total). Use: train the bundled teacher longer. None = random init.
+    init_from: Optional[str] = None
 
 
 # settings that may differ between a run and its resumption
@@ -406,6 +412,38 @@ class TrainResult:
 _CSV_FIELDS = ["step", "d", "g", "r1", "pl", "real_score", "fake_score", "ada_p", "sec_per_step"]
 
 
+def init_from_teacher(trainer: "TeacherTrainer", source: str | Path) -> int:
+    """Load an exported teacher into ``trainer`` (``source``: a teacher.pt, or ``"tiny"`` for the
+    bundled one): its ``g_ema`` into G and G_ema, its ``d`` into D; the optimisers stay fresh.
+    Sets and returns the step it was exported at (0 when it records none). One-line
+    :class:`DiganError` for a missing file, a teacher without a discriminator or another
+    architecture than ``trainer.cfg.model``."""
+    from digan.teacher.api import bundled_teacher_path
+    from digan.teacher.checkpoint import read_checkpoint
+
+    path = bundled_teacher_path() if str(source) == "tiny" else Path(source).expanduser()
+    if not path.is_file():
+        raise DiganError(f"init_from: teacher {path} not found; pass an exported teacher.pt or 'tiny'")
+    ck = read_checkpoint(str(path), what=f"init_from teacher {path}")
+    if to_dict(ck.config) != to_dict(trainer.cfg.model):
+        theirs, ours = to_dict(ck.config), to_dict(trainer.cfg.model)
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise DiganError(f"init_from teacher {path} has another architecture ({', '.join(diff)} differ); use the preset it was "
+                         "trained with (--preset tiny for the bundled one)")
+    if ck.d is None:
+        raise DiganError(f"init_from teacher {path} holds no discriminator; continue from a train-teacher teacher.pt, which keeps D")
+
+    def f32(sd: dict) -> dict:
+        return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+    cfg = trainer.cfg.model
+    load_state_strict(trainer.g, f32(ck.g_ema), f"init_from teacher {path} (g_ema as g)", cfg)
+    load_state_strict(trainer.g_ema, f32(ck.g_ema), f"init_from teacher {path} (g_ema)", cfg)
+    load_state_strict(trainer.d, f32(ck.d), f"init_from teacher {path} (d)", cfg)
+    trainer.step = int((ck.raw or {}).get("step") or 0)
+    return trainer.step
+
+
 def _resume_view(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k not in _RESUME_FREE}
 
@@ -484,6 +522,11 @@ def _train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str |
     if resume is not None:
         trainer.load(resume, f"teacher training checkpoint {ckpt_path}")
         start = trainer.step
+    elif cfg.init_from:
+        start = init_from_teacher(trainer, cfg.init_from)
+        if start >= cfg.steps:
+            raise DiganError(f"init_from teacher {cfg.init_from} is already at step {start}; pass --steps above {start} "
+                             "(steps count from the start of its training)")
     del resume
 
     main = rank == 0
