@@ -29,7 +29,11 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out;
 * **pose or shape**: SIDE/MAD of the same estimate rendered at the true rotation (DV's
   translation kept, scored on that render's pixels): the part of the error a perfect pose would
-  remove; what is left is the depth's.
+  remove; what is left is the depth's;
+* **teacher or student**: :func:`teacher_relighting`: the same heads lit from the left and the
+  right, inverted into the teacher; how much of each log-ratio image the true normals, the
+  convex prior's and the student's own explain (shading can teach the depth only the form the
+  teacher's images carry, and the student should explain at least what the prior does).
 
 The inversion and scoring pass (:func:`reconstruction_report`) is shared with the evaluation during
 training (:class:`TrainingShapeEval`, ``digan-bench train --eval-data``). All numbers come from
