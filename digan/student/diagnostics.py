@@ -171,18 +171,28 @@ def _mean(x: torch.Tensor | np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
+def _open_synth(synth_dir: str | Path, size: int) -> Any:
+    """The ``digan-bench data synth`` set at ``synth_dir`` (one-line error when it is missing)."""
+    from digan.data.synthetic import load_synth
+
+    p = Path(synth_dir).expanduser()
+    if not p.exists():
+        raise DiganError(f"synthetic ground-truth set {p} not found; make it with 'digan-bench data synth --out {p} --size {size}'")
+    return load_synth(p)
+
+
+def _prior_depth(g: Any, n: int) -> torch.Tensor:
+    """The student's depth prior alone (DS's raw output 0), (n,1,S,S) on the CPU."""
+    return g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+
+
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
     (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; ``rotation``:
     pitch, yaw, roll in degrees; CPU float)
     and their true yaws (degrees).
     At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
-    from digan.data.synthetic import load_synth
-
-    p = Path(synth_dir).expanduser()
-    if not p.exists():
-        raise DiganError(f"synthetic ground-truth set {p} not found; make it with 'digan-bench data synth --out {p} --size {size}'")
-    data = load_synth(p)
+    data = _open_synth(synth_dir, size)
     n = min(int(n_faces), len(data))
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
@@ -244,7 +254,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["flat_plane"] = {"side": _mean(fs), "mad": _mean(fm)}
     # the references are scored on the student's pixels (as the flat plane is): a reference scored
     # on its own, smaller mask (the prior's ellipse leaves out neck and hair) is not comparable
-    prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+    prior = _prior_depth(g, n)
     out["prior_only"] = _scores(prior, mask, gt)
     with torch.no_grad():
         prior_dev = prior.to(e2.depth.device)
@@ -353,8 +363,7 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         tt, tu = tr["teacher"], tr["truth"]
         rows.append((f"relit +-{tr['light_dx']:.1f}: R2 true/prior", f"teacher {_f(tt['true_normals'], '.2f')} / "
                      f"{_f(tt['prior'], '.2f')}, real {_f(tu['true_normals'], '.2f')} / {_f(tu['prior'], '.2f')}"))
-        rows.append(("relit: R2 student's normals", f"teacher {_f(tt.get('student', float('nan')), '.2f')}, "
-                     f"real {_f(tu.get('student', float('nan')), '.2f')}"))
+        rows.append(("relit: R2 student's normals", f"teacher {_f(tt['student'], '.2f')}, real {_f(tu['student'], '.2f')}"))
         rows.append(("face form kept by teacher", f"corr {_f(tr['form_corr'], '+.2f')} (1 = all; PSNR {_f(tr['psnr'], '.1f')} dB)"))
     return lines + [f"{k:28s} {v}" for k, v in rows]
 
@@ -561,31 +570,22 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
     from digan.config import from_dict
     from digan.data.heads import undamaged
     from digan.data.synth import SynthConfig, render_views, sample_view_light
-    from digan.data.synthetic import load_synth
     from digan.render.shading import normals_from_depth
     from digan.student.method import invert_teacher
     from evaluate.metrics.depth3d import erode_mask
 
     s, g = student, student.g3d
     p = Path(synth_dir).expanduser()
-    if not p.exists():
-        raise DiganError(f"synthetic set {p} not found; make it with 'digan-bench data synth --out {p} --size {g.size}'")
-    data = load_synth(p)
+    data = _open_synth(p, g.size)
     if data.size != g.size:
         raise DiganError(f"synthetic faces are {data.size} px but the student renders {g.size} px; make the set with --size {g.size}")
     if n_faces < 3:
         raise DiganError(f"the relighting check needs at least 3 identities, got n_faces={n_faces}; ask for 3 or more")
     cfg_path = p / "config.json"
     cfg = from_dict(SynthConfig, json.loads(cfg_path.read_text())) if cfg_path.is_file() else SynthConfig()
-    ids: list[int] = []
-    samples: list[int] = []
     ident = np.asarray(data.arrays["identity"])
-    for i, k in enumerate(ident.tolist()):
-        if k not in ids:
-            ids.append(int(k))
-            samples.append(i)
-        if len(ids) == n_faces:
-            break
+    ids = [int(k) for k in dict.fromkeys(ident.tolist())][:n_faces]  # in the order they first appear
+    samples = [int(np.flatnonzero(ident == k)[0]) for k in ids]  # a sample of each: its backdrop
     n = len(ids)
     if n < 3:
         raise DiganError(f"the relighting check needs at least 3 identities, {p} holds {n}; make more with digan-bench data synth --n")
@@ -605,7 +605,7 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
         return (x.mean(1, keepdim=True) / 2 + 0.5).clamp(min=1e-3).log()
 
     mask = erode_mask(erode_mask(pair[0]["mask"] * pair[1]["mask"]))
-    prior = g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+    prior = _prior_depth(g, n)
     nkw = {"normalize": g.cfg.renderer.normal_norm}
     own = s.estimate(wi[:n]).depth.cpu()  # the student's canonical depth of each +dx image
     normals = {"true_normals": pair[0]["normal"], "prior": normals_from_depth(prior, g.cfg.renderer.fov, **nkw),
