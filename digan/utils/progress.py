@@ -68,7 +68,8 @@ class LineProgress:
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         tid = len(self._tasks)
         now = self.clock()
-        self._tasks[tid] = {"desc": description, "total": total, "done": float(completed), "start": now, "last": now,
+        self._tasks[tid] = {"desc": description, "total": total, "done": float(completed), "from": float(completed),
+                            "start": now, "last": now,
                             "info": fields.get("info", ""), "finished": False}
         return tid
 
@@ -103,8 +104,10 @@ class LineProgress:
             frac = min(1.0, t["done"] / t["total"])
             parts.append(f"{t['done']:g}/{t['total']:g} ({100 * frac:.0f}%)")
             parts.append(f"{_hms(el)} elapsed")
-            if 0 < frac < 1:
-                parts.append(f"~{_hms(el * (1 - frac) / frac)} left")
+            # the rate counts only the work done in this process: a resumed run starts part-way
+            moved = t["done"] - t["from"]
+            if 0 < frac < 1 and moved > 0 and el > 0:
+                parts.append(f"~{_hms((t['total'] - t['done']) * el / moved)} left")
         else:
             parts.append(f"{t['done']:g} done, {_hms(el)} elapsed")
         info = str(t["info"] or "")
