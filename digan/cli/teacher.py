@@ -16,7 +16,7 @@ from digan.cli.groups import bench_app
 def train_teacher_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Folder of same-size square training images (PNG/JPG).", file_okay=False),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder; rerunning the same command resumes from its checkpoint.", file_okay=False),
-    preset: str = typer.Option("tiny", "--preset", "-p", help="Starting config: tiny (bundled 64 px teacher), standard (rosinality defaults, 256 px), liftedgan."),
+    preset: str = typer.Option("tiny", "--preset", "-p", help="Starting config: tiny (the first 6,500 steps of the bundled 64 px teacher), standard (rosinality defaults, 256 px), liftedgan."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training iterations (overrides the preset)."),
     batch: Optional[int] = typer.Option(None, "--batch-size", "--batch", help="Global batch size (split over torchrun processes)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
@@ -29,8 +29,8 @@ def train_teacher_cmd(
 
     Checkpoints are in rosinality's stylegan2-pytorch layout; OUT/teacher.pt is what
     'sample --teacher' and the DIGAN student load. Multi-GPU: torchrun --nproc_per_node N -m digan.cli train-teacher ...
-    Train the bundled teacher longer: --set init_from=tiny --steps 17000 (steps count on from
-    its 6,500).
+    Train the bundled teacher longer: --set init_from=tiny --steps 30000 (steps count on from
+    the step it records in digan/assets/tiny_teacher_64.json).
     """
     import torch
 
