@@ -189,9 +189,8 @@ def test_progress_prints_lines_at_intervals_without_a_terminal(monkeypatch):
     assert len(lines) == 7, lines
     assert lines[0].startswith("train liftgan: 30/200 (15%), 0:00:30 elapsed, ~0:02:50 left, total=0.0333")
     assert lines[-1].startswith("train liftgan: 200/200 (100%), 0:03:20 elapsed")
-    # progress() picks it when stderr is not a terminal (and is not silenced), the live bar otherwise
-    # a resumed run (started at 150 of 200, one step a second): 50 left means 0:00:50, not the
-    # estimate a rate over all 180 done steps would give
+    # a resumed run (started at 150 of 200, one step a second): at 180 the 20 steps left take
+    # 0:00:20, not the 0:00:03 a rate over all 180 done steps would give
     buf2 = io.StringIO()
     now[0] = 0.0
     p2 = P.LineProgress(30, stream=buf2, clock=lambda: now[0])
@@ -200,6 +199,7 @@ def test_progress_prints_lines_at_intervals_without_a_terminal(monkeypatch):
         now[0] = step - 150.0
         p2.update(t2, completed=step)
     assert buf2.getvalue().splitlines()[0].startswith("train-teacher: 180/200 (90%), 0:00:30 elapsed, ~0:00:20 left")
+    # progress() picks it when stderr is not a terminal (and is not silenced), the live bar otherwise
     monkeypatch.delenv("DIGAN_BENCH_QUIET", raising=False)
     monkeypatch.delenv("DIGAN_BENCH_FORCE_PROGRESS", raising=False)
     monkeypatch.setenv("DIGAN_BENCH_PROGRESS_INTERVAL", "5")
