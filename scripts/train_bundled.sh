@@ -28,13 +28,14 @@ mkdir -p "$RUNS"
 train digan & train liftgan --model liftgan & wait
 train mlp --variant mlp & train plain_conv --variant plain_conv & wait
 
-$PY - "$RUNS" <<'EOF'
+$PY - "$RUNS" "$TUNE" "$STEPS_ARG" <<'EOF'
 import sys
 from digan.student.train import package_student
-runs = sys.argv[1]
+runs, tune, steps = sys.argv[1], sys.argv[2], sys.argv[3]
+base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []))
 for name, dest, cmd in (
-    ("digan", "digan/assets/tiny_student_64.pt", "digan-bench train --teacher tiny --preset tiny --threads 1"),
-    ("liftgan", "digan/assets/tiny_liftgan_64.pt", "digan-bench train --teacher tiny --preset tiny --model liftgan --threads 1"),
+    ("digan", "digan/assets/tiny_student_64.pt", base),
+    ("liftgan", "digan/assets/tiny_liftgan_64.pt", base + " --model liftgan"),
 ):
     pt, js = package_student(f"{runs}/{name}", dest, command=cmd)
     print("packaged", pt, js)

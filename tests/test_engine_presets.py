@@ -56,6 +56,24 @@ def test_unknown_preset_and_cli_list(capsys):
     out = capsys.readouterr().out
     for name in ("teacher", "fid", "kid", "side", "mad", "speed", "demo"):
         assert name in out
+    # spec syntax in brackets is printed, not taken for console markup
+    assert "digan[@variant][:student.pt or folder]" in " ".join(out.split())
+
+
+def test_cli_list_hanging_indent():
+    from digan.cli.evaluate import listing_lines
+
+    table = {"digan": "DIGAN student (G3D). digan[@variant][:student.pt or folder]; default the bundled tiny student",
+             "x": "short", "long": "a " + "w" * 90}
+    lines = listing_lines(table, width=80)
+    assert lines[0].startswith("  digan          DIGAN student")
+    # continuation lines sit under the description column; no value is split across lines
+    cont = [ln for ln in lines if not ln.startswith("  ") or ln.startswith(" " * 17)]
+    assert len(cont) == len(lines) - 3 and all(ln.startswith(" " * 17) for ln in cont)
+    assert "digan[@variant][:student.pt" in " ".join(lines)
+    assert all(len(ln) <= 80 for ln in lines if "w" * 90 not in ln)
+    assert any(ln.strip() == "w" * 90 for ln in lines)  # a word longer than the line stays whole
+    assert "  x              short" in lines
 
 
 def test_cli_preset_missing_assets_and_config_file(monkeypatch, tmp_path, capsys):

@@ -20,6 +20,20 @@ from digan.errors import DiganError
 _MODEL_ROLES = ("detector", "recognizer", "inception")
 
 
+def listing_lines(table: dict[str, str], width: int = 80, name_width: int = 14) -> list[str]:
+    """``run --list`` rows: name, then its description wrapped at spaces under the description
+    column (a hanging indent), so that no line is wider than ``width`` unless one word is."""
+    import textwrap
+
+    lines: list[str] = []
+    indent = " " * (name_width + 3)
+    for k, v in table.items():
+        head = f"  {k:{name_width}s} "
+        lines += textwrap.wrap(" ".join(str(v).split()), width=max(width, len(head) + 20), initial_indent=head, subsequent_indent=indent,
+                               break_long_words=False, break_on_hyphens=False) or [head.rstrip()]
+    return lines
+
+
 def _parse_pairs(items: Optional[list[str]], what: str, example: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -92,15 +106,10 @@ def run_cmd(
         from evaluate.metrics import available_metrics
         from digan.utils.progress import console
 
-        console.print("[bold]methods[/bold]")
-        for k, v in available_methods().items():
-            console.print(f"  {k:14s} {v}")
-        console.print("[bold]metrics[/bold]")
-        for k, v in available_metrics().items():
-            console.print(f"  {k:14s} {v}")
-        console.print("[bold]presets[/bold]")
-        for k, v in available_presets().items():
-            console.print(f"  {k:14s} {v}")
+        for title, table in (("methods", available_methods()), ("metrics", available_metrics()), ("presets", available_presets())):
+            console.print(f"[bold]{title}[/bold]")
+            for line in listing_lines(table, width=console.width):
+                console.print(line, soft_wrap=True, markup=False, highlight=False)
         return
 
     # a preset prepares its data in the cache folder: honour --set cache_dir=... already here
