@@ -583,3 +583,28 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
               out, teacher=teacher, show_progress=False)
     r = train(cfg, out, teacher=teacher, show_progress=False)
     assert r.resumed_from == 1 and r.steps == 2
+
+
+def test_sigterm_stops_student_training_like_ctrl_c(tmp_path, monkeypatch):
+    """kill (SIGTERM) reaches the training as KeyboardInterrupt (the CLI's "interrupted ... rerun
+    to resume", exit 130) and the output folder's claim is released, so the rerun can start."""
+    import os
+    import signal
+
+    import digan.student.train as st
+
+    before = signal.getsignal(signal.SIGTERM)
+    calls = []
+
+    def fake_train(cfg, out, *a, **k):
+        calls.append(out)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return "resumed"
+
+    monkeypatch.setattr(st, "_train", fake_train)
+    cfg = make_config("tiny")
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        st.train(cfg, tmp_path / "run")
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert st.train(cfg, tmp_path / "run") == "resumed"  # the folder is not left locked

@@ -163,6 +163,32 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
         train_teacher(_cfg(steps=6, r1=0.5), data_dir, full)  # (lr may change on resume: issue 12)
 
 
+def test_sigterm_saves_like_ctrl_c(data_dir, tmp_path):
+    """kill (SIGTERM) stops a run through the Ctrl-C path: a checkpoint at the step reached, the
+    previous SIGTERM handler back afterwards, and the rerun continues from there."""
+    import os
+    import signal
+
+    from digan.utils.signals import terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    run = tmp_path / "term"
+
+    def term(step, stats):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        train_teacher(_cfg(steps=4), data_dir, run, on_step=term)
+    assert _load_weights(run)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert train_teacher(_cfg(steps=4), data_dir, run).resumed_from == 2
+    # outside the block SIGTERM is not turned into an interrupt
+    with terminate_as_interrupt() as installed:
+        assert installed and signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     import digan.teacher.train as tt
 

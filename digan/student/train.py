@@ -283,6 +283,7 @@ def train(
             the run stays resumable.
     """
     from digan.utils.io import claim_output, staging_dir, swap_in_dir
+    from digan.utils.signals import terminate_as_interrupt
 
     if int(cfg.train.steps) < 1:
         raise DiganError(f"train.steps must be at least 1 (got {cfg.train.steps}); pass --steps N")
@@ -295,7 +296,8 @@ def train(
     try:
         if int(os.environ.get("RANK", "0") or 0) != 0:
             return _train(cfg, out, teacher, teacher_path, force, show_progress, max_steps_this_run)
-        with claim_output(out):
+        # kill (SIGTERM) stops as Ctrl-C does: the output claim is released, the last checkpoint kept
+        with terminate_as_interrupt(), claim_output(out):
             # --force over an existing run: train beside it, replace it only once complete
             staged = force and out.is_dir() and any(out.iterdir())
             work = staging_dir(out) if staged else out

@@ -19,7 +19,7 @@ Objective and schedule (StyleGAN2, as in rosinality's ``train.py`` unless noted)
 
 Run folder: ``config.json``, ``run.json``, ``losses.csv``, ``samples/step_XXXXXX.png`` (fixed z,
 EMA generator, fixed noise), ``checkpoint.pt`` (rosinality layout plus optimiser, RNG and
-augmentation state; written atomically every ``ckpt_every`` steps, at the end and on Ctrl-C) and
+augmentation state; written atomically every ``ckpt_every`` steps, at the end and on Ctrl-C or SIGTERM) and
 ``teacher.pt`` (``g_ema`` + ``d`` + ``latent_avg`` + config: what :func:`load_teacher` and the
 student need). Rerunning the same command resumes from ``checkpoint.pt`` (bit-exact on CPU);
 ``steps`` may be raised on resume, other settings must match.
@@ -56,6 +56,7 @@ from digan.errors import DiganError, NonFiniteLossError
 from digan.teacher.augment import Augment, AugmentConfig
 from digan.teacher.data import ImageFolderData
 from digan.teacher.checkpoint import load_state_strict, make_checkpoint, save_checkpoint
+from digan.utils.signals import terminate_as_interrupt
 from digan.teacher.model import Discriminator, Generator, StyleGAN2Config
 from digan.utils import dist
 from digan.utils.io import load_torch, nonfinite_tensors, state_dict_hash, write_text
@@ -595,7 +596,7 @@ def _train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str |
     if start == 0:
         grid(0)
     try:
-        with progress() as bar:
+        with terminate_as_interrupt(), progress() as bar:  # kill (SIGTERM) saves as Ctrl-C does
             task = bar.add_task("train-teacher", total=cfg.steps, completed=start, info="")
             t_prev = time.time()
             while step < cfg.steps:
