@@ -166,7 +166,6 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
 def test_sigterm_saves_like_ctrl_c(data_dir, tmp_path):
     """kill (SIGTERM) stops a run through the Ctrl-C path: a checkpoint at the step reached, the
     previous SIGTERM handler back afterwards, and the rerun continues from there."""
-    import os
     import signal
 
     from digan.utils.signals import terminate_as_interrupt
@@ -183,7 +182,7 @@ def test_sigterm_saves_like_ctrl_c(data_dir, tmp_path):
     assert _load_weights(run)["step"] == 2
     assert signal.getsignal(signal.SIGTERM) is before
     assert train_teacher(_cfg(steps=4), data_dir, run).resumed_from == 2
-    # outside the block SIGTERM is not turned into an interrupt
+    # the handler is installed only inside the block
     with terminate_as_interrupt() as installed:
         assert installed and signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before

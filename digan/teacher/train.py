@@ -56,10 +56,10 @@ from digan.errors import DiganError, NonFiniteLossError
 from digan.teacher.augment import Augment, AugmentConfig
 from digan.teacher.data import ImageFolderData
 from digan.teacher.checkpoint import load_state_strict, make_checkpoint, save_checkpoint
-from digan.utils.signals import terminate_as_interrupt
 from digan.teacher.model import Discriminator, Generator, StyleGAN2Config
 from digan.utils import dist
 from digan.utils.io import load_torch, nonfinite_tensors, state_dict_hash, write_text
+from digan.utils.signals import terminate_as_interrupt
 
 __all__ = [
     "TeacherTrainConfig",
