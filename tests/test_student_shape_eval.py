@@ -219,3 +219,29 @@ def test_keep_best_keeps_the_student_at_the_best_evaluation_after_warmup(teacher
     with pytest.raises(DiganError, match="--eval-data"):
         train(_cfg(None, "train.keep_best=mad"), tmp_path / "e", teacher=teacher, show_progress=False)
     assert not (tmp_path / "e").exists()
+
+
+def test_ema_evaluates_and_keeps_the_weight_average(teacher, synth, tmp_path):
+    """With train.ema the rows logged during training score the weight average: the last row is
+    what the written student.pt scores when evaluated on its own, and best.pt is the average too."""
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+    from digan.student.inference import Student
+
+    run = tmp_path / "ema"
+    # depth_warmup=3: the average starts at step 3 and best.pt can only be step 4's
+    train(_cfg(synth, "train.eval_every=1", "train.ema=0.5", "train.keep_best=side", "train.depth_warmup=3"), run, teacher=teacher,
+          show_progress=False)
+    last = read_shape_eval(run)[-1]
+    student = Student.load(run / "student.pt", teacher=teacher)
+    student.g3d.eval()
+    gt, yaw = load_eval_faces(synth, 4, S)
+    rep = reconstruction_report(student, gt, yaw, 2)
+    assert last["step"] == 4 and rep["student"]["mad"] == pytest.approx(last["mad"], rel=1e-5)
+    ck = load_torch(run / "checkpoint.pt")
+    info = json.loads((run / "best.json").read_text())
+    best = load_torch(run / "best.pt")["state"]
+    assert info["step"] == 4 and all(torch.equal(best[k], ck["ema"][k]) for k in best)
+    assert any(not torch.equal(best[k], ck["state"][k]) for k in best)
+    live = Student.load(run / "checkpoint.pt", teacher=teacher)
+    live.g3d.eval()
+    assert reconstruction_report(live, gt, yaw, 2)["student"]["mad"] != pytest.approx(last["mad"], rel=1e-5)

@@ -570,7 +570,8 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
     train(cfg, out, teacher=teacher, show_progress=False, max_steps_this_run=1)
     ck = load_torch(out / "checkpoint.pt")
     for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale"),
-                     ("loss", "cycle_image"), ("loss", "perturb_view"), ("train", "lr_decay")):
+                     ("loss", "cycle_image"), ("loss", "perturb_view"), ("train", "lr_decay"),
+                     ("train", "ema"), ("train", "ema_start")):
         del ck["config"][sec][key]
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
     for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",
@@ -608,3 +609,55 @@ def test_sigterm_stops_student_training_like_ctrl_c(tmp_path, monkeypatch):
         st.train(cfg, tmp_path / "run")
     assert signal.getsignal(signal.SIGTERM) is before
     assert st.train(cfg, tmp_path / "run") == "resumed"  # the folder is not left locked
+
+
+def test_weight_average_closed_form():
+    """WeightAverage: the value itself up to ``start``, then avg = d * avg + (1 - d) * value after
+    every update (computed by hand); integer buffers are copied; applied() swaps it in and back."""
+    from digan.student.train import WeightAverage
+
+    m = torch.nn.Linear(1, 1, bias=False)
+    m.register_buffer("count", torch.zeros((), dtype=torch.long))
+    avg = WeightAverage(m, 0.5, start=2)
+    seq = [1.0, 3.0, 5.0, 9.0]
+    want = None
+    for step, v in enumerate(seq, start=1):
+        with torch.no_grad():
+            m.weight.fill_(v)
+        m.count.fill_(step)
+        avg.update(m, step)
+        want = v if step <= 2 else 0.5 * want + 0.5 * v
+        assert avg.shadow["weight"].item() == pytest.approx(want) and avg.shadow["count"].item() == step
+    assert want == pytest.approx(0.5 * (0.5 * 3 + 0.5 * 5) + 0.5 * 9)
+    with avg.applied(m):
+        assert m.weight.item() == pytest.approx(want)
+    assert m.weight.item() == 9.0
+    with pytest.raises(DiganError, match="decay"):
+        WeightAverage(m, 1.0)
+
+
+def test_ema_writes_the_average_leaves_training_unchanged_and_resumes_exactly(teacher, tmp_path):
+    """train.ema: the trained weights are those of a run without it (training is unchanged),
+    student.pt holds the average the checkpoint carries, and an interrupted run resumes to the
+    same average; a bad value or a checkpoint without the average is a one-line error."""
+    base = ["train.steps=4", "train.ckpt_every=1", "train.grid_every=100", "loss.identity=0", "train.depth_warmup=1"]
+    train(_cfg(*base), tmp_path / "plain", teacher=teacher, show_progress=False)
+    train(_cfg(*base, "train.ema=0.5"), tmp_path / "ema", teacher=teacher, show_progress=False)
+    plain, ck = load_torch(tmp_path / "plain" / "checkpoint.pt"), load_torch(tmp_path / "ema" / "checkpoint.pt")
+    student = load_torch(tmp_path / "ema" / "student.pt")["state"]
+    assert all(torch.equal(plain["state"][k], ck["state"][k]) for k in plain["state"])
+    assert all(torch.equal(student[k], ck["ema"][k]) for k in student)
+    moved = [k for k in student if k.startswith("depth_net.") and not torch.equal(student[k], ck["state"][k])]
+    assert moved  # the average differs from the last weights where they trained
+    train(_cfg(*base, "train.ema=0.5"), tmp_path / "r", teacher=teacher, show_progress=False, max_steps_this_run=2)
+    train(_cfg(*base, "train.ema=0.5"), tmp_path / "r", teacher=teacher, show_progress=False)
+    resumed = load_torch(tmp_path / "r" / "student.pt")["state"]
+    assert all(torch.equal(resumed[k], student[k]) for k in student)
+    with pytest.raises(DiganError, match=r"train\.ema must be in \[0, 1\)"):
+        train(_cfg(*base, "train.ema=1.0"), tmp_path / "bad", teacher=teacher, show_progress=False)
+    with pytest.raises(DiganError, match=r"train\.ema_start must be >= 0"):
+        train(_cfg(*base, "train.ema=0.5", "train.ema_start=-1"), tmp_path / "bad", teacher=teacher, show_progress=False)
+    ck.pop("ema")
+    torch.save(ck, tmp_path / "ema" / "checkpoint.pt")
+    with pytest.raises(DiganError, match="no weight average"):
+        train(_cfg(*base, "train.ema=0.5", "train.steps=5"), tmp_path / "ema", teacher=teacher, show_progress=False)

@@ -207,6 +207,14 @@ class TrainConfig:
     # step (train.lr_factor). Experimental: the shape on the tuning heads swings by +-1.5 deg
     # between evaluations 125 steps apart, so the last step's student is a noisy pick
     lr_decay: Literal["none", "linear"] = "none"
+    # weight averaging: with ema > 0 the student that is written (student.pt, best.pt) and
+    # evaluated during training (train.eval_data) is an exponential moving average of the
+    # weights, ``avg = ema * avg + (1 - ema) * weights`` after every update from step ema_start
+    # on (None = train.depth_warmup; up to it the average is the weights themselves). Training
+    # itself is unchanged. 0 = off (paper / LiftedGAN: the last step's weights).
+    # Experimental: the last step's depth is a noisy pick (see lr_decay)
+    ema: float = 0.0
+    ema_start: Optional[int] = None
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

@@ -17,11 +17,16 @@ Output folder layout::
                                  the evaluation with the lowest keep_best value after the depth
                                  warm-up, and that evaluation's row
 
+With ``train.ema`` > 0 the student in student.pt and best.pt, the one evaluated on held-out
+heads and drawn in the grids, is the moving average of the weights (:class:`WeightAverage`);
+the training checkpoint holds both (``state`` the trained weights, ``ema`` the average).
+
 Checkpoint keys (our own layout, ``format = "digan-student/1"``): ``model`` (registry name),
 ``config`` (dict), ``config_hash`` (of the config without the schedule/logging fields),
 ``state`` (``core.state_dict()``), ``meta`` (style_dim, size, inject_dim, perceptual/recogniser
 info), ``teacher`` (``sha256`` of the file or weights, ``tensors`` weight hash, ``path``), ``step``, and in training checkpoints ``optimizer``
-and ``rng`` (torch, cuda, numpy, python and the latent sampler's generator state).
+and ``rng`` (torch, cuda, numpy, python and the latent sampler's generator state), and ``ema``
+(the averaged state) with ``train.ema``.
 
 Resume: rerunning the same command continues from ``OUT/checkpoint.pt``. A checkpoint made with a
 different teacher (hash) or a different config (anything but ``train.steps`` / intervals /
@@ -37,6 +42,7 @@ rank 0 writes the outputs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -59,7 +65,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "train", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
 #: ``train.lr`` may also change on resume: the non-finite-loss message tells users to lower it
@@ -287,6 +293,10 @@ def train(
 
     if int(cfg.train.steps) < 1:
         raise DiganError(f"train.steps must be at least 1 (got {cfg.train.steps}); pass --steps N")
+    if not 0.0 <= float(cfg.train.ema) < 1.0:
+        raise DiganError(f"train.ema must be in [0, 1) (0 = off; got {cfg.train.ema}); e.g. --set train.ema=0.99")
+    if cfg.train.ema_start is not None and int(cfg.train.ema_start) < 0:
+        raise DiganError(f"train.ema_start must be >= 0 (got {cfg.train.ema_start}); omit it to start at train.depth_warmup")
     if cfg.train.keep_best and not cfg.train.eval_data:
         raise DiganError("train.keep_best needs held-out heads to choose on: pass --eval-data SYNTH_DIR (tuning heads), or drop keep_best")
     prev_threads = torch.get_num_threads()
@@ -362,6 +372,17 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         start = int(state["step"])
     elif cfg.train.init_from:
         init_weights(core, cfg.train.init_from)
+    average = None
+    if float(cfg.train.ema) > 0:
+        ema_start = cfg.train.depth_warmup if cfg.train.ema_start is None else cfg.train.ema_start
+        average = WeightAverage(core, float(cfg.train.ema), int(ema_start))
+        if state is not None:
+            if not isinstance(state.get("ema"), dict):
+                raise DiganError(f"{ckpt_path} holds no weight average (train.ema); resume with the train.ema it was trained "
+                                 "with, or start over with --force")
+            average.load_state_dict(state["ema"])
+    def averaged():  # the weight average in core for a block (train.ema), else nothing
+        return average.applied(core) if average is not None else contextlib.nullcontext()
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -389,16 +410,23 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     best = _BestKeeper(out, cfg.train.keep_best, cfg.train.depth_warmup, start) if shape_eval is not None and cfg.train.keep_best else None
     preview_z = torch.randn(min(6, cfg.train.batch), int(teacher.style_dim), generator=torch.Generator().manual_seed(cfg.train.seed + 7)).to(device)
 
-    def payload_at(step: int) -> dict[str, Any]:
-        """The student's checkpoint payload (weights and config, no optimiser) at ``step``."""
-        return checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+    def payload_at(step: int, trained: bool = False) -> dict[str, Any]:
+        """The student's checkpoint payload (weights and config, no optimiser) at ``step``: the
+        weight average with train.ema (unless ``trained``: the trained weights)."""
+        with (contextlib.nullcontext() if trained or average is None else average.applied(core)):
+            payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
+            # on the CPU .cpu() is no copy: keep the average's values once the trained ones are back
+            payload["state"] = {k: v.clone() for k, v in payload["state"].items()}
+        return payload
 
     def save_ckpt(step: int) -> None:
         if not main:
             return
-        payload = payload_at(step)
+        payload = payload_at(step, trained=True)
         payload["optimizer"] = opt.state_dict()
-        _refuse_nonfinite({"state": payload["state"], "optimizer": payload["optimizer"]}, step)
+        if average is not None:
+            payload["ema"] = average.state_dict()
+        _refuse_nonfinite({"state": payload["state"], "optimizer": payload["optimizer"], "ema": payload.get("ema", {})}, step)
         payload["rng"] = _rng_state(sampler)
         save_torch(ckpt_path, payload)
         last_saved[0] = step
@@ -461,6 +489,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                     g["lr"] = cfg.train.lr * g.get("lr_scale", 1.0) * f
             opt.step()
             step += 1
+            if average is not None:
+                average.update(core, step)
             if step % cfg.train.log_every == 0 or step == stop:
                 vals = {k: float(dist.reduce_mean(v)) for k, v in logs.items()}
                 last = vals
@@ -471,10 +501,12 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 bar.update(task, completed=step)
             if main and (step % cfg.train.grid_every == 0 or step == stop):
                 core.eval()
-                _save_grid(obj, preview_z, out / "grids" / f"step_{step:07d}.png")
+                with averaged():
+                    _save_grid(obj, preview_z, out / "grids" / f"step_{step:07d}.png")
                 core.train()
             if shape_eval is not None and shape_eval.due(step, total_steps):
-                row = shape_eval(step)
+                with averaged():
+                    row = shape_eval(step)
                 if best is not None and best.better(row):
                     payload = payload_at(step)
                     _refuse_nonfinite({"state": payload["state"]}, step)
@@ -489,6 +521,51 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         save_torch(student_path, final)
     dist.barrier()
     return TrainResult(out, step, start, time.time() - t0, last, student_path, best.info if best is not None else None)
+
+
+class WeightAverage:
+    """Exponential moving average of a module's state (``train.ema``): after the update that
+    brings the step count to ``step``, every floating-point entry of ``state_dict()``
+    (parameters and float buffers) becomes ``decay * avg + (1 - decay) * value`` when ``step >
+    start``, and is the value itself up to ``start`` (so averaging begins from the weights at
+    ``start``, e.g. the end of the depth warm-up); other entries (integer counters) are copied.
+    """
+
+    def __init__(self, module: torch.nn.Module, decay: float, start: int = 0):
+        if not 0.0 <= float(decay) < 1.0:
+            raise DiganError(f"the weight average's decay must be in [0, 1) (got {decay})")
+        self.decay, self.start = float(decay), int(start)
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        live = module.state_dict()
+        mix = int(step) > self.start
+        for k, v in live.items():
+            s = self.shadow[k]
+            if mix and s.is_floating_point():
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                s.copy_(v)
+
+    @contextlib.contextmanager
+    def applied(self, module: torch.nn.Module):
+        """Within the block ``module`` holds the average; its trained weights come back after."""
+        kept = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(self.shadow)
+        try:
+            yield module
+        finally:
+            module.load_state_dict(kept)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise DiganError("the checkpoint's weight average (ema) does not fit this model; start over with --force")
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
 
 
 def lr_factor(step: int, tc: Any) -> float:
