@@ -188,6 +188,56 @@ def test_sigterm_saves_like_ctrl_c(data_dir, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_interrupt_in_the_middle_of_a_step_saves_after_it(data_dir, tmp_path, monkeypatch):
+    """SIGTERM arriving between a step's discriminator and generator updates is held until the
+    step is complete: the checkpoint is the state after that step (not half of it), and the
+    resumed run equals an uninterrupted one bit for bit; the handlers are restored after."""
+    import signal
+
+    full = tmp_path / "full"
+    train_teacher(_cfg(steps=5), data_dir, full)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    calls = []
+    g_step = TeacherTrainer.g_step
+
+    def g_step_killed(self, *a, **k):  # the D update of this step is done, the G update not yet
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return g_step(self, *a, **k)
+
+    monkeypatch.setattr(TeacherTrainer, "g_step", g_step_killed)
+    run = tmp_path / "mid"
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        train_teacher(_cfg(steps=5, ckpt_every=100), data_dir, run)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert _load_weights(run)["step"] == 3
+    monkeypatch.setattr(TeacherTrainer, "g_step", g_step)
+    assert train_teacher(_cfg(steps=5, ckpt_every=100), data_dir, run).resumed_from == 3
+    _assert_same_state(_load_weights(full), _load_weights(run))
+    assert _losses(full) == _losses(run)
+
+
+def test_a_second_interrupt_inside_a_step_stops_at_once():
+    """interrupts_between_steps: one signal is raised when the block ends, a second one at once."""
+    import signal
+
+    from digan.utils.signals import interrupts_between_steps
+
+    done = []
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        with interrupts_between_steps():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the first")
+    assert done == ["after the first"]
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with interrupts_between_steps():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("after the second")
+    assert done == ["after the first"]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     import digan.teacher.train as tt
 

@@ -59,7 +59,7 @@ from digan.teacher.checkpoint import load_state_strict, make_checkpoint, save_ch
 from digan.teacher.model import Discriminator, Generator, StyleGAN2Config
 from digan.utils import dist
 from digan.utils.io import load_torch, nonfinite_tensors, state_dict_hash, write_text
-from digan.utils.signals import terminate_as_interrupt
+from digan.utils.signals import interrupts_between_steps, terminate_as_interrupt
 
 __all__ = [
     "TeacherTrainConfig",
@@ -600,42 +600,44 @@ def _train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str |
             task = bar.add_task("train-teacher", total=cfg.steps, completed=start, info="")
             t_prev = time.time()
             while step < cfg.steps:
-                real = data.batch(step, cfg.batch, rank, world)
-                try:
-                    stats = trainer.train_step(real)
-                except RuntimeError as e:  # e.g. a linear-algebra error on NaN weights
-                    if not nonfinite_tensors({"g": trainer.g.state_dict(), "d": trainer.d.state_dict()}):
-                        raise
-                    raise NonFiniteLossError(
-                        f"teacher training diverged (non-finite weights, then {type(e).__name__}) at step {step + 1}; "
-                        f"{advice(step + 1)}") from None
-                step = trainer.step
-                bad = [k for k, v in stats.items() if not math.isfinite(v)]
-                if bad:
-                    raise NonFiniteLossError(
-                        f"teacher training produced a non-finite {bad[0]} loss ({stats[bad[0]]}) at step {step} (if a lower "
-                        f"learning rate does not help, check the data for corrupt or constant images); {advice(step)}"
-                    )
-                now = time.time()
-                stats["sec_per_step"] = now - t_prev
-                t_prev = now
-                last = stats
-                rows.append({"step": step, **{k: stats.get(k, "") for k in _CSV_FIELDS if k != "step"}})
-                if on_step is not None:
-                    on_step(step, stats)
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    if main:
-                        _append_csv(out / "losses.csv", rows)
-                    rows = []
-                    bar.update(task, completed=step, info=f"D {stats['d']:.3f} G {stats['g']:.3f}"
-                               + (f" R1 {stats['r1']:.3f}" if "r1" in stats else "") + f" p {stats['ada_p']:.3f}")
-                if step % cfg.sample_every == 0 or step == cfg.steps:
-                    grid(step)
-                if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                    if main:
-                        _append_csv(out / "losses.csv", rows)
-                    rows = []
-                    save(step)
+                # Ctrl-C / kill during an iteration stop at its end: the save is between two steps
+                with interrupts_between_steps():
+                    real = data.batch(step, cfg.batch, rank, world)
+                    try:
+                        stats = trainer.train_step(real)
+                    except RuntimeError as e:  # e.g. a linear-algebra error on NaN weights
+                        if not nonfinite_tensors({"g": trainer.g.state_dict(), "d": trainer.d.state_dict()}):
+                            raise
+                        raise NonFiniteLossError(
+                            f"teacher training diverged (non-finite weights, then {type(e).__name__}) at step {step + 1}; "
+                            f"{advice(step + 1)}") from None
+                    step = trainer.step
+                    bad = [k for k, v in stats.items() if not math.isfinite(v)]
+                    if bad:
+                        raise NonFiniteLossError(
+                            f"teacher training produced a non-finite {bad[0]} loss ({stats[bad[0]]}) at step {step} (if a lower "
+                            f"learning rate does not help, check the data for corrupt or constant images); {advice(step)}"
+                        )
+                    now = time.time()
+                    stats["sec_per_step"] = now - t_prev
+                    t_prev = now
+                    last = stats
+                    rows.append({"step": step, **{k: stats.get(k, "") for k in _CSV_FIELDS if k != "step"}})
+                    if on_step is not None:
+                        on_step(step, stats)
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        if main:
+                            _append_csv(out / "losses.csv", rows)
+                        rows = []
+                        bar.update(task, completed=step, info=f"D {stats['d']:.3f} G {stats['g']:.3f}"
+                                   + (f" R1 {stats['r1']:.3f}" if "r1" in stats else "") + f" p {stats['ada_p']:.3f}")
+                    if step % cfg.sample_every == 0 or step == cfg.steps:
+                        grid(step)
+                    if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                        if main:
+                            _append_csv(out / "losses.csv", rows)
+                        rows = []
+                        save(step)
     except KeyboardInterrupt:
         if main:
             _append_csv(out / "losses.csv", rows)
