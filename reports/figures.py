@@ -21,6 +21,8 @@ From models (when ``Method`` objects are given; see :class:`evaluate.methods.Met
   image only; methods without depth get no shape columns (the cells say why).
 * :func:`relighting_figure` (paper Figure 3): each face under several lights, the Lambertian
   shading map ``ambient + diffuse * max(0, n . l)`` of each light, and the normal map.
+* :func:`profile_figure` (``bench shape --figure``): held-out synthetic heads from the side, the
+  true head beside the student's shape, as grey clay.
 * :func:`ablation_figure` (paper Figure 4): the same faces (same seed and latents) rendered by
   every ablation variant, with a side view of the shape.
 
@@ -535,6 +537,26 @@ def _sample_rows(methods: Sequence, n_faces: int, seed: int, yaws: Sequence[floa
             cells.append([col[i] for col in per_col])
             rows.append(label(m) if i == 0 else "")
     return cells, cols, rows
+
+
+def profile_figure(prof: dict, label: str = "student", cell_px: int = 128) -> "plt.Figure":
+    """Side views of held-out synthetic heads, truth beside the student
+    (:func:`digan.student.diagnostics.profile_views`): per head the input image, then for each
+    yaw the true head and the student's shape as grey clay. Rows are the first heads of the set,
+    in order (none picked)."""
+    cols = ["input"]
+    for y in prof["yaws"]:
+        cols += [f"truth {y:g}°", f"{label} {y:g}°"]
+    cells, rows = [], []
+    for i in range(len(prof["true_yaw"])):
+        row = [_to_np(prof["image"][i])]
+        for k in range(len(prof["yaws"])):
+            for who in ("truth", "student"):
+                normal, mask = prof[who][k]
+                row.append(_to_np(clay_render(normal[i:i + 1], mask[i:i + 1])[0]))
+        cells.append(row)
+        rows.append(f"head {i} (yaw {prof['true_yaw'][i]:+.0f}°)")
+    return _grid_figure(cells, cols, rows, "Side views: ground truth beside the learnt shape (first heads of the set)", cell_px)
 
 
 def sample_grid_figure(methods: Sequence, n_faces: int = 4, seed: int = 0,

@@ -112,8 +112,10 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
 
     generate_synth(tmp_path / "gt", n=3, size=64, seed=2)
     rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "-n", "3",
-               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "shape.json")])
+               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "shape.json"), "--figure", str(tmp_path / "side.png"),
+               "--figure-faces", "3"])
     assert rc in (0, None)
+    assert (tmp_path / "side.png").stat().st_size > 1000 and (tmp_path / "side.pdf").is_file()
     text = capsys.readouterr().out
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert max(len(ln) for ln in lines) <= 80, max(lines, key=len)
@@ -124,6 +126,9 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
         assert cells[0] == str(i) and cells[3] == f"{rep['per_face']['psnr_teacher'][i]:.1f}" and cells[5] == f"{rep['per_face']['psnr_student'][i]:.1f}"
     assert any(ln.startswith("roughness student / GT") and f"{rep['roughness']['ratio']:.2f}x" in ln for ln in lines)
     assert any(ln.startswith("PSNR inversion / render") for ln in lines)
+    # a figure path that is not a PNG stops before any work, with the fix
+    rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--figure", str(tmp_path / "side.jpg")])
+    assert rc == 2 and "give a .png path" in capsys.readouterr().err
 
 
 def test_references_are_scored_on_the_students_pixels(tmp_path):
@@ -255,3 +260,44 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     generate_synth(tmp_path / "two", n=8, size=64, seed=3)
     with pytest.raises(DiganError, match="holds 2"):
         teacher_relighting(st, tmp_path / "two", n_faces=3)
+
+
+def test_profile_views_truth_and_student_share_one_frame(tmp_path, monkeypatch):
+    """bench shape --figure: a student whose canonical depth is the true head's shows, at each
+    side yaw, the truth's normals (same renderer, frame, yaw sign and pivot), and not the other
+    side's; the figure has one row per head and input + truth/student per yaw."""
+    from dataclasses import replace
+
+    from digan.data.synth import generate_synth
+    from digan.data.synthetic import load_synth
+    from digan.student.diagnostics import profile_views
+    from evaluate.metrics.depth3d import erode_mask
+    from reports.figures import profile_figure
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=4)
+    data = load_synth(tmp_path / "gt")
+    ident = np.asarray(data.arrays["identity"])[:3]
+    depth = torch.from_numpy(np.asarray(data.arrays["canonical_depth"])[ident]).float()[:, None]
+    mask = torch.from_numpy(np.asarray(data.arrays["canonical_mask"])[ident]).float()[:, None]
+    true_depth = torch.where(mask > 0.5, depth, torch.full_like(depth, 1.1))  # behind the student's background plane
+    estimate = st.estimate
+    monkeypatch.setattr(st, "estimate", lambda w, *a, **k: replace(estimate(w, *a, **k), depth=true_depth))
+    prof = profile_views(st, tmp_path / "gt", n_faces=3, yaws=(-60.0, 60.0), inversion_steps=1)
+    assert prof["yaws"] == [-60.0, 60.0] and len(prof["true_yaw"]) == 3 and prof["image"].shape == (3, 3, 64, 64)
+
+    def agreement(a, b):  # mean cosine of the normals on both heads' (eroded) pixels
+        m = erode_mask(a[1] * b[1])[:, 0] > 0.5
+        return float((a[0] * b[0]).sum(1)[m].mean()), int(m.sum())
+
+    for k in range(2):
+        same, px = agreement(prof["student"][k], prof["truth"][k])
+        other, _ = agreement(prof["student"][k], prof["truth"][1 - k])
+        assert px > 300 and same > 0.97 and other < same - 0.1, (k, same, other)
+    fig = profile_figure(prof, label="s")
+    assert fig is not None
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -183,6 +183,8 @@ def bench_shape_cmd(
     inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps per batch."),
     relight_faces: int = typer.Option(16, "--relight-faces", min=0, help="Identities for the teacher relighting check (0 = skip it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the first --figure-faces heads from the side at -60/+60 deg, the true head beside the student's shape (PNG; a .pdf beside it).", dir_okay=False),
+    figure_faces: int = typer.Option(6, "--figure-faces", min=3, help="Heads in --figure."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
@@ -197,6 +199,10 @@ def bench_shape_cmd(
     from digan.utils.io import write_json
     from digan.utils.progress import console
 
+    if figure is not None and figure.suffix.lower() != ".png":
+        from digan.errors import DiganError
+
+        raise DiganError(f"--figure {figure}: give a .png path (a .pdf is written beside it)")
     if threads:
         torch.set_num_threads(threads)
     st = _load_student_any(student, teacher)
@@ -206,6 +212,13 @@ def bench_shape_cmd(
     if out:
         write_json(out, rep)
         console.print(f"wrote {out}")
+    if figure:
+        from digan.student.diagnostics import profile_views
+        from reports.figures import profile_figure, save_figure
+
+        prof = profile_views(st, data, n_faces=figure_faces, inversion_steps=inversion_steps)
+        paths = save_figure(profile_figure(prof, label=Path(student).stem), figure.parent, figure.stem)
+        console.print(f"wrote {paths[0]}", highlight=False)
 
 
 @bench_app.command("recover")

@@ -292,6 +292,48 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     return out
 
 
+def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaws: tuple[float, ...] = (-60.0, 60.0),
+                  inversion_steps: int = 60) -> dict[str, Any]:
+    """The first ``n_faces`` heads of ``synth_dir`` seen from the side, the truth beside the
+    student, for judging by eye whether side views show a profile (nose, brow, chin) where the
+    true head at the same resolution shows one: the ground-truth head (its identity as imaged,
+    rendered by the synthetic generator at yaw ``y``, pitch 0) and the student's estimate of
+    the inverted image (its canonical depth rendered at the same absolute yaw), both by the
+    same mesh renderer (:func:`reports.figures.profile_figure` draws them as grey clay).
+
+    Returns ``image`` (the inputs, (n,3,S,S) in [-1,1]), ``true_yaw`` (degrees), ``yaws``, and
+    ``truth`` / ``student``: per yaw a pair (normals (n,3,S,S) in the renderer's frame, head
+    mask (n,1,S,S) of 0/1), on the CPU."""
+    import json
+
+    from digan.config import from_dict
+    from digan.data.synth import SynthConfig, render_views
+    from digan.student.method import invert_teacher
+    s, g = student, student.g3d
+    gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
+    data = _open_synth(synth_dir, g.size)
+    cfg_path = Path(synth_dir).expanduser() / "config.json"
+    cfg = from_dict(SynthConfig, json.loads(cfg_path.read_text())) if cfg_path.is_file() else SynthConfig()
+    n = gt["image"].shape[0]
+    ident = np.asarray(data.arrays["identity"])[:n]
+    params = [data.identity_params(int(k)) for k in ident]
+    with torch.enable_grad():
+        wi = invert_teacher(s.teacher, gt["image"].to(s.device), g.w_std, inversion_steps)
+    out: dict[str, Any] = {"image": gt["image"], "true_yaw": [float(v) for v in true_yaw], "yaws": [float(y) for y in yaws],
+                           "truth": [], "student": []}
+    light = np.tile(np.array([[0.5, 0.5, 0.0, 0.0]], np.float32), (n, 1))
+    with torch.no_grad():
+        est = s.estimate(wi)
+        for y in yaws:
+            views = np.zeros((n, 6), np.float32)
+            views[:, 1] = y
+            t = render_views(params, views, light, g.size, fov=cfg.fov)
+            out["truth"].append((t["normal"].float().cpu(), (t["mask"] > 0.5).float().cpu()))
+            r = s.render(est, yaw=float(y), pitch=0.0, extra=g.foreground(est.depth))
+            out["student"].append((r.normal.float().cpu(), (g.view_foreground(r) > 0.5).float().cpu()))
+    return out
+
+
 def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24, inversion_steps: int = 60,
                       n_samples: int = 64, seed: int = 123, relight_faces: int = 16) -> dict[str, Any]:
     """The report described in the module docstring, for ``n_faces`` images of ``synth_dir``
