@@ -97,6 +97,42 @@ def test_normals_from_depth_of_a_tilted_plane():
     assert torch.allclose(n[0, :, 1:-1, 1:-1].permute(1, 2, 0), expect.expand(S - 2, S - 2, 3), atol=1e-4)
 
 
+def test_depth_curvature_matches_scipy_and_detail_agreement_properties():
+    """depth_curvature against scipy (Gaussian filter, then the 5-point Laplacian) inside the
+    detail mask; depth_detail_agreement: 1 for the truth scaled and shifted, ~1 with a different
+    smooth form added, about -1 for the inverted detail, near 0 for the smooth dome alone or noise;
+    the std ratio is the detail's scale; values outside the mask change nothing."""
+    from scipy.ndimage import gaussian_filter
+
+    n = 48
+    y, x = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    m = (((x - 23.5) / 17) ** 2 + ((y - 23.5) / 20) ** 2 < 1).double().view(1, 1, n, n)
+    dome = 1.0 - 0.05 * torch.exp(-(((x - 23.5) / 12) ** 2 + ((y - 23.5) / 14) ** 2) / 2)
+    nose = -0.01 * torch.exp(-((x - 24) ** 2 + (y - 26) ** 2) / (2 * 1.5 ** 2))
+    brow = -0.004 * torch.exp(-((y - 17) ** 2) / 2.0) * (abs(x - 24) < 8).double()
+    truth = (dome + nose + brow).view(1, 1, n, n)
+    sig = 1.0
+    cur, e = D.depth_curvature(truth, sig), D.detail_mask(m, sig)
+    b = gaussian_filter(truth[0, 0].numpy(), sig, mode="nearest", truncate=3.0)
+    lap = np.zeros_like(b)
+    lap[1:-1, 1:-1] = b[:-2, 1:-1] + b[2:, 1:-1] + b[1:-1, :-2] + b[1:-1, 2:] - 4 * b[1:-1, 1:-1]
+    inside = e[0, 0].numpy() > 0.5
+    assert inside.sum() > 500
+    np.testing.assert_allclose(cur[0, 0].numpy()[inside], lap[inside], atol=1e-12)
+    tilt = (0.02 * (x - 24) / 24 + 0.05 * ((x - 24) / 48) ** 2).view(1, 1, n, n)  # another smooth form
+    noise = 1.0 + 0.003 * torch.randn(1, 1, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    inverted = (dome - nose - brow).view(1, 1, n, n)
+    pred = torch.cat([truth + tilt, 2 * truth + 0.3, inverted, dome.view(1, 1, n, n), noise])
+    junk = torch.where(m > 0, truth, torch.full_like(truth, 9.0))  # junk outside the mask changes nothing
+    corr, ratio = D.depth_detail_agreement(pred, torch.cat([junk] * 5), m.expand(5, -1, -1, -1).float(), sig)
+    assert corr[0] > 0.95 and corr[1] == pytest.approx(1.0, abs=1e-9) and ratio[1] == pytest.approx(2.0, rel=1e-9)
+    # the dome's own curvature is common to the truth: the inverted detail is not quite -1, the dome
+    # alone not quite 0 (the posed prior is reported beside the student for this reason)
+    assert corr[2] < -0.8 and abs(corr[3]) < 0.4 and abs(corr[4]) < 0.2, corr
+    with pytest.raises(Exception, match="depth_detail_agreement"):
+        D.depth_detail_agreement(pred[:1], truth, m[..., :8, :8].float(), sig)
+
+
 def test_depth_roughness_closed_forms():
     # z = c + a x^2 + b y^2 (x, y in pixels): the 5-point Laplacian is exactly 2a + 2b everywhere,
     # a plane's is 0; the mask is eroded by one pixel, so background values never leak in

@@ -76,6 +76,7 @@ def test_untrained_student_report(tmp_path):
     # an untrained student's depth is its prior: at DV's pose it is exactly the posed prior,
     # on all its pixels and on the inner face
     assert rep["student"] == rep["prior_posed"] and rep["face"]["student"] == rep["face"]["prior_posed"]
+    assert rep["detail"]["corr"] == rep["detail"]["prior_posed_corr"] and rep["detail"]["sigma_px"] == 1.0
     assert 0 < rep["face"]["pixels"] and np.isfinite(rep["face"]["student"]["mad"])
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
     with pytest.raises(DiganError, match="at least 3"):

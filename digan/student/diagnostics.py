@@ -181,6 +181,11 @@ def _open_synth(synth_dir: str | Path, size: int) -> Any:
     return load_synth(p)
 
 
+#: the scale of the depth detail check (Gaussian sigma in pixels at 64 px, scaled with the size):
+#: a nose or a brow is a few pixels wide at 64 px
+DETAIL_SIGMA_64 = 1.0
+
+
 def _prior_depth(g: Any, n: int) -> torch.Tensor:
     """The student's depth prior alone (DS's raw output 0), (n,1,S,S) on the CPU."""
     return g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
@@ -217,12 +222,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     ground-truth mask), ``roughness`` (:func:`~evaluate.metrics.depth3d.depth_roughness` of the
     rendered depth, the ground truth's and the prior's on the same pixels: the ground-truth mask
     where the render covers, eroded by one pixel; ``ratio`` = student / ground truth of the
-    means), the two L1 errors, and ``per_face`` lists.
+    means), ``detail`` (:func:`~evaluate.metrics.depth3d.depth_detail_agreement` of the rendered
+    depth and of the posed prior against the ground truth on the inner face, curvature at
+    :data:`DETAIL_SIGMA_64` px per 64: ``corr``, ``std_ratio``, ``prior_posed_corr``), the two
+    L1 errors, and ``per_face`` lists.
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
 
-    from evaluate.metrics.depth3d import depth_roughness, erode_mask, flat_plane_errors, reconstruction_errors
+    from evaluate.metrics.depth3d import depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, reconstruction_errors
     from digan.student.method import invert_teacher
 
     s, g = student, student.g3d
@@ -283,12 +291,17 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     rough["ratio"] = rough["student"] / gt_r if gt_r > 0 else float("nan")
     rough["prior_ratio"] = rough["prior_only"] / gt_r if gt_r > 0 else float("nan")
     out["roughness"] = rough
+    sigma = DETAIL_SIGMA_64 * depth.shape[-1] / 64  # on the inner face, where nose, brow and lips are
+    dc, dr = depth_detail_agreement(depth, gt["depth"], face, sigma)
+    pc, _ = depth_detail_agreement(posed, gt["depth"], face, sigma)
+    out["detail"] = {"corr": _mean(dc), "std_ratio": _mean(dr), "prior_posed_corr": _mean(pc), "sigma_px": float(sigma)}
 
     def lst(x: Any) -> list[float]:
         return [float(v) for v in np.asarray(x, dtype=np.float64)]
 
     out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
-                       "side": lst(side), "mad": lst(mad), "roughness": lst(r_s), "roughness_gt": lst(r_gt)}
+                       "side": lst(side), "mad": lst(mad), "roughness": lst(r_s), "roughness_gt": lst(r_gt),
+                       "detail_corr": lst(dc)}
     return out
 
 
@@ -397,6 +410,10 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
     rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
     rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
+    if "detail" in rep:
+        dt = rep["detail"]
+        rows.append(("inner-face curvature vs GT", f"corr {_f(dt['corr'], '+.2f')} (posed prior {_f(dt['prior_posed_corr'], '+.2f')}), "
+                                                 f"size {_f(dt['std_ratio'], '.2f')}x"))
     tr = rep.get("teacher_relighting")
     if tr and "skipped" in tr:
         why = "fewer than 3 identities" if "at least 3 identities" in tr["skipped"] else "see the JSON report"
@@ -419,9 +436,9 @@ SHAPE_EVAL_CSV = "shape_eval.csv"
 #: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
 #: pixels, the flat-plane, prior-only and posed-prior references (the student's pixels), MAD on
 #: the inner face (student, posed prior), MAD at the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV
-#: yaw vs true yaw, inversion PSNR (dB)
+#: yaw vs true yaw, the depth detail correlation (depth_detail_agreement), inversion PSNR (dB)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "detail_corr", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -438,6 +455,7 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "true_pose_mad": rep.get("true_pose", {}).get("mad", float("nan")),
         "compose_gain": rep["compose_gain"]["image"],
         "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"],
+        "detail_corr": rep.get("detail", {}).get("corr", float("nan")),
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
         "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
         "eval_seconds": round(float(seconds), 3),

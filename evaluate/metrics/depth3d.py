@@ -201,6 +201,56 @@ def depth_roughness(depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (lap * m).flatten(1).sum(1) / m.flatten(1).sum(1)
 
 
+def depth_curvature(depth: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Curvature at the scale of facial detail: the 5-point Laplacian (:func:`laplacian_5pt`) of
+    ``depth`` blurred by a Gaussian of ``sigma`` pixels (radius ``int(3 sigma + 0.5)``, replicate
+    padding). (B,1,H,W) in and out; only pixels whose whole footprint lies inside the head are
+    meaningful (:func:`detail_mask`)."""
+    r = int(3 * float(sigma) + 0.5)
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device=depth.device)
+    k = torch.exp(-t ** 2 / (2 * float(sigma) ** 2))
+    k = (k / k.sum()).to(depth.dtype)
+    x = F.conv2d(F.pad(depth, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return laplacian_5pt(x)
+
+
+def detail_mask(mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``mask`` eroded (:func:`erode_mask`) ``int(3 sigma + 0.5) + 1`` times: the pixels where
+    :func:`depth_curvature` sees only the head (blur footprint and Laplacian stencil inside)."""
+    m = (mask > 0.5).float()
+    for _ in range(int(3 * float(sigma) + 0.5) + 1):
+        m = erode_mask(m)
+    return m
+
+
+def depth_detail_agreement(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether the fine relief (nose, brow, lips) sits where the truth's does: per image, the
+    Pearson correlation of the two :func:`depth_curvature` maps at ``sigma`` pixels on
+    :func:`detail_mask` (1: the same detail; ~0: detail unrelated to the truth's, e.g. a smooth
+    blob or noise; a smooth overall form adds little curvature), and the ratio of their standard
+    deviations there (student / truth). Roughness alone cannot tell detail in the right place
+    from noise of the same size. (B,1,H,W) inputs; returns two (B,) float64 tensors, NaN where
+    fewer than 3 pixels remain."""
+    if pred.shape != true.shape or pred.shape != mask.shape or pred.dim() != 4 or pred.shape[1] != 1:
+        raise DiganError(f"depth_detail_agreement needs (B,1,H,W) inputs of one shape, got {tuple(pred.shape)}, "
+                         f"{tuple(true.shape)} and {tuple(mask.shape)}")
+    cp, ct = depth_curvature(pred.double(), sigma), depth_curvature(true.double(), sigma)
+    e = detail_mask(mask, sigma)[:, 0] > 0.5
+    corr, ratio = [], []
+    for i in range(pred.shape[0]):
+        a, b = cp[i, 0][e[i]], ct[i, 0][e[i]]
+        if a.numel() < 3:
+            corr.append(float("nan"))
+            ratio.append(float("nan"))
+            continue
+        a, b = a - a.mean(), b - b.mean()
+        den = float(a.norm() * b.norm())
+        corr.append(float((a * b).sum()) / den if den > 0 else float("nan"))
+        ratio.append(float(a.norm() / b.norm()) if float(b.norm()) > 0 else float("nan"))
+    return torch.tensor(corr, dtype=torch.float64), torch.tensor(ratio, dtype=torch.float64)
+
+
 # --------------------------------------------------------------------------------------------
 # metrics
 
