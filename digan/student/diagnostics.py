@@ -322,6 +322,7 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
     from digan.config import from_dict
     from digan.data.synth import SynthConfig, render_views
     from digan.student.method import invert_teacher
+
     s, g = student, student.g3d
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     data = _open_synth(synth_dir, g.size)
