@@ -44,8 +44,12 @@ def test_true_pose_and_albedo_recover_shape_with_the_low_pass(smooth_fit):
     assert curve[-1]["side"] < 0.8 * prior["side"]
     # and stays about as smooth as a real head (not shredded)
     assert curve[-1]["roughness"] < 1.5 * res["truth"]["roughness"]
+    # and puts the inner face's detail (nose, brow) where the truth has it, which the prior does not
+    assert curve[0]["detail_corr"] == pytest.approx(prior["detail_corr"], abs=1e-9)
+    assert prior["detail_corr"] < 0.2 and curve[-1]["detail_corr"] > prior["detail_corr"] + 0.3
     rows = recover_report(res)
     assert rows[0][0] == "prior_only" and rows[-1][0] == "true_pose_true_albedo"
+    assert rows[1][-1] == "n/a" and rows[-1][-1] == f"{curve[-1]['detail_corr']:+.2f}"  # a plane has no curvature
 
 
 def test_without_the_low_pass_the_same_fit_roughens_the_depth(synth_dir, smooth_fit):

@@ -252,7 +252,7 @@ def bench_recover_cmd(
                        eval_every=max(1, steps // 6), settings=tuple(s.strip() for s in settings.split(",") if s.strip()))
     res = recover_shape(data, scfg, rc, log=lambda name, step, row: console.print(
         f"{name} step {step}: SIDE {row['side'] * 100:.3f}e-2 MAD {row['mad']:.1f} deg", highlight=False))
-    print_table("recoverability (canonical depth vs truth)", ["fit", "SIDE x1e-2", "MAD deg", "rough/GT"], recover_report(res))
+    print_table("recoverability (canonical depth vs truth)", ["fit", "SIDE x1e-2", "MAD deg", "rough/GT", "detail"], recover_report(res))
     if out:
         write_json(out, res)
         console.print(f"wrote {out}")

@@ -23,7 +23,10 @@ given (``vertex_mask``): the question is the relief, not the outline.
 
 Reported against steps: SIDE and MAD of the fitted canonical depth against the true canonical
 depth over the eroded canonical mask (Unsup3d protocol, :mod:`evaluate.metrics.depth3d`), and
-the depth roughness (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the truth's. If depth does not
+the depth roughness (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the truth's, and
+the inner face's detail correlation with the truth (``detail_corr``:
+:func:`evaluate.metrics.depth3d.depth_detail_agreement` on the prior's ellipse, as ``bench
+shape`` measures a trained student). If depth does not
 approach the truth in the ``true``/``true`` setting, the renderer, the normals or the loss is at
 fault; if it does there but not with free albedo or predicted pose, the ambiguity is what the
 model's priors must resolve.
@@ -102,7 +105,8 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     from digan.student.losses import image_loss
     from digan.student.model import G3D, make_renderer, raw_to_depth
     from digan.student.perceptual import build_perceptual
-    from evaluate.metrics.depth3d import erode_mask, mad_per_image, side_per_image
+    from digan.student.diagnostics import DETAIL_SIGMA_64
+    from evaluate.metrics.depth3d import depth_detail_agreement, erode_mask, mad_per_image, side_per_image
 
     cfg = cfg or RecoverConfig()
     scfg = student_cfg or make_config("tiny")
@@ -138,11 +142,16 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     frontal = int(np.argmin(np.abs(np.asarray(cfg.yaws))))
     target = gt["image"]
 
+    prior_depth = raw_to_depth(torch.zeros(n, 1, size, size), prior, m)
+    inner_face = c_mask * (prior_depth <= m.border_depth - 0.01).float()  # the prior's ellipse, as bench shape's inner face
+
     def score(depth: torch.Tensor) -> dict[str, float]:
         n_ = normals_from_depth(depth, scfg.renderer.fov)
+        detail, _ = depth_detail_agreement(depth, c_depth, inner_face, DETAIL_SIGMA_64 * size / 64)
         return {"side": float(side_per_image(depth, c_depth, eval_mask).mean()),
                 "mad": float(mad_per_image(n_, c_normal, eval_mask).mean()),
-                "roughness": _laplacian_abs(depth, eval_mask)}
+                "roughness": _laplacian_abs(depth, eval_mask),
+                "detail_corr": float(np.nanmean(detail.numpy())) if bool(torch.isfinite(detail).any()) else float("nan")}
 
     out: dict[str, Any] = {
         "config": {**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "synth_dir": str(synth_dir), "identities": ids,
@@ -150,7 +159,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
                                            "grad_filter": m.grad_filter, "perceptual": type(perceptual).__name__ if perceptual is not None else None,
                                            "flip_weight": scfg.loss.flip}},
         "truth": {"roughness": _laplacian_abs(c_depth, eval_mask)},
-        "references": {"prior_only": score(raw_to_depth(torch.zeros(n, 1, size, size), prior, m)),
+        "references": {"prior_only": score(prior_depth),
                        "flat_plane": score(torch.ones_like(c_depth))},
         "settings": {},
     }
@@ -205,15 +214,21 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     return out
 
 
+def _signed(v: float) -> str:
+    """``+0.81``; ``n/a`` where undefined (a flat plane has no curvature to correlate)."""
+    return f"{v:+.2f}" if np.isfinite(v) else "n/a"
+
+
 def recover_report(result: dict[str, Any]) -> list[list[str]]:
-    """Table rows (setting, SIDE x1e-2 start -> end, MAD start -> end, roughness/truth) for printing."""
+    """Table rows (setting, SIDE x1e-2 start -> end, MAD start -> end, roughness/truth, the inner
+    face's detail correlation with the truth at the end) for printing."""
     rows = []
     truth = result["truth"]["roughness"]
     for name in ("prior_only", "flat_plane"):
         r = result["references"][name]
-        rows.append([name, f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}", f"{r['roughness'] / truth:.2f}"])
+        rows.append([name, f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}", f"{r['roughness'] / truth:.2f}", _signed(r["detail_corr"])])
     for name, s in result["settings"].items():
         a, b = s["curve"][0], s["final"]
         rows.append([name, f"{a['side'] * 100:.3f}->{b['side'] * 100:.3f}", f"{a['mad']:.1f}->{b['mad']:.1f}",
-                     f"{b['roughness'] / truth:.2f}"])
+                     f"{b['roughness'] / truth:.2f}", _signed(b["detail_corr"])])
     return rows
