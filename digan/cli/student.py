@@ -231,6 +231,8 @@ def bench_recover_cmd(
     yaws: str = typer.Option("-30,-15,0,15,30", "--yaws", help="Views per identity (degrees)."),
     settings: str = typer.Option(",".join(["true_pose_true_albedo", "true_pose_free_albedo", "true_pose_free_albedo_flip", "pred_pose_free_albedo_flip"]),
                                  "--settings", help="Comma-separated fits (pose true|pred, albedo true|free, flip)."),
+    through_teacher: int = typer.Option(0, "--through-teacher", min=0, help="Fit to the teacher's reproductions of the views (each inverted with this many steps) instead of the exact renders; 0 = exact."),
+    teacher: str = typer.Option("tiny", "--teacher", "-t", help="Teacher for --through-teacher ('tiny' = the bundled one)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curves as JSON here.", dir_okay=False),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
     overrides: Optional[list[str]] = SetOption,
@@ -249,9 +251,19 @@ def bench_recover_cmd(
         torch.set_num_threads(threads)
     scfg = make_config(preset, overrides=list(overrides or []))
     rc = RecoverConfig(n_identities=n_identities, steps=steps, lr=lr, yaws=tuple(parse_float_list(yaws, "--yaws")),
-                       eval_every=max(1, steps // 6), settings=tuple(s.strip() for s in settings.split(",") if s.strip()))
+                       eval_every=max(1, steps // 6), settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
+                       through_teacher=through_teacher)
+    tobj = None
+    if through_teacher > 0:
+        from digan.student.train import load_teacher
+        from digan.teacher.api import bundled_teacher_path
+
+        tobj = load_teacher(bundled_teacher_path() if teacher == "tiny" else teacher)
     res = recover_shape(data, scfg, rc, log=lambda name, step, row: console.print(
-        f"{name} step {step}: SIDE {row['side'] * 100:.3f}e-2 MAD {row['mad']:.1f} deg", highlight=False))
+        f"{name} step {step}: SIDE {row['side'] * 100:.3f}e-2 MAD {row['mad']:.1f} deg", highlight=False), teacher=tobj)
+    if "teacher" in res:
+        console.print(f"targets: the teacher's reproductions ({res['teacher']['inversion_steps']} inversion steps, "
+                      f"PSNR {res['teacher']['psnr_db']:.1f} dB in the head)", highlight=False)
     print_table("recoverability (canonical depth vs truth)", ["fit", "SIDE x1e-2", "MAD deg", "rough/GT", "detail"], recover_report(res))
     if out:
         write_json(out, res)

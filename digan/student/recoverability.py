@@ -65,6 +65,11 @@ class RecoverConfig:
     eval_every: int = 25
     seed: int = 0
     settings: tuple[str, ...] = tuple(SETTINGS)
+    # > 0: fit to the teacher's reproductions of the views instead of the exact renders, each
+    # view inverted into the teacher with this many steps (bench shape's inversion): what the
+    # teacher's images still carry of the head. The views are then rendered over the data set's
+    # backdrops (the teacher never saw a white one)
+    through_teacher: int = 0
     supersample: int = 2
 
 
@@ -87,13 +92,16 @@ def _laplacian_abs(depth: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverConfig | None = None,
-                  log: Optional[Callable[[str, int, dict[str, float]], None]] = None) -> dict[str, Any]:
+                  log: Optional[Callable[[str, int, dict[str, float]], None]] = None, teacher: Any = None) -> dict[str, Any]:
     """Fit depth (and per setting albedo/pose/light) to exact renders of ``synth_dir``'s identities.
 
     ``student_cfg``: a :class:`~digan.student.config.StudentConfig` (default: the ``tiny`` preset)
     whose model (prior, smoothing, depth range, gradient filter), renderer and loss (perceptual,
-    flip weight) are used. Returns ``{"config", "truth": {...}, "settings": {name: {"curve":
-    [{step, side, mad, roughness}], "final", "seconds"}}}``.
+    flip weight) are used. With ``cfg.through_teacher`` > 0 the targets are ``teacher``'s
+    reproductions of the views (``teacher`` required) and ``"teacher"`` holds the inversion steps
+    and the reproductions' PSNR inside the head. Returns ``{"config", "truth": {...},
+    "settings": {name: {"curve": [{step, side, mad, roughness, detail_corr}], "final",
+    "seconds"}}}``.
     """
     from digan.data.heads import head_maps
     from digan.data.synth import render_views
@@ -123,7 +131,10 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     n, k = len(ids), len(cfg.yaws)
     views_np, lights_np = _views_lights(cfg, n)
     per_view = [p for p in params for _ in range(k)]
-    gt = render_views(per_view, views_np, lights_np, size, fov=scfg.renderer.fov, supersample=cfg.supersample)
+    backdrops = _backdrops(synth_dir, ds, [i for i in ids for _ in range(k)]) if cfg.through_teacher > 0 else None
+    if cfg.through_teacher > 0 and teacher is None:
+        raise DiganError("recoverability through the teacher needs a teacher; pass --teacher (e.g. tiny)")
+    gt = render_views(per_view, views_np, lights_np, size, fov=scfg.renderer.fov, supersample=cfg.supersample, backdrops=backdrops)
     maps = [head_maps(p, size) for p in params]
     c_depth = torch.stack([m.depth for m in maps]).float()
     c_albedo = torch.stack([m.albedo for m in maps]).float()
@@ -141,6 +152,9 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     light_true = Light(li[:, 0], li[:, 1], li[:, 2:4])
     frontal = int(np.argmin(np.abs(np.asarray(cfg.yaws))))
     target = gt["image"]
+    through = None
+    if cfg.through_teacher > 0:
+        target, through = _teacher_reproductions(teacher, target, gt["mask"], scfg, int(cfg.through_teacher))
 
     prior_depth = raw_to_depth(torch.zeros(n, 1, size, size), prior, m)
     inner_face = c_mask * (prior_depth <= m.border_depth - 0.01).float()  # the prior's ellipse, as bench shape's inner face
@@ -163,6 +177,8 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
                        "flat_plane": score(torch.ones_like(c_depth))},
         "settings": {},
     }
+    if through is not None:
+        out["teacher"] = through
     for name in cfg.settings:
         pose, alb, use_flip = SETTINGS[name]
         t0 = time.perf_counter()
@@ -212,6 +228,43 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
             opt.step()
         out["settings"][name] = {"curve": curve, "final": curve[-1], "seconds": round(time.perf_counter() - t0, 2)}
     return out
+
+
+def _backdrops(synth_dir: str | Path, ds: Any, identities: list[int]) -> np.ndarray:
+    """The backdrop of the first sample of each identity (one row per view)."""
+    import json
+
+    from digan.config import from_dict
+    from digan.data.synth import SynthConfig, sample_view_light
+
+    p = Path(synth_dir).expanduser() / "config.json"
+    scfg = from_dict(SynthConfig, json.loads(p.read_text())) if p.is_file() else SynthConfig()
+    ident = np.asarray(ds.arrays["identity"]).tolist()
+    first: dict[int, int] = {}
+    for i, v in enumerate(ident):
+        first.setdefault(int(v), i)
+    return np.stack([sample_view_light(scfg, first[int(j)])[2] for j in identities])
+
+
+def _teacher_reproductions(teacher: Any, images: torch.Tensor, mask: torch.Tensor, scfg: Any, steps: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``images`` inverted into ``teacher`` (:func:`digan.student.method.invert_teacher`, ``steps``
+    steps, the teacher's w spread from ``scfg.train``'s sample count and seed) and re-synthesised;
+    with the mean PSNR of the reproductions inside ``mask``."""
+    from digan.student.build import teacher_w_stats
+    from digan.student.diagnostics import masked_psnr
+    from digan.student.method import invert_teacher
+    from digan.student.model import teacher_synthesis
+
+    size = int(getattr(teacher, "size", images.shape[-1]))
+    if size != images.shape[-1]:
+        raise DiganError(f"the teacher makes {size} px images but the synthetic set is {images.shape[-1]} px; use a set made with --size {size}")
+    _, w_std = teacher_w_stats(teacher, int(scfg.train.w_stats_samples), int(scfg.train.seed))
+    w = invert_teacher(teacher, images, w_std, steps)
+    with torch.no_grad():
+        rep, _ = teacher_synthesis(teacher, w, features=False)
+    rep = rep.detach().clamp(-1, 1).cpu()
+    psnr = masked_psnr(rep, images, mask)
+    return rep, {"inversion_steps": int(steps), "psnr_db": float(psnr[torch.isfinite(psnr)].mean())}
 
 
 def _signed(v: float) -> str:
