@@ -74,6 +74,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "sample_view_light",
+    "read_synth_config",
+    "identity_backdrops",
     "render_views",
     "generate_synth",
     "write_synth",
@@ -164,6 +166,27 @@ def sample_view_light(cfg: SynthConfig, index: int) -> tuple[np.ndarray, np.ndar
         np.array([amb, dif, *dxy], dtype=np.float32),
         np.concatenate([np.clip(np.concatenate([top, bottom]), 0, 1), lattice]).astype(np.float32),
     )
+
+
+def read_synth_config(path: str | Path) -> SynthConfig:
+    """The :class:`SynthConfig` a ``digan-bench data synth`` set at ``path`` was made with (its
+    ``config.json``; the defaults when the file is absent)."""
+    import json
+
+    from digan.config import from_dict
+
+    f = Path(path).expanduser() / "config.json"
+    return from_dict(SynthConfig, json.loads(f.read_text())) if f.is_file() else SynthConfig()
+
+
+def identity_backdrops(cfg: SynthConfig, sample_identity: np.ndarray, identities: list[int]) -> np.ndarray:
+    """One backdrop row (:func:`sample_view_light`) per entry of ``identities``: that of the
+    identity's first sample in the set (``sample_identity`` = the set's ``identity`` array), so
+    an identity re-rendered at other views or lights sits on the backdrop it was imaged on."""
+    first: dict[int, int] = {}
+    for i, v in enumerate(np.asarray(sample_identity).tolist()):
+        first.setdefault(int(v), i)
+    return np.stack([sample_view_light(cfg, first[int(k)])[2] for k in identities])
 
 
 def _backdrop(spec: torch.Tensor, size: int) -> torch.Tensor:

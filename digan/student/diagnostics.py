@@ -317,17 +317,13 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
     Returns ``image`` (the inputs, (n,3,S,S) in [-1,1]), ``true_yaw`` (degrees), ``yaws``, and
     ``truth`` / ``student``: per yaw a pair (normals (n,3,S,S) in the renderer's frame, head
     mask (n,1,S,S) of 0/1), on the CPU."""
-    import json
-
-    from digan.config import from_dict
-    from digan.data.synth import SynthConfig, render_views
+    from digan.data.synth import read_synth_config, render_views
     from digan.student.method import invert_teacher
 
     s, g = student, student.g3d
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     data = _open_synth(synth_dir, g.size)
-    cfg_path = Path(synth_dir).expanduser() / "config.json"
-    cfg = from_dict(SynthConfig, json.loads(cfg_path.read_text())) if cfg_path.is_file() else SynthConfig()
+    cfg = read_synth_config(synth_dir)
     n = gt["image"].shape[0]
     ident = np.asarray(data.arrays["identity"])[:n]
     params = [data.identity_params(int(k)) for k in ident]
@@ -626,11 +622,8 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
     teacher keeps all of the form beyond the blob, 0: none); ``psnr`` of the inversions inside
     the mask; the fitted horizontal directions with the true normals (``teacher_dx``: mean of
     ``(dx1 - dx2) / 2``, against the truth's ``truth_dx``)."""
-    import json
-
-    from digan.config import from_dict
     from digan.data.heads import undamaged
-    from digan.data.synth import SynthConfig, render_views, sample_view_light
+    from digan.data.synth import identity_backdrops, read_synth_config, render_views
     from digan.render.shading import normals_from_depth
     from digan.student.method import invert_teacher
     from evaluate.metrics.depth3d import erode_mask
@@ -642,16 +635,14 @@ def teacher_relighting(student: Student, synth_dir: str | Path, n_faces: int = 1
         raise DiganError(f"synthetic faces are {data.size} px but the student renders {g.size} px; make the set with --size {g.size}")
     if n_faces < 3:
         raise DiganError(f"the relighting check needs at least 3 identities, got n_faces={n_faces}; ask for 3 or more")
-    cfg_path = p / "config.json"
-    cfg = from_dict(SynthConfig, json.loads(cfg_path.read_text())) if cfg_path.is_file() else SynthConfig()
+    cfg = read_synth_config(p)
     ident = np.asarray(data.arrays["identity"])
     ids = [int(k) for k in dict.fromkeys(ident.tolist())][:n_faces]  # in the order they first appear
-    samples = [int(np.flatnonzero(ident == k)[0]) for k in ids]  # a sample of each: its backdrop
     n = len(ids)
     if n < 3:
         raise DiganError(f"the relighting check needs at least 3 identities, {p} holds {n}; make more with digan-bench data synth --n")
     params = [undamaged(data.identity_params(k)) for k in ids]
-    backdrops = np.stack([sample_view_light(cfg, i)[2] for i in samples])
+    backdrops = identity_backdrops(cfg, ident, ids)
     views = np.zeros((n, 6), np.float32)
     a, d = RELIGHT_AMBIENT_DIFFUSE
     pair = [render_views(params, views, np.tile(np.array([[a, d, sgn * light_dx, 0.0]], np.float32), (n, 1)), g.size,

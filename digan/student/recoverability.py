@@ -104,7 +104,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     "seconds"}}}``.
     """
     from digan.data.heads import head_maps
-    from digan.data.synth import render_views
+    from digan.data.synth import identity_backdrops, read_synth_config, render_views
     from digan.data.synthetic import load_synth
     from digan.render.shading import normals_from_depth
     from digan.render.types import Light, View
@@ -131,7 +131,8 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     n, k = len(ids), len(cfg.yaws)
     views_np, lights_np = _views_lights(cfg, n)
     per_view = [p for p in params for _ in range(k)]
-    backdrops = _backdrops(synth_dir, ds, [i for i in ids for _ in range(k)]) if cfg.through_teacher > 0 else None
+    backdrops = (identity_backdrops(read_synth_config(synth_dir), ds.arrays["identity"], [i for i in ids for _ in range(k)])
+                 if cfg.through_teacher > 0 else None)
     if cfg.through_teacher > 0 and teacher is None:
         raise DiganError("recoverability through the teacher needs a teacher; pass --teacher (e.g. tiny)")
     gt = render_views(per_view, views_np, lights_np, size, fov=scfg.renderer.fov, supersample=cfg.supersample, backdrops=backdrops)
@@ -228,22 +229,6 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
             opt.step()
         out["settings"][name] = {"curve": curve, "final": curve[-1], "seconds": round(time.perf_counter() - t0, 2)}
     return out
-
-
-def _backdrops(synth_dir: str | Path, ds: Any, identities: list[int]) -> np.ndarray:
-    """The backdrop of the first sample of each identity (one row per view)."""
-    import json
-
-    from digan.config import from_dict
-    from digan.data.synth import SynthConfig, sample_view_light
-
-    p = Path(synth_dir).expanduser() / "config.json"
-    scfg = from_dict(SynthConfig, json.loads(p.read_text())) if p.is_file() else SynthConfig()
-    ident = np.asarray(ds.arrays["identity"]).tolist()
-    first: dict[int, int] = {}
-    for i, v in enumerate(ident):
-        first.setdefault(int(v), i)
-    return np.stack([sample_view_light(scfg, first[int(j)])[2] for j in identities])
 
 
 def _teacher_reproductions(teacher: Any, images: torch.Tensor, mask: torch.Tensor, scfg: Any, steps: int) -> tuple[torch.Tensor, dict[str, Any]]:

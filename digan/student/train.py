@@ -381,8 +381,10 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                 raise DiganError(f"{ckpt_path} holds no weight average (train.ema); resume with the train.ema it was trained "
                                  "with, or start over with --force")
             average.load_state_dict(state["ema"])
+
     def averaged():  # the weight average in core for a block (train.ema), else nothing
         return average.applied(core) if average is not None else contextlib.nullcontext()
+
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -413,10 +415,11 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     def payload_at(step: int, trained: bool = False) -> dict[str, Any]:
         """The student's checkpoint payload (weights and config, no optimiser) at ``step``: the
         weight average with train.ema (unless ``trained``: the trained weights)."""
-        with (contextlib.nullcontext() if trained or average is None else average.applied(core)):
+        averaging = average is not None and not trained
+        with averaged() if averaging else contextlib.nullcontext():
             payload = checkpoint_payload(cfg, core, built.info, thash, str(teacher_path) if teacher_path else None, step, ttensors)
-            # on the CPU .cpu() is no copy: keep the average's values once the trained ones are back
-            payload["state"] = {k: v.clone() for k, v in payload["state"].items()}
+            if averaging:  # on the CPU .cpu() is no copy: keep the average's values once the trained ones are back
+                payload["state"] = {k: v.clone() for k, v in payload["state"].items()}
         return payload
 
     def save_ckpt(step: int) -> None:
