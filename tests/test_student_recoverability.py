@@ -5,7 +5,9 @@ prior toward the true head; without the depth low-pass the same fit shreds the s
 from __future__ import annotations
 
 import pytest
+import torch
 
+from digan.errors import DiganError
 from digan.student.config import make_config
 from digan.student.recoverability import RecoverConfig, recover_report, recover_shape
 
@@ -97,3 +99,87 @@ def test_through_the_teacher_fits_the_teachers_reproductions(synth_dir, monkeypa
     assert res["settings"]["true_pose_true_albedo"]["final"]["mad"] != exact["settings"]["true_pose_true_albedo"]["final"]["mad"]
     with pytest.raises(DiganError, match="needs a teacher"):
         recover_shape(synth_dir, cfg, rc)
+
+
+# ---------------------------------------------------------------- objective_fit (bench objective-fit)
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found")]
+
+@pytest.fixture(scope="module")
+def small_student(tmp_path_factory):
+    from digan.data.synth import generate_synth
+    from digan.student.build import build_g3d
+    from digan.student.inference import Student
+    from digan.student.testing import random_teacher
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256", "loss.identity=0"])
+    torch.manual_seed(1)
+    g3d = build_g3d(cfg, teacher)
+    for p in g3d.depth_net.parameters():  # a depth net that is not the prior
+        torch.nn.init.normal_(p, std=0.05)
+    gt = tmp_path_factory.mktemp("objfit") / "gt"
+    generate_synth(gt, n=4, size=64, seed=3)
+    return Student(g3d, teacher, cfg), gt
+
+
+REC_ONLY = ["loss.perturb=0", "loss.cycle=0", "loss.w_reg=0", "loss.canonical_symmetry=0", "loss.albedo=0"]
+
+
+def test_objective_fit_starts_at_the_student_and_moves_only_the_residual(small_student):
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+    from digan.student.recoverability import objective_fit
+
+    st, gt = small_student
+    before = {k: v.clone() for k, v in st.g3d.state_dict().items()}
+    res = objective_fit(st, gt, n_faces=4, steps=6, lr=0.05, inversion_steps=2, overrides=REC_ONLY, eval_every=1)
+    # step 0 is the student as it is (bench shape's scores), untouched by the fit
+    faces, yaw = load_eval_faces(gt, 4, 64)
+    rep = reconstruction_report(st, faces, yaw, 2)
+    first = res["curve"][0]
+    assert first["mad"] == pytest.approx(rep["student"]["mad"], rel=1e-6)
+    assert first["detail_corr"] == pytest.approx(rep["detail"]["corr"], rel=1e-6, abs=1e-9)
+    assert res["references"]["flat_plane"]["mad"] == pytest.approx(rep["flat_plane"]["mad"], rel=1e-6)
+    assert res["references"]["prior_posed"]["side"] == pytest.approx(rep["prior_posed"]["side"], rel=1e-6)
+    for k, v in st.g3d.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the fitted residual changes the scored depth, and the (deterministic, rec-only) loss falls
+    assert [r["step"] for r in res["curve"]] == list(range(7))
+    assert res["final"]["mad"] != first["mad"]
+    losses = [r["loss"]["total"] for r in res["curve"][1:]]
+    assert losses[-1] < losses[0]
+    assert res["config"]["overrides"] == REC_ONLY and res["config"]["targets"] == "teacher"
+
+
+def test_objective_fit_bad_settings_are_one_line_errors(small_student):
+    from digan.student.recoverability import objective_fit
+
+    st, gt = small_student
+    with pytest.raises(DiganError, match="teacher' or 'exact"):
+        objective_fit(st, gt, n_faces=3, steps=1, targets="real")
+    with pytest.raises(DiganError, match="changes the student's networks"):
+        objective_fit(st, gt, n_faces=3, steps=1, inversion_steps=1, overrides=["model.depth_nf=4"])
+    with pytest.raises(DiganError, match="steps >= 1"):
+        objective_fit(st, gt, n_faces=3, steps=0)
+
+
+def test_bench_objective_fit_cli_fits_80_columns(tmp_path, capsys):
+    import json
+
+    from digan.cli import main
+    from digan.data.synth import generate_synth
+    from digan.student.method import BUNDLED_STUDENT
+
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=2)
+    rc = main(["bench", "objective-fit", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "-n", "3",
+               "--steps", "2", "--inversion-steps", "2", "--threads", "1", "--targets", "exact", "--set", "loss.flip=0",
+               "--out", str(tmp_path / "fit.json")])
+    assert rc in (0, None)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) <= 80, max(lines, key=len)
+    res = json.loads((tmp_path / "fit.json").read_text())
+    assert [r["step"] for r in res["curve"]] == [0, 1, 2] and res["config"]["overrides"] == ["loss.flip=0"]
+    assert any(ln.split()[:1] == ["2"] and f"{res['final']['mad']:.1f}" in ln for ln in lines)
+    assert any(ln.startswith("flat plane") and f"{res['references']['flat_plane']['mad']:.1f} deg" in ln for ln in lines)
+    rc = main(["bench", "objective-fit", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--targets", "real"])
+    assert rc == 2 and "choose teacher or exact" in capsys.readouterr().err

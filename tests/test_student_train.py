@@ -81,6 +81,22 @@ def test_depth_post_processing_direct(teacher):
     torch.testing.assert_close(d[..., 2:-2], ref[..., 2:-2], atol=1e-5, rtol=0)
 
 
+def test_symmetric_depth_is_the_mirror_average_of_the_residual(teacher):
+    """model.depth_symmetric: the depth is exactly mirror-symmetric, equal to the plain mapping of
+    the residual averaged with its mirror image; a symmetric residual is left as it was."""
+    raw = torch.randn(2, 1, 32, 32)
+    plain = build_g3d(_cfg("model.depth_smooth=0"), teacher, w_stats=False)
+    sym = build_g3d(_cfg("model.depth_smooth=0", "model.depth_symmetric=true"), teacher, w_stats=False)
+    d = sym.depth_from_raw(raw)
+    torch.testing.assert_close(d, d.flip(3), atol=0, rtol=0)
+    assert not torch.allclose(plain.depth_from_raw(raw), plain.depth_from_raw(raw).flip(3))
+    torch.testing.assert_close(d, plain.depth_from_raw((raw + raw.flip(3)) / 2))
+    s = raw + raw.flip(3)
+    torch.testing.assert_close(sym.depth_from_raw(s), plain.depth_from_raw(s))
+    smooth = build_g3d(_cfg("model.depth_symmetric=true"), teacher, w_stats=False).depth_from_raw(raw)
+    torch.testing.assert_close(smooth, smooth.flip(3), atol=1e-6, rtol=0)
+
+
 def test_variants_table_and_ablation_switches(teacher):
     assert set(VARIANTS) == {"full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv"}
     cfg = _cfg()
@@ -136,6 +152,32 @@ def test_rec_depth_grad_none_keeps_single_view_terms_off_the_depth(teacher):
     b = get_builder("digan")(_cfg("loss.identity=0", "loss.rec_depth_grad=none"), teacher)
     b.objective(torch.randn(3, 32))[0].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b.core.depth_net.parameters())
+
+
+def test_flip_depth_grad_none_keeps_only_the_mirror_term_off_the_depth(teacher):
+    """loss.flip_depth_grad=none: the depth net gets exactly rec's gradient (as with loss.flip=0),
+    the loss values are those of "all", and flip still trains DL."""
+    only_rec = ["loss.identity=0", "loss.perturb=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0", "loss.canonical_symmetry=0"]
+
+    def grads(*extra):
+        torch.manual_seed(0)
+        b = get_builder("digan")(_cfg(*only_rec, *extra), teacher)
+        for p in b.core.depth_net.parameters():  # a non-flat depth, so both terms reach it
+            torch.nn.init.normal_(p, std=0.05)
+        torch.manual_seed(3)
+        total, logs = b.objective(torch.randn(3, 32))
+        total.backward()
+        flat = lambda net: torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in net.parameters()])
+        return flat(b.core.depth_net), flat(b.core.light_net), {k: v.item() for k, v in logs.items()}
+
+    d_all, l_all, logs_all = grads("loss.flip_depth_grad=all")
+    d_none, l_none, logs_none = grads("loss.flip_depth_grad=none")
+    d_noflip, l_noflip, _ = grads("loss.flip=0")
+    assert logs_none == pytest.approx(logs_all, rel=1e-5)
+    assert d_none.abs().sum() > 0
+    torch.testing.assert_close(d_none, d_noflip, rtol=1e-4, atol=1e-9)
+    assert (d_all - d_none).abs().sum() > 1e-3 * d_all.abs().sum()  # flip did reach the depth
+    assert (l_none - l_noflip).abs().sum() > 1e-3 * l_noflip.abs().sum()  # and still trains DL
 
 
 def test_canonical_cycle_term(teacher):

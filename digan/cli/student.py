@@ -221,6 +221,54 @@ def bench_shape_cmd(
         console.print(f"wrote {paths[0]}", highlight=False)
 
 
+@bench_app.command("objective-fit")
+def bench_objective_fit_cmd(
+    student: Path = typer.Option(..., "--student", help="DIGAN student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
+    data: Path = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
+    n_faces: int = typer.Option(16, "--n-faces", "-n", min=3, help="Heads to invert and fit."),
+    steps: int = typer.Option(100, "--steps", min=1, help="Adam steps on the per-face depth residuals."),
+    lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
+    inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps (as bench shape)."),
+    targets: str = typer.Option("teacher", "--targets", help="teacher: the teacher's images of the inverted codes (what training sees); exact: the heads themselves."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curve as JSON here.", dir_okay=False),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Does the student's own objective point at each face's true shape? Its nets held, one free
+    depth residual per held-out head is fitted to the training objective (--set loss.X=...
+    changes a term); SIDE/MAD/detail as the loss falls. Worse scores = the objective's optimum
+    lies away from the truth."""
+    import torch
+
+    from digan.cli.common import print_table
+    from digan.errors import DiganError
+    from digan.student.recoverability import objective_fit
+    from digan.utils.io import write_json
+    from digan.utils.progress import console
+
+    if targets not in ("teacher", "exact"):
+        raise DiganError(f"--targets {targets}: choose teacher or exact")
+    if threads:
+        torch.set_num_threads(threads)
+    st = _load_student_any(student, teacher)
+    if not hasattr(st, "g3d") or getattr(st.cfg.model, "name", "digan") != "digan":
+        raise DiganError(f"{student} is not a DIGAN student; bench objective-fit fits DIGAN's objective")
+    res = objective_fit(st, data, n_faces=n_faces, steps=steps, lr=lr, inversion_steps=inversion_steps,
+                        overrides=list(overrides or []), targets=targets,
+                        log=lambda step, row: console.print(f"step {step}: MAD {row['mad']:.1f} deg, detail {row['detail_corr']:+.2f}", highlight=False))
+    rows = [[str(r["step"]), f"{r['loss']['total']:.4f}" if "loss" in r else "-", f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}",
+             f"{r['face_mad']:.1f}", f"{r['detail_corr']:+.2f}", f"{r['detail_size']:.2f}x", f"{r['roughness_ratio']:.2f}x"]
+            for r in res["curve"]]
+    print_table(f"objective fit, {targets} targets", ["step", "loss", "SIDE e-2", "MAD", "face", "detail", "size", "rough"], rows)
+    for name, label in (("flat_plane", "flat plane"), ("prior_posed", "prior at DV's pose")):
+        r = res["references"][name]
+        console.print(f"{label + ' (step 0 pixels)':<36} SIDE {r['side'] * 100:.3f}e-2, MAD {r['mad']:.1f} deg", highlight=False)
+    if out:
+        write_json(out, res)
+        console.print(f"wrote {out}")
+
+
 @bench_app.command("recover")
 def bench_recover_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Synthetic set (digan-bench data synth); its identities are re-rendered exactly."),

@@ -208,7 +208,8 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     return gt, np.array([float(it["rotation"][1]) for it in items])
 
 
-def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int) -> dict[str, Any]:
+def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int,
+                          w: torch.Tensor | None = None) -> dict[str, Any]:
     """Invert each ground-truth image into the teacher, estimate and render the face at its
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
@@ -225,7 +226,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     means), ``detail`` (:func:`~evaluate.metrics.depth3d.depth_detail_agreement` of the rendered
     depth and of the posed prior against the ground truth on the inner face, curvature at
     :data:`DETAIL_SIGMA_64` px per 64: ``corr``, ``std_ratio``, ``prior_posed_corr``), the two
-    L1 errors, and ``per_face`` lists.
+    L1 errors, and ``per_face`` lists. ``w``: style codes already inverted from ``gt["image"]``
+    (skips the inversion).
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
@@ -236,8 +238,11 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     s, g = student, student.g3d
     n = gt["image"].shape[0]
     imgs = gt["image"].to(s.device)
-    with torch.enable_grad():
-        wi = invert_teacher(s.teacher, imgs, g.w_std, inversion_steps)
+    if w is not None:  # the caller's inversion of these images (with inversion_steps steps)
+        wi = w.to(s.device)
+    else:
+        with torch.enable_grad():
+            wi = invert_teacher(s.teacher, imgs, g.w_std, inversion_steps)
     with torch.no_grad():
         e2 = s.estimate(wi)
         rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))

@@ -131,7 +131,8 @@ def depth_smooth_sigma(m: Any, size: int) -> float:
 def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor:
     """Depth net output (B,1,S,S) -> depth in [min_depth, max_depth] for a :class:`ModelConfig` ``m``.
 
-    ``d = tanh(smooth(raw - mean_xy(raw)) + prior)`` mapped linearly to [min_depth, max_depth];
+    ``d = tanh(smooth(raw - mean_xy(raw)) + prior)`` (the residual averaged with its mirror image
+    first when ``model.depth_symmetric``) mapped linearly to [min_depth, max_depth];
     the ``border_width`` leftmost and rightmost columns are set to ``border_depth``.
 
     ``smooth`` is a Gaussian blur of sigma ``model.depth_smooth`` px (at 64 px, scaled with the
@@ -145,6 +146,8 @@ def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor
     synthetic heads by 1.5 px costs ~12 deg MAD, far below what the ripple costs.
     """
     r = raw - raw.mean(dim=(2, 3), keepdim=True)
+    if getattr(m, "depth_symmetric", False):  # mirror-symmetric canonical depth (see ModelConfig)
+        r = (r + r.flip(3)) / 2
     sigma = depth_smooth_sigma(m, raw.shape[-1]) if getattr(m, "depth_smooth", 0) else 0.0
     if sigma > 0:
         r = gaussian_blur(r, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")

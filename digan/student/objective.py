@@ -6,7 +6,9 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 
 * z ~ N(0, I) -> w = truncate(mapping(z), 0.7) -> I_2D = G(w) (no gradient).
 * G3D estimate; render I_3D at the predicted view/light, and the flipped render.
-* ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``.
+* ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``
+  (``loss.rec_depth_grad="none"`` keeps both off the depth, ``loss.flip_depth_grad="none"``
+  only the flip term; experimental, README "3D shape").
 * Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights
   (``loss.perturb_light="permute"``, LiftedGAN) or (a, b) permuted and (dx, dy) ~ U(+-
   ``loss.perturb_light_range``) (``"direction"``: the tiny preset; see LossConfig); V' =
@@ -118,17 +120,25 @@ class DistillationObjective(nn.Module):
     def _img(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return L.image_loss(a, b, self.perceptual, self.cfg.loss.perc)
 
-    def forward(self, z: torch.Tensor, keep: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, z: torch.Tensor, keep: bool = False,
+                batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss for the teacher's samples of latents ``z``, or, with ``batch`` = (w, images),
+        for given style codes and target images (``z`` unused; e.g. inversions of real heads,
+        :func:`digan.student.recoverability.objective_fit`)."""
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
-        w, target = sample_teacher(teacher, z, cfg.model.truncation)
+        w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation)
         est = g3d.estimate(w, teacher)
         est_rec = est
         if lc.rec_depth_grad == "none":  # rec and flip teach albedo, light, view, M; not depth
             d = est.depth.detach()
             est_rec = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
         out = g3d.render(est_rec, renderer)
-        flip = g3d.render(est_rec, renderer, flip=True) if lc.flip > 0 else None
+        est_flip = est_rec
+        if lc.flip_depth_grad == "none" and est_flip.depth.requires_grad:  # flip teaches albedo, light, view, M
+            d = est.depth.detach()
+            est_flip = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
+        flip = g3d.render(est_flip, renderer, flip=True) if lc.flip > 0 else None
         total = w.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         rec, parts = L.symmetric_reconstruction(out.image, flip.image if flip is not None else None, target,

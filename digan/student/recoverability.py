@@ -44,7 +44,7 @@ import torch
 
 from digan.errors import DiganError
 
-__all__ = ["RecoverConfig", "SETTINGS", "recover_shape", "recover_report"]
+__all__ = ["RecoverConfig", "SETTINGS", "recover_shape", "recover_report", "objective_fit"]
 
 #: name -> (pose, albedo, use flip)
 SETTINGS: dict[str, tuple[str, str, bool]] = {
@@ -270,3 +270,130 @@ def recover_report(result: dict[str, Any]) -> list[list[str]]:
         rows.append([name, f"{a['side'] * 100:.3f}->{b['side'] * 100:.3f}", f"{a['mad']:.1f}->{b['mad']:.1f}",
                      f"{b['roughness'] / truth:.2f}", _signed(b["detail_corr"])])
     return rows
+
+
+class _OffsetDepthNet(torch.nn.Module):
+    """A trained depth net plus one free residual map per fitted face (for :func:`objective_fit`):
+    ``net(w0, feat) + offset`` for a batch of exactly those faces, the net alone otherwise."""
+
+    def __init__(self, net: torch.nn.Module, n: int, size: int):
+        super().__init__()
+        self.net = net
+        self.offset = torch.nn.Parameter(torch.zeros(n, 1, size, size))
+
+    def forward(self, w0: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.net(w0, feat)
+        return out + self.offset if out.shape[0] == self.offset.shape[0] else out
+
+    @property
+    def inject(self) -> Any:
+        return self.net.inject
+
+
+#: what :func:`objective_fit` records at each evaluation: name -> (report path)
+_FIT_SCORES = {"side": ("student", "side"), "mad": ("student", "mad"), "face_mad": ("face", "student", "mad"),
+               "detail_corr": ("detail", "corr"), "detail_size": ("detail", "std_ratio"), "roughness_ratio": ("roughness", "ratio")}
+
+
+def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps: int = 100, lr: float = 0.01,
+                  inversion_steps: int = 60, overrides: list[str] | None = None, targets: str = "teacher",
+                  eval_every: int | None = None, seed: int = 0,
+                  log: Optional[Callable[[int, dict[str, float]], None]] = None) -> dict[str, Any]:
+    """Does a trained student's own objective, for each face, point at that face's true shape?
+
+    The heads of ``synth_dir`` are inverted into the teacher as ``bench shape`` inverts them
+    (``inversion_steps``); every network of the student is held, and one free residual map per
+    face is added to the depth net's output (before the prior, the low-pass and the mapping, as
+    in :func:`recover_shape`). That residual is fitted by Adam (``lr``, ``steps``) to the
+    student's training objective (:class:`~digan.student.objective.DistillationObjective`, with
+    ``overrides`` such as ``loss.flip=0``: every term with its weight, random perturbed views and
+    lights each step) on the inverted codes, with the teacher's images of them as targets
+    (``targets="teacher"``, what training sees) or the exact heads (``"exact"``). The scores of
+    ``bench shape`` (SIDE, MAD, inner face, detail, roughness; :func:`~digan.student.diagnostics.
+    reconstruction_report`) are recorded every ``eval_every`` steps.
+
+    A trained depth net is a smooth function of the code, fitted over many faces; this fit is
+    what the objective asks of each face on its own. If the scores get worse as the loss falls,
+    the objective's optimum lies away from the truth and the student's shape owes what it has to
+    the net's smoothness and the prior, not to the losses.
+    Returns JSON-ready: ``curve`` (step, the loss terms averaged over the steps since the last
+    evaluation, scores), ``final``, ``references`` (SIDE, MAD of a flat plane and of the prior at
+    DV's pose on the student's pixels at step 0), ``seconds``, ``config``.
+    """
+    import copy
+
+    from digan.config import apply_overrides
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+    from digan.student.inference import Student
+    from digan.student.method import invert_teacher
+    from digan.student.registry import get_builder
+
+    if targets not in ("teacher", "exact"):
+        raise DiganError(f"targets must be 'teacher' or 'exact', got {targets!r}")
+    if steps < 1 or lr <= 0:
+        raise DiganError(f"objective fit needs steps >= 1 and lr > 0 (got {steps}, {lr})")
+    g = student.g3d
+    dev = student.device
+    gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
+    n = gt["image"].shape[0]
+    cfg = apply_overrides(copy.deepcopy(student.cfg), list(overrides or []))
+    torch.manual_seed(seed)
+    built = get_builder(cfg.model.name)(cfg, student.teacher, dev)
+    obj, g3d = built.objective, built.core
+    try:
+        g3d.load_state_dict(g.state_dict())
+    except RuntimeError as e:
+        raise DiganError(f"--set {' '.join(overrides or [])} changes the student's networks; only loss and non-structural model settings can be changed here ({str(e).splitlines()[0]})") from None
+    g3d.eval()
+    for p in g3d.parameters():
+        p.requires_grad_(False)
+    g3d.depth_net = _OffsetDepthNet(g3d.depth_net, n, g3d.size).to(dev)
+    held = Student(g3d, student.teacher, cfg, dev)
+    imgs = gt["image"].to(dev)
+    with torch.enable_grad():
+        w = invert_teacher(student.teacher, imgs, g.w_std, inversion_steps)
+    target = held.teacher_image(w).clamp(-1, 1) if targets == "teacher" else imgs.clamp(-1, 1)
+    opt = torch.optim.Adam([g3d.depth_net.offset], lr=lr)
+    every = eval_every or max(1, steps // 4)
+
+    refs: dict[str, dict[str, float]] = {}
+
+    def score() -> dict[str, float]:
+        rep = reconstruction_report(held, gt, true_yaw, inversion_steps, w=w)
+        if not refs:  # on the student's pixels at step 0 (bench shape's references)
+            refs.update({k: {"side": float(rep[k]["side"]), "mad": float(rep[k]["mad"])} for k in ("flat_plane", "prior_posed")})
+        row = {}
+        for k, path in _FIT_SCORES.items():
+            v: Any = rep
+            for part in path:
+                v = v[part]
+            row[k] = float(v)
+        return row
+
+    t0 = time.perf_counter()
+    curve = [{"step": 0, **score()}]
+    if log:
+        log(0, curve[-1])
+    dummy = torch.zeros(n, 1, device=dev)
+    sums: dict[str, float] = {}
+    since = 0
+    for step in range(1, steps + 1):
+        loss, parts = obj(dummy, batch=(w, target))
+        if not torch.isfinite(loss):
+            raise DiganError(f"objective fit: the loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        since += 1
+        if step % every == 0 or step == steps:
+            # the loss terms averaged over the steps since the last evaluation (each step draws
+            # its own perturbed views and lights), before each step's update
+            curve.append({"step": step, "loss": {k: v / since for k, v in sums.items()}, **score()})
+            sums, since = {}, 0
+            if log:
+                log(step, curve[-1])
+    return {"curve": curve, "final": curve[-1], "references": refs, "seconds": round(time.perf_counter() - t0, 2),
+            "config": {"n_faces": int(n), "steps": int(steps), "lr": float(lr), "inversion_steps": int(inversion_steps),
+                       "targets": targets, "overrides": list(overrides or []), "seed": int(seed), "synth": str(synth_dir)}}
