@@ -159,8 +159,9 @@ def test_objective_fit_bad_settings_are_one_line_errors(small_student):
         objective_fit(st, gt, n_faces=3, steps=1, targets="real")
     with pytest.raises(DiganError, match="changes the student's networks"):
         objective_fit(st, gt, n_faces=3, steps=1, inversion_steps=1, overrides=["model.depth_nf=4"])
-    with pytest.raises(DiganError, match="steps >= 1"):
-        objective_fit(st, gt, n_faces=3, steps=0)
+    for steps, lr in ((0, 0.01), (1, 0.0), (1, float("nan"))):
+        with pytest.raises(DiganError, match="steps >= 1"):
+            objective_fit(st, gt, n_faces=3, steps=steps, lr=lr)
 
 
 def test_bench_objective_fit_cli_fits_80_columns(tmp_path, capsys):

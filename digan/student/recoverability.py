@@ -330,7 +330,7 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
 
     if targets not in ("teacher", "exact"):
         raise DiganError(f"targets must be 'teacher' or 'exact', got {targets!r}")
-    if steps < 1 or lr <= 0:
+    if steps < 1 or not (0 < lr < float("inf")):
         raise DiganError(f"objective fit needs steps >= 1 and lr > 0 (got {steps}, {lr})")
     g = student.g3d
     dev = student.device
