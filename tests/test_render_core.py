@@ -275,6 +275,35 @@ def test_rasterizer_tie_break_is_deterministic_lowest_face():
     assert covered.sum() > 20 and torch.all(fr.pix_to_face[0][covered] == 0)
 
 
+def test_sliver_triangle_on_a_pixel_centre_gives_finite_fragments():
+    """A nearly collinear triangle (1e-4 px^2) with a vertex on a pixel centre, as a training run
+    drew it (float32, 64 px): its edge functions cancel to 0 / 0. The fragments take the nearest
+    vertex there and stay finite, forward and backward; ordinary faces are unchanged."""
+    from importlib import import_module
+
+    fragments_from_pix_to_face = import_module("digan.render.rasterize").fragments_from_pix_to_face
+    sliver = [[10.4266872406, 62.2074508667, 1.0680345297], [3.0, 63.0, 1.0508793592], [10.6500644684, 62.1836128235, 1.0658304691]]
+    normal = [[20.3, 20.4, 1.0], [27.6, 20.2, 1.2], [20.6, 27.7, 0.9]]
+    screen = torch.tensor(sliver + normal, dtype=torch.float32)[None].requires_grad_()
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    p2f = torch.full((1, 64, 64), -1, dtype=torch.long)
+    p2f[0, 63, 3] = 0
+    p2f[0, 22, 22] = 1
+    fr = fragments_from_pix_to_face(screen, faces, p2f)
+    assert torch.isfinite(fr.bary).all() and torch.isfinite(fr.zbuf).all()
+    torch.testing.assert_close(fr.bary[0, 63, 3], torch.tensor([0.0, 1.0, 0.0]))
+    assert fr.zbuf[0, 63, 3].item() == pytest.approx(1.0508793592)
+    # the ordinary face: perspective-correct barycentrics of the pixel centre, summing to 1
+    b = fr.bary[0, 22, 22].double()
+    assert b.min() > 0 and b.sum().item() == pytest.approx(1.0, abs=1e-6)
+    tri = screen[0, 3:].detach().double()
+    q = b * tri[:, 2]
+    screen_b = q / q.sum()  # back to screen-space weights: they reproduce the pixel centre
+    torch.testing.assert_close(screen_b @ tri[:, :2], torch.tensor([22.0, 22.0], dtype=torch.float64), atol=1e-4, rtol=0)
+    (fr.bary.sum() + fr.zbuf.sum()).backward()
+    assert torch.isfinite(screen.grad).all()
+
+
 # ------------------------------------------------------------------ gradients
 @pytest.mark.parametrize("perspective_correct", [True, False])
 def test_rasterizer_gradients_match_finite_differences(perspective_correct):

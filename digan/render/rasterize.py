@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["Fragments", "rasterize", "interpolate", "tie_tolerance"]
 
@@ -282,7 +283,16 @@ def fragments_from_pix_to_face(screen: torch.Tensor, faces: torch.Tensor, p2f: t
     w1 = du[:, 2] * dv[:, 0] - dv[:, 2] * du[:, 0]
     w2 = du[:, 0] * dv[:, 1] - dv[:, 0] * du[:, 1]
     wsum = w0 + w1 + w2
-    bary = torch.stack([w0, w1, w2], dim=1) / wsum[:, None]
+    wv = torch.stack([w0, w1, w2], dim=1)
+    # A sliver (nearly collinear vertices) can be found to cover a pixel centre by the first pass
+    # while these edge functions cancel to 0 / 0 in float32 (seen in training: a flipped depth
+    # drew a 1e-4 px^2 triangle whose vertex sat on a pixel centre, and the loss became NaN). Such
+    # a face has no area to interpolate over: take its vertex nearest to the pixel centre. The
+    # safe denominator keeps the unused branch finite, so no NaN reaches the backward pass.
+    ok = wsum.abs() > 1e-4 * wv.abs().sum(1)
+    bary = wv / torch.where(ok, wsum, torch.ones_like(wsum))[:, None]
+    nearest = F.one_hot((du * du + dv * dv).argmin(1), 3).to(bary.dtype)
+    bary = torch.where(ok[:, None], bary, nearest)
     z = tri[..., 2]
     if perspective_correct:
         q = bary / z
