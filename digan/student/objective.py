@@ -129,15 +129,20 @@ class DistillationObjective(nn.Module):
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
         w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation)
         est = g3d.estimate(w, teacher)
-        est_rec = est
-        if lc.rec_depth_grad == "none":  # rec and flip teach albedo, light, view, M; not depth
-            d = est.depth.detach()
-            est_rec = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
+        held: list[Estimate] = []
+
+        def depth_held() -> Estimate:
+            """The estimate with its depth detached (and the albedo de-lit with that depth): the
+            terms the ``*_depth_grad="none"`` switches keep off the depth render this one."""
+            if not held:
+                d = est.depth.detach()
+                held.append(dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light)))
+            return held[0]
+
+        # rec and flip teach albedo, light, view, M; not depth
+        est_rec = depth_held() if lc.rec_depth_grad == "none" else est
         out = g3d.render(est_rec, renderer)
-        est_flip = est_rec
-        if lc.flip_depth_grad == "none" and est_flip.depth.requires_grad:  # flip teaches albedo, light, view, M
-            d = est.depth.detach()
-            est_flip = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
+        est_flip = depth_held() if lc.flip_depth_grad == "none" else est_rec  # flip alone kept off the depth
         flip = g3d.render(est_flip, renderer, flip=True) if lc.flip > 0 else None
         total = w.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
@@ -156,10 +161,8 @@ class DistillationObjective(nn.Module):
             if lc.perturb > 0 or lc.cycle_image > 0:
                 regen, _ = teacher_synthesis(teacher, w_p, features=False)
             if lc.perturb > 0 or lc.identity > 0:
-                est_p = est
-                if lc.perturb_depth_grad == "none":  # the perturbed render teaches DV, DL, M; not depth
-                    d = est.depth.detach()
-                    est_p = dataclasses.replace(est, depth=d, albedo=g3d.albedo(est.canonical, d, est.light))
+                # "none": the perturbed render teaches DV, DL, M; not depth
+                est_p = depth_held() if lc.perturb_depth_grad == "none" else est
                 view_r, light_r = view_raw_p, light_raw_p
                 if lc.perturb_view == "image" and regen is not None:
                     # render at the view and light G(w') shows (R's reading), not the code's
