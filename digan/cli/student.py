@@ -11,6 +11,13 @@ from digan.cli import app
 from digan.cli.common import ConfigOption, SetOption, echo_kv, resolve_device_option, write_command_info
 from digan.cli.groups import bench_app
 
+#: options that mean the same in several commands here (train, bench shape, objective-fit, recover)
+_StudentOption = typer.Option(..., "--student", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt.")
+_SynthOption = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size.")
+_TeacherOption = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records).")
+_InversionOption = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps per batch.")
+_ThreadsOption = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads).")
+
 
 @app.command("train")
 def train_cmd(
@@ -21,7 +28,7 @@ def train_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="Model to train: digan (default), liftgan, hologan (see digan.student.registry)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Total training steps (default from the preset)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+    threads: Optional[int] = _ThreadsOption,
     force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Held-out synthetic heads (digan-bench data synth, teacher's size): SIDE/MAD/roughness logged to OUT/shape_eval.jsonl every train.eval_every steps (train.eval_*); --set train.keep_best=mad also keeps OUT/best.pt."),
     config: Optional[Path] = ConfigOption,
@@ -176,16 +183,16 @@ def _load_student_any(path: Path, teacher: Optional[str]):
 
 @bench_app.command("shape")
 def bench_shape_cmd(
-    student: Path = typer.Option(..., "--student", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
-    data: Path = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
+    student: Path = _StudentOption,
+    data: Path = _SynthOption,
+    teacher: Optional[str] = _TeacherOption,
     n_faces: int = typer.Option(24, "--n-faces", "-n", min=3, help="Synthetic faces to invert and score."),
-    inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps per batch."),
+    inversion_steps: int = _InversionOption,
     relight_faces: int = typer.Option(16, "--relight-faces", min=0, help="Identities for the teacher relighting check (0 = skip it)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the first --figure-faces heads from the side at -60/+60 deg, the true head beside the student's shape (PNG; a .pdf beside it).", dir_okay=False),
     figure_faces: int = typer.Option(6, "--figure-faces", min=3, help="Heads in --figure."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+    threads: Optional[int] = _ThreadsOption,
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
     M really turns a face, relief, inversion PSNR per face (blame inversion or depth), SIDE/MAD
@@ -223,16 +230,16 @@ def bench_shape_cmd(
 
 @bench_app.command("objective-fit")
 def bench_objective_fit_cmd(
-    student: Path = typer.Option(..., "--student", help="DIGAN student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt."),
-    data: Path = typer.Option(..., "--data", "-d", help="Synthetic ground-truth set (digan-bench data synth) at the student's size."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", "-t", help="Teacher checkpoint (default: the one the student records)."),
+    student: Path = _StudentOption,
+    data: Path = _SynthOption,
+    teacher: Optional[str] = _TeacherOption,
     n_faces: int = typer.Option(16, "--n-faces", "-n", min=3, help="Heads to invert and fit."),
     steps: int = typer.Option(100, "--steps", min=1, help="Adam steps on the per-face depth residuals."),
     lr: float = typer.Option(0.01, "--lr", help="Adam learning rate."),
-    inversion_steps: int = typer.Option(60, "--inversion-steps", min=1, help="Teacher inversion steps (as bench shape)."),
+    inversion_steps: int = _InversionOption,
     targets: str = typer.Option("teacher", "--targets", help="teacher: the teacher's images of the inverted codes (what training sees); exact: the heads themselves."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curve as JSON here.", dir_okay=False),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+    threads: Optional[int] = _ThreadsOption,
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Does the student's own objective point at each face's true shape? Its nets held, one free
@@ -282,7 +289,7 @@ def bench_recover_cmd(
     through_teacher: int = typer.Option(0, "--through-teacher", min=0, help="Fit to the teacher's reproductions of the views (each inverted with this many steps) instead of the exact renders; 0 = exact."),
     teacher: str = typer.Option("tiny", "--teacher", "-t", help="Teacher for --through-teacher ('tiny' = the bundled one)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the curves as JSON here.", dir_okay=False),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (torch.set_num_threads)."),
+    threads: Optional[int] = _ThreadsOption,
     overrides: Optional[list[str]] = SetOption,
 ) -> None:
     """Can the depth, renderer and losses DIGAN trains with recover a head at all? Fit depth (and

@@ -356,12 +356,10 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     opt = torch.optim.Adam([g3d.depth_net.offset], lr=lr)
     every = eval_every or max(1, steps // 4)
 
-    refs: dict[str, dict[str, float]] = {}
+    def report() -> dict[str, Any]:
+        return reconstruction_report(held, gt, true_yaw, inversion_steps, w=w)
 
-    def score() -> dict[str, float]:
-        rep = reconstruction_report(held, gt, true_yaw, inversion_steps, w=w)
-        if not refs:  # on the student's pixels at step 0 (bench shape's references)
-            refs.update({k: {"side": float(rep[k]["side"]), "mad": float(rep[k]["mad"])} for k in ("flat_plane", "prior_posed")})
+    def score(rep: dict[str, Any]) -> dict[str, float]:
         row = {}
         for k, path in _FIT_SCORES.items():
             v: Any = rep
@@ -371,7 +369,10 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
         return row
 
     t0 = time.perf_counter()
-    curve = [{"step": 0, **score()}]
+    rep0 = report()
+    # on the student's pixels at step 0 (bench shape's references)
+    refs = {k: {"side": float(rep0[k]["side"]), "mad": float(rep0[k]["mad"])} for k in ("flat_plane", "prior_posed")}
+    curve = [{"step": 0, **score(rep0)}]
     if log:
         log(0, curve[-1])
     dummy = torch.zeros(n, 1, device=dev)
@@ -390,7 +391,7 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
         if step % every == 0 or step == steps:
             # the loss terms averaged over the steps since the last evaluation (each step draws
             # its own perturbed views and lights), before each step's update
-            curve.append({"step": step, "loss": {k: v / since for k, v in sums.items()}, **score()})
+            curve.append({"step": step, "loss": {k: v / since for k, v in sums.items()}, **score(report())})
             sums, since = {}, 0
             if log:
                 log(step, curve[-1])
