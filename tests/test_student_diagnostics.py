@@ -302,3 +302,22 @@ def test_profile_views_truth_and_student_share_one_frame(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_code_spread_against_closed_form():
+    """``code_spread`` compares the codes DV reads with the ones it was trained on: the training
+    codes themselves give exactly 1x, the same codes pushed twice as far from DV's standardising
+    mean exactly 2x, and the teacher's mean code 0."""
+    from digan.student.diagnostics import code_spread
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    ref = st.style(st.latents(1024, seed=0))
+    same = code_spread(st, ref)
+    assert same["ratio"] == pytest.approx(1.0, abs=1e-6) and same["truncation"] == pytest.approx(0.7)
+    m = st.g3d.view_net.w_mean
+    assert code_spread(st, m + 2 * (ref - m))["ratio"] == pytest.approx(2.0, rel=1e-5)
+    assert code_spread(st, m.expand(4, -1))["inverted"] == pytest.approx(0.0, abs=1e-6)
+    # untruncated samples spread further than the truncated ones DV was trained on
+    assert code_spread(st, st.style(st.latents(1024, seed=1), 1.0))["ratio"] > 1.2

@@ -51,7 +51,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "GAIN_YAWS", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
@@ -102,6 +102,21 @@ def yaw_moment(images: torch.Tensor) -> np.ndarray:
 
 #: requested yaws (degrees) of :func:`compose_rotation_gain`
 GAIN_YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
+
+
+def code_spread(student: Student, w: torch.Tensor, n_ref: int = 1024, seed: int = 0) -> dict[str, float]:
+    """How far the codes ``w`` (B,D) spread compared with the codes DV was trained on: the rms of
+    DV's standardised input for ``w`` (``inverted``) and for ``n_ref`` teacher samples at the
+    training truncation (``trained``; seeded), and their ``ratio``. A ratio well above 1 means
+    DV reads these codes where it never learnt (its KAN grid is spline-free outside [-1, 1] and
+    was trained only where the truncated codes lie), which compresses its readings."""
+    vn = student.g3d.view_net
+    ref = student.style(student.latents(int(n_ref), seed=int(seed)))
+    with torch.no_grad():
+        a = float(vn.standardise(w.to(student.device)).pow(2).mean().sqrt())
+        b = float(vn.standardise(ref).pow(2).mean().sqrt())
+    return {"inverted": a, "trained": b, "ratio": a / b if b > 0 else float("nan"),
+            "truncation": float(student.cfg.model.truncation)}
 
 
 def compose_rotation_gain(student: Student, w: torch.Tensor, light_raw: torch.Tensor, images: torch.Tensor,
@@ -256,6 +271,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
+    out["code_spread"] = code_spread(s, wi.detach())
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -397,6 +413,9 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         ("DL light vs true: dx, dy", f"corr {_f(la['dx_corr'], '+.2f')}, {_f(la['dy_corr'], '+.2f')}; "
                                      f"spread {la['direction_std_pred']:.2f} vs {la['direction_std_true']:.2f}"),
         ("M turns G(w) / DV by", f"{_f(rep['compose_gain']['image'], '.2f')} / {_f(rep['compose_gain']['dv'], '.2f')} of the asked yaw"),
+        *([("DV input spread inv./train", f"{_f(rep['code_spread']['inverted'], '.2f')} / {_f(rep['code_spread']['trained'], '.2f')} "
+                                          f"(psi {rep['code_spread']['truncation']:g}): {_f(rep['code_spread']['ratio'], '.2f')}x")]
+          if "code_spread" in rep else []),
         ("relief (depth std)", f"{rep['relief_std']:.4f}"),
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
