@@ -253,6 +253,7 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     assert full["teacher_relighting"]["n_faces"] == 3
     lines = shape_report_lines(full)
     assert any(line.startswith("face form kept by teacher") for line in lines)
+    assert any(line.startswith("DV input spread inv./train") for line in lines)
     assert max(len(line) for line in lines) <= 80
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,
                                                          relight_faces=0)
