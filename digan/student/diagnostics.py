@@ -407,7 +407,7 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         lines.append(f"{i:>4} {_f(pf['true_yaw'][i], '+8.1f')} {_f(pf['pred_yaw'][i], '+7.1f')} {_f(pf['psnr_teacher'][i], '7.1f'):>7} dB "
                      f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
                      f"{_f(ratio, '8.2f'):>8}x")
-    r, ps, la = rep["roughness"], rep["psnr"], rep["light_agreement"]
+    r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
     rows = [
         ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
         ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
@@ -415,9 +415,8 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         ("DL light vs true: dx, dy", f"corr {_f(la['dx_corr'], '+.2f')}, {_f(la['dy_corr'], '+.2f')}; "
                                      f"spread {la['direction_std_pred']:.2f} vs {la['direction_std_true']:.2f}"),
         ("M turns G(w) / DV by", f"{_f(rep['compose_gain']['image'], '.2f')} / {_f(rep['compose_gain']['dv'], '.2f')} of the asked yaw"),
-        *([("DV input spread inv./train", f"{_f(rep['code_spread']['inverted'], '.2f')} / {_f(rep['code_spread']['trained'], '.2f')} "
-                                          f"(psi {rep['code_spread']['truncation']:g}): {_f(rep['code_spread']['ratio'], '.2f')}x")]
-          if "code_spread" in rep else []),
+        ("DV input spread inv./train", f"{_f(cs['inverted'], '.2f')} / {_f(cs['trained'], '.2f')} (psi {cs['truncation']:g}): "
+                                       f"{_f(cs['ratio'], '.2f')}x"),
         ("relief (depth std)", f"{rep['relief_std']:.4f}"),
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
