@@ -3,6 +3,8 @@ errors), inference loading and mesh export, on a small randomly initialised teac
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -293,6 +295,31 @@ def test_nan_loss_keeps_last_good_checkpoint(teacher, tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         train(cfg, tmp_path / "n", teacher=teacher, show_progress=False)
     assert load_torch(tmp_path / "n" / "checkpoint.pt")["step"] == 2
+
+
+def test_nan_loss_keeps_the_loss_rows_logged_before_it(teacher, tmp_path, monkeypatch):
+    """The rows logged after the last checkpoint, up to the divergence, are in losses.csv (they
+    were lost before); a resume from the checkpoint keeps only the rows up to it."""
+    cfg = _cfg("train.steps=6", "train.ckpt_every=3", "train.log_every=1", "train.grid_every=100", "loss.identity=0")
+    from digan.student import objective as O
+
+    orig = O.DistillationObjective.forward
+    calls = [0]
+
+    def nan_at_step_6(self, z, keep=False):
+        total, logs = orig(self, z, keep)
+        calls[0] += 1
+        return (total * float("nan") if calls[0] == 6 else total), logs
+
+    monkeypatch.setattr(O.DistillationObjective, "forward", nan_at_step_6)
+    with pytest.raises(NonFiniteLossError, match="step 6"):
+        train(cfg, tmp_path / "n", teacher=teacher, show_progress=False)
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "n" / "losses.csv"))]
+    assert steps == [1, 2, 3, 4, 5] and load_torch(tmp_path / "n" / "checkpoint.pt")["step"] == 3
+    monkeypatch.setattr(O.DistillationObjective, "forward", orig)
+    train(cfg, tmp_path / "n", teacher=teacher, show_progress=False)
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "n" / "losses.csv"))]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_student_render_light_and_view(teacher, tmp_path):

@@ -34,7 +34,8 @@ device, ``train.lr``) stops with a one-line error; ``--force`` starts over (besi
 which it replaces only when complete). A non-finite loss, non-finite weights or optimiser state
 at a save, or an error caused by them raises :class:`~digan.errors.NonFiniteLossError`: no
 non-finite checkpoint is ever written, the last finite one is kept, and lowering ``train.lr``
-then rerunning resumes from it. One process at a time writes a run folder.
+then rerunning resumes from it. ``losses.csv`` keeps the rows logged up to the stop (also on
+Ctrl-C / kill), so the loss before a divergence can be read. One process at a time writes a run folder.
 
 Under torchrun every process trains on its own latents (seed + rank) with DistributedDataParallel;
 rank 0 writes the outputs.
@@ -50,7 +51,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -465,7 +466,10 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     core.train()
     depth_net = getattr(core, "depth_net", None)
     frozen_depth = list(depth_net.parameters()) if depth_net is not None and cfg.train.depth_warmup > 0 else []
-    with progress() if show_progress else _NullProgress() as bar:
+    # a stop (non-finite loss, Ctrl-C, kill) keeps the loss rows logged since the last checkpoint,
+    # for diagnosis; a resume starts from the checkpoint and re-reads only the rows up to it
+    with _on_stop(lambda: _write_losses(out, rows) if main else None), \
+            (progress() if show_progress else _NullProgress()) as bar:
         task = bar.add_task("train", total=total_steps, completed=start, info="")
         while step < stop:
             z = torch.randn(cfg.train.batch, int(teacher.style_dim), generator=sampler).to(device)
@@ -623,6 +627,16 @@ def _mentions_nonfinite(e: BaseException) -> bool:
     """Whether an error says it met NaN/Inf (e.g. ``linalg.svd ... non-finite values``)."""
     text = str(e).lower()
     return "non-finite" in text or "nan" in text.split() or " inf" in text or "infinity" in text
+
+
+@contextlib.contextmanager
+def _on_stop(keep: Any) -> Iterator[None]:
+    """Run ``keep()`` when the block stops with a non-finite loss or an interrupt, then re-raise."""
+    try:
+        yield
+    except (NonFiniteLossError, KeyboardInterrupt):
+        keep()
+        raise
 
 
 class _NullProgress:
