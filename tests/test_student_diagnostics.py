@@ -254,6 +254,8 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     lines = shape_report_lines(full)
     assert any(line.startswith("face form kept by teacher") for line in lines)
     assert any(line.startswith("DV input spread inv./train") for line in lines)
+    assert any(line.startswith("render-fit yaw vs true yaw") for line in lines)
+    assert len(full["per_face"]["fit_yaw"]) == 3 and np.isfinite(full["render_fit_yaw"]["dv_slope"])
     assert max(len(line) for line in lines) <= 80
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,
                                                          relight_faces=0)
@@ -322,3 +324,33 @@ def test_code_spread_against_closed_form():
     assert code_spread(st, m.expand(4, -1))["inverted"] == pytest.approx(0.0, abs=1e-6)
     # untruncated samples spread further than the truncated ones DV was trained on
     assert code_spread(st, st.style(st.latents(1024, seed=1), 1.0))["ratio"] > 1.2
+
+
+def test_render_fit_yaw_recovers_the_yaw_a_render_was_made_at():
+    """``render_fit_yaw`` reads back the yaw of the student's own renders, on the grid and between
+    grid points (the parabola) within a fraction of a step, beyond the grid its end; the
+    rest of the view (DV's pitch, roll, translation) and the light are held as rendered."""
+    from dataclasses import replace
+
+    from digan.render.types import View
+    from digan.student.diagnostics import render_fit_yaw
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    with torch.no_grad():
+        est = st.estimate(st.style(st.latents(5, seed=2)))
+        yaws = torch.tensor([-24.0, 0.0, 13.3, 37.0, 75.0])
+        rot = est.view.rotation.clone()
+        rot[:, 1] = yaws
+        target = st.g3d.render(replace(est, view=View(rot, est.view.translation)), st.renderer, filter_grads=False).image
+    fit = render_fit_yaw(st, est, target)
+    # on the 2-degree grid: the grid point, moved by the parabola a small fraction of a step
+    assert fit[[0, 1, 3]] == pytest.approx([-24.0, 0.0, 37.0], abs=0.1)
+    assert fit[2] == pytest.approx(13.3, abs=0.5)
+    assert fit[4] == 60.0  # beyond the candidates: the last one, no extrapolation
+    # a coarser grid still brackets the off-grid yaw between its neighbours
+    coarse = render_fit_yaw(st, est, target, yaws=tuple(float(y) for y in range(-60, 61, 10)))
+    assert 10.0 <= coarse[2] <= 20.0
+    with pytest.raises(DiganError, match="at least 3 increasing"):
+        render_fit_yaw(st, est, target, yaws=(0.0, 10.0))

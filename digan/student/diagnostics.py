@@ -152,6 +152,47 @@ def compose_rotation_gain(student: Student, w: torch.Tensor, light_raw: torch.Te
             "calibration_corr": float(cal["corr"])}
 
 
+#: candidate yaws (degrees) of :func:`render_fit_yaw`: -60..60 in 2-degree steps
+FIT_YAWS = tuple(float(y) for y in range(-60, 61, 2))
+
+
+def render_fit_yaw(student: Student, est: Any, target: torch.Tensor, yaws: tuple[float, ...] = FIT_YAWS) -> np.ndarray:
+    """Per face, the yaw (degrees) at which the student's own render of ``est`` best matches
+    ``target`` (B,3,S,S): the L1 of the whole image (what the reconstruction loss compares) over
+    the candidate ``yaws``, DV's pitch, roll and translation and DL's light held, refined between
+    grid points by a parabola through the best and its two neighbours. With the teacher's image
+    of the same code as ``target`` this is the yaw the reconstruction loss asks of DV for that
+    code, so DV's reading can be checked against its own renderer: on the bundle, for 60-step
+    inversions of the tuning heads, it follows the true yaw with slope ~1.0 while DV reads 0.74;
+    for training codes DV agrees with it (README, 3D shape)."""
+    from dataclasses import replace
+
+    from digan.render.types import View
+
+    g = student.g3d
+    grid = np.asarray(yaws, dtype=np.float64)
+    if grid.ndim != 1 or len(grid) < 3 or np.any(np.diff(grid) <= 0):
+        raise DiganError(f"render_fit_yaw needs at least 3 increasing candidate yaws, got {list(yaws)}")
+    errs = []
+    with torch.no_grad():
+        tgt = target.to(student.device)
+        for y in grid:
+            rot = est.view.rotation.clone()
+            rot[:, 1] = float(y)
+            out = g.render(replace(est, view=View(rot, est.view.translation)), student.renderer, filter_grads=False)
+            errs.append((out.image - tgt).abs().flatten(1).mean(1).double().cpu().numpy())
+    e = np.stack(errs)  # (Y, B)
+    i = np.clip(e.argmin(0), 1, len(grid) - 2)
+    cols = np.arange(e.shape[1])
+    lo, mid, hi = e[i - 1, cols], e[i, cols], e[i + 1, cols]
+    curv = lo - 2 * mid + hi
+    off = np.where(curv > 0, 0.5 * (lo - hi) / np.where(curv > 0, curv, 1.0), 0.0).clip(-1, 1)
+    step = np.where(off < 0, grid[i] - grid[i - 1], grid[i + 1] - grid[i])
+    best = grid[i] + off * step
+    at_end = (e.argmin(0) == 0) | (e.argmin(0) == len(grid) - 1)
+    return np.where(at_end, grid[e.argmin(0)], best)
+
+
 def masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-image standard deviation of (B,1,H,W) ``x`` over ``mask`` (population std)."""
     m = mask.to(x.dtype)
@@ -231,7 +272,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
 
-    Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``student``/``flat_plane``/``prior_only``/
+    Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``render_fit_yaw`` (:func:`render_fit_yaw`
+    against the teacher's image of the inverted code, vs the true yaw; ``dv_slope``: DV's yaw
+    regressed on it), ``student``/``flat_plane``/``prior_only``/
     ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``true_pose``
     (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``), ``face``
     (``student`` and ``prior_posed`` on the inner face, and its mean eroded ``pixels``),
@@ -274,6 +317,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
     out["code_spread"] = code_spread(s, wi.detach())
+    fit_yaw = render_fit_yaw(s, e2, inv_img)  # the yaw the reconstruction loss asks of DV for these codes
+    out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -322,7 +367,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     def lst(x: Any) -> list[float]:
         return [float(v) for v in np.asarray(x, dtype=np.float64)]
 
-    out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
+    out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "fit_yaw": lst(fit_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
                        "side": lst(side), "mad": lst(mad), "roughness": lst(r_s), "roughness_gt": lst(r_gt),
                        "detail_corr": lst(dc)}
     return out
@@ -407,9 +452,11 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         lines.append(f"{i:>4} {_f(pf['true_yaw'][i], '+8.1f')} {_f(pf['pred_yaw'][i], '+7.1f')} {_f(pf['psnr_teacher'][i], '7.1f'):>7} dB "
                      f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
                      f"{_f(ratio, '8.2f'):>8}x")
-    r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
+    r, ps, la, cs, fy = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"], rep["render_fit_yaw"]
     rows = [
         ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
+        ("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "
+                                       f"(DV reads {_f(fy['dv_slope'], '.2f')}x it)"),
         ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
         ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
         ("DL light vs true: dx, dy", f"corr {_f(la['dx_corr'], '+.2f')}, {_f(la['dy_corr'], '+.2f')}; "
