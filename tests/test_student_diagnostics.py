@@ -255,6 +255,7 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     assert any(line.startswith("face form kept by teacher") for line in lines)
     assert any(line.startswith("DV input spread inv./train") for line in lines)
     assert any(line.startswith("render-fit yaw vs true yaw") for line in lines)
+    assert any(line.startswith("SIDE / MAD at render-fit yaw") for line in lines)
     assert len(full["per_face"]["fit_yaw"]) == 3 and np.isfinite(full["render_fit_yaw"]["dv_slope"])
     assert max(len(line) for line in lines) <= 80
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,

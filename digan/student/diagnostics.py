@@ -274,7 +274,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
 
     Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``render_fit_yaw`` (:func:`render_fit_yaw`
     against the teacher's image of the inverted code, vs the true yaw; ``dv_slope``: DV's yaw
-    regressed on it), ``student``/``flat_plane``/``prior_only``/
+    regressed on it), ``fit_pose`` (SIDE, MAD of the estimate rendered at that yaw), ``student``/``flat_plane``/``prior_only``/
     ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``true_pose``
     (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``), ``face``
     (``student`` and ``prior_posed`` on the inner face, and its mean eroded ``pixels``),
@@ -348,6 +348,14 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
             tv = View(rotation=gt["rotation"].to(e2.view.rotation), translation=e2.view.translation)
             rend_t = g.render(e2, s.renderer, view=tv, filter_grads=False, extra=g.foreground(e2.depth))
         out["true_pose"] = _scores(rend_t.depth.cpu(), g.view_foreground(rend_t).cpu(), gt)
+    from digan.render.types import View
+
+    with torch.no_grad():  # the same estimate at the render-fit yaw: what the model's own renderer reads
+        rot = e2.view.rotation.clone()
+        rot[:, 1] = torch.as_tensor(fit_yaw, dtype=rot.dtype, device=rot.device)
+        rend_f = g.render(replace(e2, view=View(rot, e2.view.translation)), s.renderer, filter_grads=False,
+                          extra=g.foreground(e2.depth))
+    out["fit_pose"] = _scores(rend_f.depth.cpu(), g.view_foreground(rend_f).cpu(), gt)
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
     out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
@@ -474,6 +482,9 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         tp = rep["true_pose"]
         rows.append(("SIDE / MAD at true rotation", f"{tp['side'] * 100:.3f}e-2 / {tp['mad']:.1f} deg (pose costs "
                                                    f"{rep['student']['mad'] - tp['mad']:+.1f})"))
+    if "fit_pose" in rep:
+        fp = rep["fit_pose"]
+        rows.append(("SIDE / MAD at render-fit yaw", f"{fp['side'] * 100:.3f}e-2 / {fp['mad']:.1f} deg"))
     fc = rep["face"]
     for name, label in (("student", "student"), ("prior_posed", "prior, DV pose")):
         rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
