@@ -238,6 +238,35 @@ def _eval_rec(core, teacher, cfg, z):
         return photometric_loss(core.render(est, renderer, filter_grads=False).image, target).item()
 
 
+def test_code_noise_perturbs_the_codes_the_teacher_draws(teacher):
+    """train.code_noise: each sampled code moves by Gaussian noise of that many w_std per
+    dimension (after the truncation), and the target is the teacher's image of the moved code."""
+    from digan.student.model import teacher_synthesis
+
+    z = torch.randn(4000, int(teacher.style_dim), generator=torch.Generator().manual_seed(0))
+    w0, _ = sample_teacher(teacher, z, 0.7)
+    std = torch.linspace(0.5, 2.0, int(teacher.style_dim))
+    torch.manual_seed(1)
+    w1, img = sample_teacher(teacher, z, 0.7, code_noise=0.3, w_std=std)
+    ratio = (w1 - w0).std(0) / std
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.3), atol=0.02, rtol=0)
+    assert (w1 - w0).mean(0).abs().max() < 0.1
+    torch.testing.assert_close(img[:3], teacher_synthesis(teacher, w1[:3], features=False)[0].clamp(-1, 1))
+    torch.testing.assert_close(sample_teacher(teacher, z[:3], 0.7, code_noise=0.0)[0], w0[:3])
+    # the objective samples its codes with it (and with the student's own w_std)
+    b = get_builder("digan")(_cfg("train.code_noise=0.5", "loss.identity=0"), teacher)
+    seen = []
+    import digan.student.objective as O
+
+    orig = O.sample_teacher
+    try:
+        O.sample_teacher = lambda t, zz, psi, noise=0.0, ws=None: seen.append((noise, ws)) or orig(t, zz, psi, noise, ws)
+        b.objective(torch.randn(2, 32))
+    finally:
+        O.sample_teacher = orig
+    assert seen[0][0] == 0.5 and seen[0][1] is b.core.w_std
+
+
 def test_short_training_lowers_reconstruction_and_resume_is_exact(teacher, tmp_path):
     # the paper's loss balance (the tiny preset's schedule trades reconstruction for symmetry early on)
     cfg = _cfg("train.steps=25", "train.lr=1e-3", "train.ckpt_every=20", "train.grid_every=25", "loss.identity=0",

@@ -228,6 +228,13 @@ class TrainConfig:
     # Experimental: the last step's depth is a noisy pick (see lr_decay)
     ema: float = 0.0
     ema_start: Optional[int] = None
+    # Gaussian noise added to every sampled style code, in units of w's per-dimension std (after
+    # the truncation, before the teacher draws its image; 0 = paper / LiftedGAN). Why: the codes
+    # a teacher inversion finds for a real head lie off the truncated codes the student trains on
+    # (bench shape, "DV input spread": 1.47x), and there DV reads 0.67x the yaw its own render
+    # fits ("render-fit yaw"); noisy codes make the student read such codes from their images.
+    # Experimental (README, 3D shape).
+    code_noise: float = 0.0
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

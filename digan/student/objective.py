@@ -64,13 +64,18 @@ __all__ = ["DistillationObjective", "sample_teacher", "perturbation"]
 
 
 @torch.no_grad()
-def sample_teacher(teacher: Any, z: torch.Tensor, psi: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w (B,D), I_2D (B,3,S,S) clamped to [-1,1]) for latents z with truncation psi."""
+def sample_teacher(teacher: Any, z: torch.Tensor, psi: float, code_noise: float = 0.0,
+                   w_std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w (B,D), I_2D (B,3,S,S) clamped to [-1,1]) for latents z with truncation psi; with
+    ``code_noise`` > 0 (``train.code_noise``), Gaussian noise of that many ``w_std`` (per
+    dimension) is added to w after the truncation, before the teacher draws I_2D."""
     w = teacher.mapping(z)
     if w.dim() == 3:  # some teachers return w+ with identical rows
         w = w[:, 0]
     if psi < 1:
         w = teacher.truncate(w, psi)
+    if code_noise > 0:
+        w = w + float(code_noise) * (w_std if w_std is not None else 1.0) * torch.randn_like(w)
     img, _ = teacher_synthesis(teacher, w, features=False)
     return w, img.clamp(-1, 1)
 
@@ -127,7 +132,7 @@ class DistillationObjective(nn.Module):
         :func:`digan.student.recoverability.objective_fit`)."""
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
-        w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation)
+        w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation, cfg.train.code_noise, g3d.w_std)
         est = g3d.estimate(w, teacher)
         held: list[Estimate] = []
 
