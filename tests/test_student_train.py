@@ -267,6 +267,47 @@ def test_code_noise_perturbs_the_codes_the_teacher_draws(teacher):
     assert seen[0][0] == 0.5 and seen[0][1] is b.core.w_std
 
 
+def test_inverted_code_bank_feeds_part_of_each_batch(teacher, tmp_path):
+    """train.inverted_data: the first inverted_n images of the folder are inverted once (the same
+    codes invert_teacher gives), cached in the run folder (reused, rebuilt when a setting
+    changes), and each batch's first round(fraction * batch) codes come from the bank, with the
+    teacher's images of those codes as targets; a missing folder is a one-line error."""
+    from PIL import Image
+
+    from digan.student.method import invert_teacher
+    from digan.student.model import teacher_synthesis
+    from digan.student.train import inverted_code_bank
+    from digan.teacher.data import ImageFolderData
+
+    imgs = tmp_path / "real" / "images"
+    imgs.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(imgs / f"{i:03d}.png")
+    cfg = _cfg(f"train.inverted_data={tmp_path / 'real'}", "train.inverted_n=3", "train.inverted_steps=2",
+               "train.inverted_fraction=0.5", "loss.identity=0")
+    b = get_builder("digan")(cfg, teacher)
+    bank = inverted_code_bank(cfg, teacher, b.core.w_std, tmp_path / "run", "cpu")
+    ref = invert_teacher(teacher, ImageFolderData(imgs, mirror=False, cache_gb=0).load([0, 1, 2]), b.core.w_std, 2)
+    torch.testing.assert_close(bank, ref)
+    assert (tmp_path / "run" / "inverted_codes.pt").is_file()
+    torch.testing.assert_close(inverted_code_bank(cfg, teacher, b.core.w_std, tmp_path / "run", "cpu"), bank)  # cached
+    more = make_config("tiny", overrides=["train.w_stats_samples=512", f"train.inverted_data={imgs}", "train.inverted_n=4",
+                                          "train.inverted_steps=2"])
+    assert inverted_code_bank(more, teacher, b.core.w_std, tmp_path / "run", "cpu").shape[0] == 4  # rebuilt
+    b.objective.code_bank = bank
+    b.objective(torch.randn(4, 32), keep=True)
+    tgt = b.objective.last["target"]
+    imgs_bank = teacher_synthesis(teacher, bank, features=False)[0].clamp(-1, 1)
+    for i in range(2):  # round(0.5 * 4) codes from the bank, their teacher images as targets
+        assert min(float((tgt[i] - im).abs().max()) for im in imgs_bank) < 1e-5
+    for i in range(2, 4):
+        assert min(float((tgt[i] - im).abs().max()) for im in imgs_bank) > 1e-3
+    bad = _cfg(f"train.inverted_data={tmp_path / 'nowhere'}")
+    with pytest.raises(DiganError, match="not a folder of images"):
+        inverted_code_bank(bad, teacher, b.core.w_std, tmp_path / "run2", "cpu")
+
+
 def test_short_training_lowers_reconstruction_and_resume_is_exact(teacher, tmp_path):
     # the paper's loss balance (the tiny preset's schedule trades reconstruction for symmetry early on)
     cfg = _cfg("train.steps=25", "train.lr=1e-3", "train.ckpt_every=20", "train.grid_every=25", "loss.identity=0",

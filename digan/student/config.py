@@ -235,6 +235,18 @@ class TrainConfig:
     # fits ("render-fit yaw"); noisy codes make the student read such codes from their images.
     # Experimental (README, 3D shape).
     code_noise: float = 0.0
+    # codes of real images: the first inverted_n images of this folder (e.g. the teacher's own
+    # training images; never the heads you evaluate on) are inverted into the teacher once
+    # (inverted_steps steps, as bench shape inverts; cached in OUT/inverted_codes.pt), and in
+    # every batch a fraction inverted_fraction of the sampled codes is replaced by codes drawn
+    # from that bank (the target stays the teacher's image of the code). None = off (paper /
+    # LiftedGAN: sampled codes only). Why: a user reconstructs a photo through such an
+    # inversion, and there DV reads 0.67x the yaw its own render fits (bench shape,
+    # "render-fit yaw"), while on sampled codes it reads what its render fits. Experimental.
+    inverted_data: Optional[str] = None
+    inverted_n: int = 512
+    inverted_steps: int = 60
+    inverted_fraction: float = 0.5
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

@@ -117,6 +117,8 @@ class DistillationObjective(nn.Module):
         self._teacher = [teacher]  # not a sub-module: frozen, not saved, not synchronised
         self.renderer = renderer
         self.last: dict[str, Any] = {}
+        #: (N,D) style codes of inverted real images (train.inverted_data), set by the training loop
+        self.code_bank: torch.Tensor | None = None
 
     @property
     def teacher(self) -> Any:
@@ -133,6 +135,14 @@ class DistillationObjective(nn.Module):
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
         w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation, cfg.train.code_noise, g3d.w_std)
+        if batch is None and self.code_bank is not None:  # train.inverted_data: part of the batch from inverted real images
+            k = int(round(float(cfg.train.inverted_fraction) * w.shape[0]))
+            if k > 0:
+                idx = torch.randint(self.code_bank.shape[0], (k,))
+                wb = self.code_bank[idx].to(w)
+                with torch.no_grad():
+                    tb, _ = teacher_synthesis(teacher, wb, features=False)
+                w, target = torch.cat([wb, w[k:]]), torch.cat([tb.clamp(-1, 1), target[k:]])
         est = g3d.estimate(w, teacher)
         held: list[Estimate] = []
 

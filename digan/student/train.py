@@ -386,6 +386,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     def averaged():  # the weight average in core for a block (train.ema), else nothing
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
+    if cfg.train.inverted_data:
+        obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=main, show=main and show_progress)
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -627,6 +629,51 @@ def _mentions_nonfinite(e: BaseException) -> bool:
     """Whether an error says it met NaN/Inf (e.g. ``linalg.svd ... non-finite values``)."""
     text = str(e).lower()
     return "non-finite" in text or "nan" in text.split() or " inf" in text or "infinity" in text
+
+
+def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
+                       write: bool = True, show: bool = False) -> torch.Tensor:
+    """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
+    ``train.inverted_data``, each inverted into the teacher with ``train.inverted_steps`` steps
+    (:func:`digan.student.method.invert_teacher`, as ``bench shape`` inverts). Cached in
+    ``OUT/inverted_codes.pt`` with the folder, count, steps and the teacher's hash; a cache made
+    with other settings is rebuilt. A folder that is missing, empty or not at the teacher's size
+    gives a one-line :class:`DiganError`. ``show``: a progress bar."""
+    from digan.student.method import invert_teacher
+    from digan.teacher.data import ImageFolderData
+
+    tc = cfg.train
+    folder = Path(str(tc.inverted_data)).expanduser()
+    n, steps = int(tc.inverted_n), int(tc.inverted_steps)
+    if n < 1 or steps < 0 or not 0.0 <= float(tc.inverted_fraction) <= 1.0:
+        raise DiganError(f"train.inverted_n must be >= 1, inverted_steps >= 0 and inverted_fraction in [0, 1] (got {n}, {steps}, "
+                         f"{tc.inverted_fraction})")
+    if (folder / "images").is_dir():  # a digan-bench data set: its images/ subfolder
+        folder = folder / "images"
+    if not folder.is_dir():
+        raise DiganError(f"train.inverted_data: {folder} is not a folder of images; pass the teacher's training images "
+                         "(e.g. data/synth64/images)")
+    size = int(teacher.size) if hasattr(teacher, "size") else None
+    key = {"folder": str(folder.resolve()), "n": n, "steps": steps, "teacher": teacher_tensor_hash(teacher)}
+    cache = out / "inverted_codes.pt"
+    if cache.is_file():
+        c = load_torch(cache, what="inverted code cache")
+        if c.get("key") == key:
+            return c["codes"].to(device)
+    data = ImageFolderData(folder, size=size, mirror=False, cache_gb=0.0)
+    idx = list(range(min(n, len(data))))
+    codes = []
+    with progress() if show else _NullProgress() as bar:
+        task = bar.add_task("invert", total=len(idx), completed=0, info=f"{folder.name}, {steps} steps")
+        for i in range(0, len(idx), 64):
+            imgs = data.load(idx[i:i + 64]).to(device)
+            codes.append(invert_teacher(teacher, imgs, w_std.to(device), steps).cpu())
+            bar.update(task, completed=i + imgs.shape[0])
+    bank = torch.cat(codes)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        save_torch(cache, {"key": key, "codes": bank})
+    return bank.to(device)
 
 
 @contextlib.contextmanager

@@ -103,7 +103,7 @@ class ImageFolderData:
                 a = _read(self.files[j])
                 if a.shape[:2] != (self.size, self.size):
                     raise DiganError(f"image {self.files[j]} is {a.shape[1]}x{a.shape[0]}, the others {self.size}x{self.size}")
-                t = torch.from_numpy(a).permute(2, 0, 1)
+                t = torch.from_numpy(np.array(a)).permute(2, 0, 1)  # a writable copy
             imgs.append(t.flip(-1) if flip else t)
         return torch.stack(imgs).float() / 127.5 - 1.0
 
