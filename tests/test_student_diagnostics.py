@@ -257,6 +257,13 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     assert any(line.startswith("render-fit yaw vs true yaw") for line in lines)
     assert any(line.startswith("SIDE / MAD at render-fit yaw") for line in lines)
     assert len(full["per_face"]["fit_yaw"]) == 3 and np.isfinite(full["render_fit_yaw"]["dv_slope"])
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+
+    gt, yaw = load_eval_faces(tmp_path / "gt", 3, 64)
+    quick = reconstruction_report(st, gt, yaw, 2, render_fit=False)  # the training log's pass: no render fit
+    assert "render_fit_yaw" not in quick and "fit_pose" not in quick and "fit_yaw" not in quick["per_face"]
+    without = {**{k: v for k, v in full.items() if k not in ("render_fit_yaw", "fit_pose")}, **quick}
+    assert not any(line.startswith(("render-fit yaw", "SIDE / MAD at render-fit")) for line in shape_report_lines(without))
     assert max(len(line) for line in lines) <= 80
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,
                                                          relight_faces=0)

@@ -243,13 +243,13 @@ def test_code_noise_perturbs_the_codes_the_teacher_draws(teacher):
     dimension (after the truncation), and the target is the teacher's image of the moved code."""
     from digan.student.model import teacher_synthesis
 
-    z = torch.randn(4000, int(teacher.style_dim), generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1000, int(teacher.style_dim), generator=torch.Generator().manual_seed(0))
     w0, _ = sample_teacher(teacher, z, 0.7)
     std = torch.linspace(0.5, 2.0, int(teacher.style_dim))
     torch.manual_seed(1)
     w1, img = sample_teacher(teacher, z, 0.7, code_noise=0.3, w_std=std)
     ratio = (w1 - w0).std(0) / std
-    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.3), atol=0.02, rtol=0)
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.3), atol=0.03, rtol=0)
     assert (w1 - w0).mean(0).abs().max() < 0.1
     torch.testing.assert_close(img[:3], teacher_synthesis(teacher, w1[:3], features=False)[0].clamp(-1, 1))
     torch.testing.assert_close(sample_teacher(teacher, z[:3], 0.7, code_noise=0.0)[0], w0[:3])

@@ -267,7 +267,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
 
 
 def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int,
-                          w: torch.Tensor | None = None) -> dict[str, Any]:
+                          w: torch.Tensor | None = None, render_fit: bool = True) -> dict[str, Any]:
     """Invert each ground-truth image into the teacher, estimate and render the face at its
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
@@ -287,7 +287,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     depth and of the posed prior against the ground truth on the inner face, curvature at
     :data:`DETAIL_SIGMA_64` px per 64: ``corr``, ``std_ratio``, ``prior_posed_corr``), the two
     L1 errors, and ``per_face`` lists. ``w``: style codes already inverted from ``gt["image"]``
-    (skips the inversion).
+    (skips the inversion). ``render_fit=False`` skips ``render_fit_yaw`` and ``fit_pose`` (62
+    renders; the evaluation during training does not log them).
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
@@ -317,8 +318,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
     out["code_spread"] = code_spread(s, wi.detach())
-    fit_yaw = render_fit_yaw(s, e2, inv_img)  # the yaw the reconstruction loss asks of DV for these codes
-    out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
+    fit_yaw = render_fit_yaw(s, e2, inv_img) if render_fit else None  # the yaw the reconstruction loss asks of DV here
+    if fit_yaw is not None:
+        out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -348,14 +350,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
             tv = View(rotation=gt["rotation"].to(e2.view.rotation), translation=e2.view.translation)
             rend_t = g.render(e2, s.renderer, view=tv, filter_grads=False, extra=g.foreground(e2.depth))
         out["true_pose"] = _scores(rend_t.depth.cpu(), g.view_foreground(rend_t).cpu(), gt)
-    from digan.render.types import View
+    if fit_yaw is not None:  # the same estimate at the render-fit yaw: what the model's own renderer reads
+        from digan.render.types import View
 
-    with torch.no_grad():  # the same estimate at the render-fit yaw: what the model's own renderer reads
-        rot = e2.view.rotation.clone()
-        rot[:, 1] = torch.as_tensor(fit_yaw, dtype=rot.dtype, device=rot.device)
-        rend_f = g.render(replace(e2, view=View(rot, e2.view.translation)), s.renderer, filter_grads=False,
-                          extra=g.foreground(e2.depth))
-    out["fit_pose"] = _scores(rend_f.depth.cpu(), g.view_foreground(rend_f).cpu(), gt)
+        with torch.no_grad():
+            rot = e2.view.rotation.clone()
+            rot[:, 1] = torch.as_tensor(fit_yaw, dtype=rot.dtype, device=rot.device)
+            rend_f = g.render(replace(e2, view=View(rot, e2.view.translation)), s.renderer, filter_grads=False,
+                              extra=g.foreground(e2.depth))
+        out["fit_pose"] = _scores(rend_f.depth.cpu(), g.view_foreground(rend_f).cpu(), gt)
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
     out["inverted_relief"] = _scores(torch.where(m, 2 * mu.view(-1, 1, 1, 1) - depth, depth), mask, gt)
@@ -375,9 +378,11 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     def lst(x: Any) -> list[float]:
         return [float(v) for v in np.asarray(x, dtype=np.float64)]
 
-    out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "fit_yaw": lst(fit_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
+    out["per_face"] = {"true_yaw": lst(true_yaw), "pred_yaw": lst(pred_yaw), "psnr_teacher": lst(psnr_t), "psnr_student": lst(psnr_s),
                        "side": lst(side), "mad": lst(mad), "roughness": lst(r_s), "roughness_gt": lst(r_gt),
                        "detail_corr": lst(dc)}
+    if fit_yaw is not None:
+        out["per_face"]["fit_yaw"] = lst(fit_yaw)
     return out
 
 
@@ -460,11 +465,13 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         lines.append(f"{i:>4} {_f(pf['true_yaw'][i], '+8.1f')} {_f(pf['pred_yaw'][i], '+7.1f')} {_f(pf['psnr_teacher'][i], '7.1f'):>7} dB "
                      f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
                      f"{_f(ratio, '8.2f'):>8}x")
-    r, ps, la, cs, fy = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"], rep["render_fit_yaw"]
-    rows = [
-        ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"),
-        ("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "
-                                       f"(DV reads {_f(fy['dv_slope'], '.2f')}x it)"),
+    r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
+    rows = [("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}")]
+    if "render_fit_yaw" in rep:
+        fy = rep["render_fit_yaw"]
+        rows.append(("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "
+                                                   f"(DV reads {_f(fy['dv_slope'], '.2f')}x it)"))
+    rows += [
         ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
         ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
         ("DL light vs true: dx, dy", f"corr {_f(la['dx_corr'], '+.2f')}, {_f(la['dy_corr'], '+.2f')}; "
@@ -626,7 +633,7 @@ class TrainingShapeEval:
         g3d.eval()
         try:
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                rep = reconstruction_report(self.student, self.gt, self.true_yaw, self.inversion_steps)
+                rep = reconstruction_report(self.student, self.gt, self.true_yaw, self.inversion_steps, render_fit=False)
         finally:
             g3d.train(was)
         row = shape_eval_row(step, rep, time.time() - t0)

@@ -357,7 +357,7 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     every = eval_every or max(1, steps // 4)
 
     def report() -> dict[str, Any]:
-        return reconstruction_report(held, gt, true_yaw, inversion_steps, w=w)
+        return reconstruction_report(held, gt, true_yaw, inversion_steps, w=w, render_fit=False)
 
     def score(rep: dict[str, Any]) -> dict[str, float]:
         row = {}
