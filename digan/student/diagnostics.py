@@ -152,6 +152,16 @@ def compose_rotation_gain(student: Student, w: torch.Tensor, light_raw: torch.Te
             "calibration_corr": float(cal["corr"])}
 
 
+def _at_yaw(view: Any, yaw: float | np.ndarray) -> Any:
+    """``view`` (a :class:`~digan.render.types.View`) with its yaw set to ``yaw`` (degrees, one
+    value or one per face); pitch, roll and translation kept."""
+    from digan.render.types import View
+
+    rot = view.rotation.clone()
+    rot[:, 1] = torch.as_tensor(yaw, dtype=rot.dtype, device=rot.device)
+    return View(rot, view.translation)
+
+
 #: candidate yaws (degrees) of :func:`render_fit_yaw`: -60..60 in 2-degree steps
 FIT_YAWS = tuple(float(y) for y in range(-60, 61, 2))
 
@@ -165,10 +175,6 @@ def render_fit_yaw(student: Student, est: Any, target: torch.Tensor, yaws: tuple
     code, so DV's reading can be checked against its own renderer: on the bundle, for 60-step
     inversions of the tuning heads, it follows the true yaw with slope ~1.0 while DV reads 0.74;
     for training codes DV agrees with it (README, 3D shape)."""
-    from dataclasses import replace
-
-    from digan.render.types import View
-
     g = student.g3d
     grid = np.asarray(yaws, dtype=np.float64)
     if grid.ndim != 1 or len(grid) < 3 or np.any(np.diff(grid) <= 0):
@@ -177,9 +183,7 @@ def render_fit_yaw(student: Student, est: Any, target: torch.Tensor, yaws: tuple
     with torch.no_grad():
         tgt = target.to(student.device)
         for y in grid:
-            rot = est.view.rotation.clone()
-            rot[:, 1] = float(y)
-            out = g.render(replace(est, view=View(rot, est.view.translation)), student.renderer, filter_grads=False)
+            out = g.render(est, student.renderer, view=_at_yaw(est.view, float(y)), filter_grads=False)
             errs.append((out.image - tgt).abs().flatten(1).mean(1).double().cpu().numpy())
     e = np.stack(errs)  # (Y, B)
     i = np.clip(e.argmin(0), 1, len(grid) - 2)
@@ -351,13 +355,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
             rend_t = g.render(e2, s.renderer, view=tv, filter_grads=False, extra=g.foreground(e2.depth))
         out["true_pose"] = _scores(rend_t.depth.cpu(), g.view_foreground(rend_t).cpu(), gt)
     if fit_yaw is not None:  # the same estimate at the render-fit yaw: what the model's own renderer reads
-        from digan.render.types import View
-
         with torch.no_grad():
-            rot = e2.view.rotation.clone()
-            rot[:, 1] = torch.as_tensor(fit_yaw, dtype=rot.dtype, device=rot.device)
-            rend_f = g.render(replace(e2, view=View(rot, e2.view.translation)), s.renderer, filter_grads=False,
-                              extra=g.foreground(e2.depth))
+            rend_f = g.render(e2, s.renderer, view=_at_yaw(e2.view, fit_yaw), filter_grads=False, extra=g.foreground(e2.depth))
         out["fit_pose"] = _scores(rend_f.depth.cpu(), g.view_foreground(rend_f).cpu(), gt)
     m = mask > 0.5
     mu = (depth * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)

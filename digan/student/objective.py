@@ -134,15 +134,18 @@ class DistillationObjective(nn.Module):
         :func:`digan.student.recoverability.objective_fit`)."""
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
-        w, target = batch if batch is not None else sample_teacher(teacher, z, cfg.model.truncation, cfg.train.code_noise, g3d.w_std)
-        if batch is None and self.code_bank is not None:  # train.inverted_data: part of the batch from inverted real images
-            k = int(round(float(cfg.train.inverted_fraction) * w.shape[0]))
-            if k > 0:
-                idx = torch.randint(self.code_bank.shape[0], (k,))
-                wb = self.code_bank[idx].to(w)
+        if batch is not None:
+            w, target = batch
+        else:
+            bank = self.code_bank  # train.inverted_data: the first k codes come from inverted real images
+            k = int(round(float(cfg.train.inverted_fraction) * z.shape[0])) if bank is not None else 0
+            parts = [sample_teacher(teacher, z[k:], cfg.model.truncation, cfg.train.code_noise, g3d.w_std)] if k < z.shape[0] else []
+            if k > 0:  # only the codes kept are drawn by the teacher
+                wb = bank[torch.randint(bank.shape[0], (k,))].to(z)
                 with torch.no_grad():
                     tb, _ = teacher_synthesis(teacher, wb, features=False)
-                w, target = torch.cat([wb, w[k:]]), torch.cat([tb.clamp(-1, 1), target[k:]])
+                parts.insert(0, (wb, tb.clamp(-1, 1)))
+            w, target = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         est = g3d.estimate(w, teacher)
         held: list[Estimate] = []
 
