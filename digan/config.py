@@ -84,6 +84,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except DiganError as e:  # try the next member of the union
                 errors.append(str(e))
+        if len(errors) == 1:  # Optional[X]: X's own message ("expected a list"), not "expected Optional"
+            raise DiganError(errors[0] + " (or null)")
         raise DiganError(f"bad value {value!r} for {where}: expected {_tname(tp)}")
     if origin is Literal:
         if value in args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from digan.cli import main
 from digan.student.testing import save_random_teacher
@@ -83,6 +84,35 @@ def test_cli_errors_are_one_line(teacher_file, tmp_path, capsys):
     assert rc == 2 and "unknown config key 'loss.nope'" in capsys.readouterr().err
     rc = main(["export", "--student", str(teacher_file), "--out", str(tmp_path / "m")])
     assert rc == 2 and "not a digan-bench student checkpoint" in capsys.readouterr().err
+
+
+def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
+    """train, then calibrate-view: a run folder with the calibrated student (only DV trained),
+    its summary; a missing student, a non-student file and a fraction of 0 are one-line errors."""
+    import numpy as np
+    from PIL import Image
+
+    from digan.utils.io import load_torch
+
+    out = tmp_path / "run"
+    assert main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), *_SMALL]) == 0
+    (tmp_path / "real").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    cal = tmp_path / "cal"
+    capsys.readouterr()
+    rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(tmp_path / "real"), "--out", str(cal),
+               "--steps", "2", "--n", "2", "--inversion-steps", "1", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
+    assert rc == 0 and "view calibration" in capsys.readouterr().out
+    a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("depth_net."))
+    assert json.loads((cal / "config.json").read_text())["train"]["trainable"] == ["view_net"]
+    for args, msg in (([str(tmp_path / "none.pt")], "not found"), ([str(teacher_file)], "not a digan-bench student checkpoint"),
+                      ([str(out / "student.pt"), "--fraction", "0"], "out of range")):
+        rc = main(["calibrate-view", "--student", args[0], "--images", str(tmp_path / "real"), "--out", str(tmp_path / "x"), *args[1:]])
+        err = capsys.readouterr().err
+        assert rc == 2 and msg in err and err.count("\n") == 1, err
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ import typer
 from digan.cli import app
 from digan.cli.common import ConfigOption, SetOption, echo_kv, resolve_device_option, write_command_info
 from digan.cli.groups import bench_app
+from digan.student.calibrate import CalibrationSettings
+
+_CAL = CalibrationSettings()  # the calibration's defaults, owned by digan.student.calibrate
 
 #: options that mean the same in several commands here (train, bench shape, objective-fit, recover)
 _StudentOption = typer.Option(..., "--student", help="Student checkpoint (student.pt), e.g. digan/assets/tiny_student_64.pt.")
@@ -74,6 +77,42 @@ def train_cmd(
                if res.best else {}),
         })
     dist.cleanup()
+
+
+@app.command("calibrate-view")
+def calibrate_view_cmd(
+    student: Path = _StudentOption,
+    images: Path = typer.Option(..., "--images", "-i", help="Real heads to adapt DV to: the teacher's own training images (a folder, or a data set with images/); never the heads you evaluate on."),
+    out: Path = typer.Option(Path("runs/calibrated"), "--out", "-o", help="Run folder (resumed when it holds a checkpoint); OUT/student.pt is the calibrated student."),
+    teacher: Optional[str] = _TeacherOption,
+    steps: int = typer.Option(_CAL.steps, "--steps", min=1, help="Calibration steps (only DV learns)."),
+    lr: float = typer.Option(_CAL.lr, "--lr", min=0.0, help="Learning rate of DV."),
+    fraction: float = typer.Option(_CAL.fraction, "--fraction", min=0.0, max=1.0, help="Share of each batch from the inverted heads (the rest: teacher samples)."),
+    n: int = typer.Option(_CAL.n, "--n", min=1, help="Heads inverted (the first N files)."),
+    inversion_steps: int = typer.Option(_CAL.inversion_steps, "--inversion-steps", min=0, help="Teacher inversion steps per head (bench shape: 60)."),
+    seed: int = typer.Option(_CAL.seed, "--seed", help="Seed of the batches."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Tuning heads (digan-bench data synth) to log SIDE/MAD and DV's yaw on during the run."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
+    threads: Optional[int] = _ThreadsOption,
+    force: bool = typer.Option(False, "--force", help="Ignore an existing checkpoint in --out and start over."),
+    overrides: Optional[list[str]] = SetOption,
+) -> None:
+    """Adapt a trained student's view net DV to inverted real heads (all else held); resumable."""
+    from digan.student.calibrate import calibrate_view
+
+    extra = list(overrides or [])
+    if device is not None:
+        extra.append(f"train.device={resolve_device_option(device)}")
+    if threads is not None:
+        extra.append(f"train.threads={threads}")
+    settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed)
+    res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=extra, eval_data=eval_data, force=force)
+    echo_kv("view calibration", {
+        "from": str(student), "steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
+        "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
+        **_last_shape_eval(res.out_dir),
+        "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
+    })
 
 
 def _last_shape_eval(run_dir: Path) -> dict[str, str]:

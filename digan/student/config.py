@@ -205,6 +205,10 @@ class TrainConfig:
     w_stats_samples: int = 10_000  # samples for w mean/std (LiftedGAN: 50,000)
     device: Optional[str] = None  # None: cuda when available
     init_from: Optional[str] = None  # start from another student checkpoint's weights (fine-tuning)
+    # the sub-networks of G3D that learn (names of its modules: view_net, light_net, depth_net,
+    # trans_net, compose, ...); the rest are held at their initial (train.init_from) weights.
+    # None = all (paper / LiftedGAN). Used by the view calibration (digan.student.calibrate).
+    trainable: Optional[list[str]] = None
     # steps at the start during which DS (the depth net) is not updated: the depth stays at its
     # initialisation (the convex model.depth_prior) while DV, DL, M and DT learn to rotate and
     # light a convex head; 0 = paper / LiftedGAN (see digan.student.train.train)

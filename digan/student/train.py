@@ -66,7 +66,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "hold_untrained", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
 #: ``train.lr`` may also change on resume: the non-finite-loss message tells users to lower it
@@ -178,6 +178,26 @@ def init_weights(core: torch.nn.Module, path: str | Path) -> None:
     if bad or missing:
         raise DiganError(f"train.init_from {path} does not fit this model (first mismatch: {(bad or missing)[0]}); use a checkpoint of the same preset/variant")
     core.load_state_dict(sd, strict=False)
+
+
+def hold_untrained(core: torch.nn.Module, names: list[str] | None) -> None:
+    """``train.trainable``: every parameter of ``core`` outside the sub-networks ``names`` (its
+    child modules, e.g. ``view_net``) stops requiring a gradient, so the optimiser never sees it
+    and its weights stay as initialised; None or empty: all learn. An unknown name, or one whose
+    sub-network this model does not have (e.g. ``trans_net`` without the transformation map), is
+    a one-line :class:`DiganError` listing the names there are."""
+    if not names:
+        return
+    if isinstance(names, str):
+        names = [names]
+    children = {n: m for n, m in core.named_children() if m is not None and any(True for _ in m.parameters())}
+    unknown = [n for n in names if n not in children]
+    if unknown:
+        raise DiganError(f"train.trainable: this model has no sub-network '{unknown[0]}'; choose from: {', '.join(children)}")
+    keep = {id(p) for n in names for p in children[n].parameters()}
+    for p in core.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
 
 
 def _rng_state(sampler: torch.Generator) -> dict[str, Any]:
@@ -358,6 +378,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
 
     built = get_builder(cfg.model.name)(cfg, teacher, device)
     core, obj = built.core, built.objective
+    hold_untrained(core, cfg.train.trainable)
     opt = torch.optim.Adam(_param_groups(core, cfg), lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay)
     start = 0
     if state is not None:
@@ -399,7 +420,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
         write_run_info(out / "run.json", "train", config=cfg, seeds={"train": cfg.train.seed},
-                       weights={"teacher": teacher_path} if teacher_path else None,
+                       weights={"teacher": teacher_path if teacher_path else None, "init_from": cfg.train.init_from},
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
                               "world_size": dist.world_size(), "losses": built.info})
     rows = _read_losses(out / "losses.csv", start) if main else []

@@ -1,0 +1,111 @@
+"""View calibration: a trained student's view net DV adapted to the codes a teacher inversion
+finds for real heads (``digan-bench calibrate-view``).
+
+Why. DIGAN reconstructs a photo through a teacher inversion, and the codes that inversion finds
+lie off the truncated samples G3D trains on (``bench shape``, "DV input spread inv./train":
+1.47x). There DV reads only about 0.7x the yaw its own render fits ("render-fit yaw"), while on
+sampled codes it reads what its render fits. Training on such codes from the start
+(``train.inverted_data``) lets depth and view settle on a smaller turn and a deeper relief;
+this stage instead holds everything but DV.
+
+What. A new training run (resumable, logged like any other; see :func:`digan.student.train.train`)
+that starts from the student's weights (``train.init_from``) with its own config, and then:
+
+* ``train.trainable = [view_net]``: only DV learns; depth, texture, light, the transformation
+  map and M keep the student's weights, so the canonical shape and texture are the student's
+  and only the view of a reconstruction changes;
+* ``train.inverted_data`` = a folder of real heads (the teacher's own training images; never
+  the heads you evaluate on), inverted once as ``bench shape`` inverts them (60 steps, cached in
+  the run folder), making up ``fraction`` of every batch; the rest are the teacher's samples as
+  in training, so DV keeps reading those;
+* the loss is the reconstruction with its flip term (the render at DV's view against the
+  teacher's image of the code), DIGAN's ``loss.rec`` and ``loss.flip``; the perturbation,
+  cycle, identity, w, albedo and canonical terms are off (they train M, the depth or the
+  albedo, which are held here, or DV on perturbed codes, which a reconstruction never reads).
+
+Not in DIGAN or LiftedGAN (README, 3D shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digan.config import apply_overrides
+from digan.errors import DiganError
+from digan.student.config import StudentConfig
+
+__all__ = ["CALIBRATION_OVERRIDES", "CalibrationSettings", "calibration_config", "calibrate_view"]
+
+#: what a calibration run changes in the student's own config (see the module docstring)
+CALIBRATION_OVERRIDES: list[str] = [
+    "train.trainable=[view_net]",
+    "loss.perturb=0", "loss.cycle=0", "loss.identity=0", "loss.w_reg=0", "loss.albedo=0",
+    "loss.canonical_symmetry=0", "loss.canonical_cycle=0", "loss.cycle_image=0",
+    "train.depth_warmup=0", "train.ema=0", "train.ema_start=null", "train.lr_decay=none",
+    "train.keep_best=null", "train.code_noise=0",
+]
+
+
+@dataclass
+class CalibrationSettings:
+    """The calibration's own schedule (measured on the tuning heads, README "3D shape")."""
+
+    steps: int = 600
+    lr: float = 3e-4
+    fraction: float = 0.5  # share of every batch drawn from the inverted heads
+    n: int = 512  # heads inverted (the first n files of the folder)
+    inversion_steps: int = 60  # as bench shape inverts
+    seed: int = 0
+
+
+def calibration_config(student: str | Path, images: str | Path, settings: CalibrationSettings | None = None,
+                       overrides: list[str] | None = None) -> StudentConfig:
+    """The config of a calibration run of ``student`` on the heads in ``images``: the student's
+    own config with :data:`CALIBRATION_OVERRIDES`, ``settings`` and ``overrides`` (last)."""
+    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint
+    from digan.utils.io import load_torch
+
+    s = settings or CalibrationSettings()
+    path = Path(student)
+    if not path.is_file():
+        raise DiganError(f"student checkpoint {path} not found; pass the student.pt to calibrate (e.g. digan/assets/tiny_student_64.pt)")
+    ck = load_torch(path, what="student checkpoint")
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise DiganError(f"{path} is not a digan-bench student checkpoint (train one with digan-bench train)")
+    cfg = load_config_from_checkpoint(ck, path)
+    if getattr(cfg.model, "name", "digan") not in ("digan", "liftgan"):
+        raise DiganError(f"calibrate-view handles G3D students (digan, liftgan), not '{cfg.model.name}'")
+    if s.steps < 1 or s.n < 1 or s.inversion_steps < 0 or not 0.0 < s.fraction <= 1.0 or not s.lr > 0:
+        raise DiganError(f"calibration settings out of range (steps {s.steps}, n {s.n}, inversion steps {s.inversion_steps}, "
+                         f"fraction {s.fraction}, lr {s.lr}): steps, n >= 1, inversion steps >= 0, fraction in (0, 1], lr > 0")
+    cfg = apply_overrides(cfg, CALIBRATION_OVERRIDES + [
+        f"train.steps={s.steps}", f"train.lr={s.lr}", f"train.inverted_fraction={s.fraction}",
+        f"train.inverted_n={s.n}", f"train.inverted_steps={s.inversion_steps}", f"train.seed={s.seed}",
+        f"train.ckpt_every={min(int(cfg.train.ckpt_every), s.steps)}", f"train.grid_every={min(int(cfg.train.grid_every), s.steps)}",
+    ] + list(overrides or []))
+    # paths are set directly: a path is not a YAML scalar
+    cfg.train.init_from = str(path)
+    cfg.train.inverted_data = str(images)
+    return cfg
+
+
+def calibrate_view(student: str | Path, images: str | Path, out: str | Path, *, teacher: Any = None,
+                   settings: CalibrationSettings | None = None, overrides: list[str] | None = None,
+                   eval_data: str | Path | None = None, force: bool = False, show_progress: bool = True) -> Any:
+    """Calibrate ``student``'s DV on the heads in ``images`` (module docstring); writes a run
+    folder ``out`` whose ``student.pt`` is the calibrated student. ``teacher``: a checkpoint path or
+    a loaded teacher; default, the one the student records. ``eval_data``: tuning heads to log SIDE/MAD on during the run. Returns
+    :class:`digan.student.train.TrainResult`; rerunning the same call resumes."""
+    from digan.student.inference import resolve_teacher_path
+    from digan.student.train import train
+    from digan.utils.io import load_torch
+
+    cfg = calibration_config(student, images, settings, overrides)
+    if eval_data is not None:
+        cfg.train.eval_data = str(eval_data)
+    if teacher is not None and not isinstance(teacher, (str, Path)):  # a loaded teacher object
+        return train(cfg, out, teacher=teacher, force=force, show_progress=show_progress)
+    tpath = resolve_teacher_path(load_torch(Path(student), what="student checkpoint"), Path(student), teacher)
+    return train(cfg, out, teacher_path=tpath, force=force, show_progress=show_progress)

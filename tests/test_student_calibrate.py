@@ -1,0 +1,149 @@
+"""View calibration (``digan-bench calibrate-view``, :mod:`digan.student.calibrate`) and the
+``train.trainable`` switch it rests on, on a small randomly initialised teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from digan.errors import DiganError
+from digan.student.calibrate import CALIBRATION_OVERRIDES, CalibrationSettings, calibrate_view, calibration_config
+from digan.student.config import make_config
+from digan.student.inference import Student
+from digan.student.losses import photometric_loss
+from digan.student.model import make_renderer, teacher_synthesis
+from digan.student.testing import random_teacher
+from digan.student.train import train
+from digan.utils.io import load_torch
+
+pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return random_teacher(size=32, style_dim=32, width=16, seed=0)
+
+
+def _cfg(*extra):
+    return make_config("tiny", overrides=["train.w_stats_samples=512", "train.batch=4", "train.log_every=1", "train.threads=1",
+                                          "loss.identity=0", "train.depth_warmup=0", *extra])
+
+
+@pytest.fixture(scope="module")
+def base(teacher, tmp_path_factory):
+    """A student trained for a few steps (every sub-network has moved from its initialisation)."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    train(_cfg("train.steps=4", "train.lr=1e-3", "train.ckpt_every=4", "train.grid_every=4"), out, teacher=teacher, show_progress=False)
+    return out / "student.pt"
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    """A folder of 6 'real' 32 px images (a data set's images/ subfolder)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"{i:03d}.png")
+    return root
+
+
+def _split(state: dict[str, torch.Tensor], prefix: str) -> tuple[dict, dict]:
+    stats = ("w_mean", "w_std", "w_sigma_inv")
+    inside = {k: v for k, v in state.items() if k.startswith(prefix)}
+    outside = {k: v for k, v in state.items() if not k.startswith(prefix) and not k.endswith(stats)}
+    return inside, outside
+
+
+def test_trainable_holds_every_other_subnetwork(teacher, base, tmp_path):
+    """train.trainable=[view_net] from a checkpoint: every weight outside DV is bit-identical to
+    the checkpoint's after training, DV's have moved; an unknown name is a one-line error."""
+    cfg = _cfg("train.steps=3", "train.lr=1e-3", "train.trainable=[view_net]", "train.ckpt_every=3", "train.grid_every=3")
+    cfg.train.init_from = str(base)
+    train(cfg, tmp_path / "a", teacher=teacher, show_progress=False)
+    before, after = load_torch(base)["state"], load_torch(tmp_path / "a" / "student.pt")["state"]
+    dv_before, rest_before = _split(before, "view_net.")
+    dv_after, rest_after = _split(after, "view_net.")
+    assert rest_before.keys() == rest_after.keys() and len(rest_before) > 20
+    for k in rest_before:
+        assert torch.equal(rest_before[k], rest_after[k]), k
+    assert any(not torch.equal(dv_before[k], dv_after[k]) for k in dv_before)
+    # the same steps with everything trainable move the depth net too (the test above can fail)
+    cfg_all = _cfg("train.steps=3", "train.lr=1e-3", "train.ckpt_every=3", "train.grid_every=3")
+    cfg_all.train.init_from = str(base)
+    train(cfg_all, tmp_path / "b", teacher=teacher, show_progress=False)
+    moved = load_torch(tmp_path / "b" / "student.pt")["state"]
+    assert any(not torch.equal(before[k], moved[k]) for k in before if k.startswith("depth_net."))
+    with pytest.raises(DiganError, match="no sub-network 'nose_net'; choose from: .*view_net"):
+        train(_cfg("train.steps=1", "train.trainable=[nose_net]"), tmp_path / "c", teacher=teacher, show_progress=False)
+    with pytest.raises(DiganError, match="expected a list"):
+        _cfg("train.trainable=view_net")
+
+
+def _rec_on(student: Student, w: torch.Tensor) -> float:
+    """The photometric loss of the student's render at DV's view against the teacher's image of w."""
+    r = make_renderer(student.cfg, student.g3d.size)
+    with torch.no_grad():
+        target = teacher_synthesis(student.teacher, w, features=False)[0].clamp(-1, 1)
+        est = student.g3d.estimate(w, student.teacher)
+        return photometric_loss(student.g3d.render(est, r, filter_grads=False).image, target).item()
+
+
+def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, tmp_path):
+    """A calibration run starts from the student, inverts the heads once (cached), trains only DV
+    with the reconstruction (and flip) loss, so the render at DV's view fits the teacher's
+    images of the inverted codes better; the rest of the student is the student's; the config
+    records what was done; rerunning resumes (nothing more to do)."""
+    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=3)
+    # the flip term off: this random teacher's canonical faces are far from mirror-symmetric, so
+    # with it DV would trade reconstruction for the flip's fit (on the bundled student both fall)
+    extra = ["train.batch=4", "loss.flip=0"]
+    res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
+    assert res.steps == 30 and res.student_path.is_file()
+    cfg = json.loads((tmp_path / "cal" / "config.json").read_text())
+    assert cfg["train"]["trainable"] == ["view_net"] and cfg["train"]["init_from"] == str(base)
+    assert cfg["train"]["inverted_data"] == str(heads) and cfg["train"]["inverted_fraction"] == 1.0
+    assert all(cfg["loss"][k] == 0 for k in ("perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry"))
+    assert cfg["loss"]["rec"] > 0
+    from digan.utils.io import sha256_file
+
+    run = json.loads((tmp_path / "cal" / "run.json").read_text())
+    assert run["weights"]["init_from"] == "file:" + sha256_file(base)  # which student was calibrated, by hash
+    bank = load_torch(tmp_path / "cal" / "inverted_codes.pt")["codes"]
+    assert bank.shape == (4, 32)
+
+    s0, s1 = Student.load(base, teacher=teacher), Student.load(res.student_path, teacher=teacher)
+    _, rest0 = _split(load_torch(base)["state"], "view_net.")
+    _, rest1 = _split(load_torch(res.student_path)["state"], "view_net.")
+    for k in rest0:
+        assert torch.equal(rest0[k], rest1[k]), k
+    before, after = _rec_on(s0, bank), _rec_on(s1, bank)
+    assert after < 0.8 * before, (before, after)
+    e0, e1 = s0.g3d.estimate(bank, teacher), s1.g3d.estimate(bank, teacher)
+    torch.testing.assert_close(e0.depth, e1.depth)  # the shape is the student's; only the view moved
+    assert not torch.allclose(e0.view_raw, e1.view_raw)
+
+    again = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
+    assert again.resumed_from == 30 and again.steps == 30
+
+
+def test_calibration_config_and_its_errors(base, heads, tmp_path):
+    cfg = calibration_config(base, heads, CalibrationSettings(steps=7, lr=1e-4, fraction=0.25))
+    own = load_torch(base)["config"]
+    assert cfg.train.steps == 7 and cfg.train.lr == 1e-4 and cfg.train.inverted_fraction == 0.25
+    assert cfg.model.depth_nf == own["model"]["depth_nf"] and cfg.loss.flip == own["loss"]["flip"]  # the student's own model
+    assert cfg.train.depth_warmup == 0 and cfg.train.trainable == ["view_net"] and "train.trainable=[view_net]" in CALIBRATION_OVERRIDES
+    assert calibration_config(base, heads, overrides=["train.trainable=[view_net, light_net]"]).train.trainable == ["view_net", "light_net"]
+    with pytest.raises(DiganError, match="not found; pass the student.pt"):
+        calibration_config(tmp_path / "none.pt", heads)
+    torch.save({"x": 1}, tmp_path / "other.pt")
+    with pytest.raises(DiganError, match="not a digan-bench student checkpoint"):
+        calibration_config(tmp_path / "other.pt", heads)
+    for bad in (CalibrationSettings(fraction=0.0), CalibrationSettings(steps=0), CalibrationSettings(lr=0.0)):
+        with pytest.raises(DiganError, match="out of range"):
+            calibration_config(base, heads, bad)
