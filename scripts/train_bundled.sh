@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Re-create the bundled tiny students and the equal-budget comparison in README:
-#   digan/assets/tiny_student_64.pt  (DIGAN, tiny preset)
-#   digan/assets/tiny_liftgan_64.pt  (LiftGAN, tiny preset: same teacher, steps, batch, lr)
+#   digan/assets/tiny_student_64_base.pt  (DIGAN, tiny preset)
+#   digan/assets/tiny_student_64.pt       (the same, DV calibrated: digan-bench calibrate-view)
+#   digan/assets/tiny_liftgan_64.pt       (LiftGAN, tiny preset: same teacher, steps, batch, lr;
+#                                          DV calibrated the same way)
 # and the two architecture ablations (mlp: KAN -> MLP; plain_conv: partial -> plain conv), kept in
-# runs/ (not bundled). Each run logs SIDE/MAD/roughness on held-out heads during training
-# (--eval-data, a seed no evaluation uses). Runs resume when the script is rerun; two trainings
-# run side by side on a 2-core machine, one thread each (~20-30 minutes per pair).
+# runs/ (not bundled; calibrated too). Each run logs SIDE/MAD/roughness on held-out heads during
+# training (--eval-data, a seed no evaluation uses). The view calibration inverts 512 of the
+# teacher's own training heads (DATA, seed 0; made here when missing). Runs resume when the
+# script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
+# minutes per pair, ~7 per pair of calibrations).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
@@ -14,10 +18,12 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/digan-bench}
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/bundled}
-TUNE=${TUNE:-data/tune64}  # seed 5: tuning/monitoring only; README numbers use seeds 123 and 1
+TUNE=${TUNE:-data/tune64}  # seed 5: tuning/monitoring only; README numbers use seeds 123 and 77
+DATA=${DATA:-data/synth64}  # the teacher's training heads (seed 0): the view calibration's images
 STEPS_ARG=${STEPS:+--steps $STEPS}
 
 [ -d "$TUNE" ] || $BIN data synth --out "$TUNE" --n 200 --size 64 --seed 5
+[ -d "$DATA" ] || $BIN data synth --out "$DATA" --n 2000 --size 64 --seed 0
 
 train() {  # name, extra args...
     local name=$1; shift
@@ -28,14 +34,23 @@ mkdir -p "$RUNS"
 train digan & train liftgan --model liftgan & wait
 train mlp --variant mlp & train plain_conv --variant plain_conv & wait
 
+calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUNS/name_cal
+    $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
+        --eval-data "$TUNE" > "$RUNS/$1_cal.log" 2>&1
+}
+calibrate digan & calibrate liftgan & wait
+calibrate mlp & calibrate plain_conv & wait
+
 $PY - "$RUNS" "$TUNE" "$STEPS_ARG" <<'EOF'
 import sys
 from digan.student.train import package_student
 runs, tune, steps = sys.argv[1], sys.argv[2], sys.argv[3]
 base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []))
+cal = "digan-bench calibrate-view --images data/synth64 --threads 1 --eval-data " + tune + " --student "
 for name, dest, cmd in (
-    ("digan", "digan/assets/tiny_student_64.pt", base),
-    ("liftgan", "digan/assets/tiny_liftgan_64.pt", base + " --model liftgan"),
+    ("digan", "digan/assets/tiny_student_64_base.pt", base),
+    ("digan_cal", "digan/assets/tiny_student_64.pt", cal + "digan/assets/tiny_student_64_base.pt"),
+    ("liftgan_cal", "digan/assets/tiny_liftgan_64.pt", cal + f"{runs}/liftgan/student.pt (" + base + " --model liftgan)"),
 ):
     pt, js = package_student(f"{runs}/{name}", dest, command=cmd)
     print("packaged", pt, js)

@@ -117,7 +117,13 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
     bank = load_torch(tmp_path / "cal" / "inverted_codes.pt")["codes"]
     assert bank.shape == (4, 32)
 
+    ck, ck0 = load_torch(res.student_path), load_torch(base)
+    assert ck["config"] == ck0["config"]  # the student's own model and objective, not the calibration's
+    rec = ck["view_calibration"]
+    assert rec["train"]["trainable"] == ["view_net"] and rec["loss"]["perturb"] == 0 and rec["steps"] == 30
+    assert rec["from"]["sha256"] == run["weights"]["init_from"]
     s0, s1 = Student.load(base, teacher=teacher), Student.load(res.student_path, teacher=teacher)
+    assert s1.cfg.loss.perturb == s0.cfg.loss.perturb > 0
     _, rest0 = _split(load_torch(base)["state"], "view_net.")
     _, rest1 = _split(load_torch(res.student_path)["state"], "view_net.")
     for k in rest0:
@@ -130,6 +136,12 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
 
     again = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
     assert again.resumed_from == 30 and again.steps == 30
+    assert load_torch(res.student_path)["config"] == ck0["config"] and "view_calibration" in load_torch(res.student_path)
+    from digan.student.train import package_student
+
+    _, js = package_student(tmp_path / "cal", tmp_path / "pkg" / "s.pt", command="digan-bench calibrate-view ...")
+    prov = json.loads(js.read_text())
+    assert prov["config"] == ck0["config"] and prov["view_calibration"]["train"]["trainable"] == ["view_net"]
 
 
 def test_calibration_config_and_its_errors(base, heads, tmp_path):

@@ -23,6 +23,8 @@ that starts from the student's weights (``train.init_from``) with its own config
   cycle, identity, w, albedo and canonical terms are off (they train M, the depth or the
   albedo, which are held here, or DV on perturbed codes, which a reconstruction never reads).
 
+The calibrated ``student.pt`` keeps the student's own config (model and training objective) and
+records the calibration under ``view_calibration``; its ``step`` counts the calibration's steps.
 Not in DIGAN or LiftedGAN (README, 3D shape).
 """
 
@@ -105,7 +107,29 @@ def calibrate_view(student: str | Path, images: str | Path, out: str | Path, *, 
     cfg = calibration_config(student, images, settings, overrides)
     if eval_data is not None:
         cfg.train.eval_data = str(eval_data)
+    base = load_torch(Path(student), what="student checkpoint")
     if teacher is not None and not isinstance(teacher, (str, Path)):  # a loaded teacher object
-        return train(cfg, out, teacher=teacher, force=force, show_progress=show_progress)
-    tpath = resolve_teacher_path(load_torch(Path(student), what="student checkpoint"), Path(student), teacher)
-    return train(cfg, out, teacher_path=tpath, force=force, show_progress=show_progress)
+        res = train(cfg, out, teacher=teacher, force=force, show_progress=show_progress)
+    else:
+        tpath = resolve_teacher_path(base, Path(student), teacher)
+        res = train(cfg, out, teacher_path=tpath, force=force, show_progress=show_progress)
+    if res.student_path.is_file():
+        _record_calibration(res.student_path, base, Path(student), cfg)
+    return res
+
+
+def _record_calibration(path: Path, base: dict[str, Any], base_path: Path, cfg: StudentConfig) -> None:
+    """The calibrated ``student.pt`` carries the student's own config (the model and the objective
+    it was trained with: what ``Student.load``, ``bench objective-fit`` and a later fine-tuning
+    read), and the calibration beside it under ``view_calibration`` (the run's train and loss
+    settings and the calibrated file's sha256). The run folder's ``config.json`` and
+    ``checkpoint.pt`` keep the calibration's config, so the run resumes as any other."""
+    from digan.config import to_dict
+    from digan.utils.io import load_torch, save_torch, sha256_file
+
+    ck = load_torch(path, what="calibrated student")
+    run_cfg = to_dict(cfg)
+    ck["config"] = base["config"]
+    ck["view_calibration"] = {"from": {"path": str(base_path), "sha256": "file:" + sha256_file(base_path), "steps": base.get("step")},
+                              "train": run_cfg["train"], "loss": run_cfg["loss"], "steps": ck.get("step")}
+    save_torch(path, ck)

@@ -783,6 +783,8 @@ def package_student(run_dir: str | Path, dest: str | Path, command: str = "", no
         "command": command, "git": git_revision(), "versions": package_versions(),
         "trained_on": run_json.get("device"), "notes": notes or {},
     }
+    if "view_calibration" in ck:  # digan.student.calibrate: the config above is the student's own
+        prov["view_calibration"] = ck["view_calibration"]
     js = dest.with_suffix(".json")
     write_json(js, prov)
     return dest, js
