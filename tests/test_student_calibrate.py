@@ -145,6 +145,11 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
 
 
 def test_calibration_config_and_its_errors(base, heads, tmp_path):
+    # a student trained with --eval-data elsewhere (the bundled ones: data/tune64) calibrates without those heads
+    ck = load_torch(base)
+    ck["config"]["train"]["eval_data"] = str(tmp_path / "not_here")
+    torch.save(ck, tmp_path / "with_eval.pt")
+    assert calibration_config(tmp_path / "with_eval.pt", heads).train.eval_data is None
     cfg = calibration_config(base, heads, CalibrationSettings(steps=7, lr=1e-4, fraction=0.25))
     own = load_torch(base)["config"]
     assert cfg.train.steps == 7 and cfg.train.lr == 1e-4 and cfg.train.inverted_fraction == 0.25

@@ -90,6 +90,7 @@ def calibration_config(student: str | Path, images: str | Path, settings: Calibr
     # paths are set directly: a path is not a YAML scalar
     cfg.train.init_from = str(path)
     cfg.train.inverted_data = str(images)
+    cfg.train.eval_data = None  # the student's own tuning heads may not exist here: calibrate_view(eval_data=...)
     return cfg
 
 
