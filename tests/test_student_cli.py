@@ -103,7 +103,7 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
     cal = tmp_path / "cal"
     capsys.readouterr()
     rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(tmp_path / "real"), "--out", str(cal),
-               "--steps", "2", "--n", "2", "--inversion-steps", "1", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
+               "--steps", "2", "--heads", "2", "--inversion-steps", "1", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
     assert rc == 0 and "view calibration" in capsys.readouterr().out
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("depth_net."))
@@ -113,6 +113,39 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
         rc = main(["calibrate-view", "--student", args[0], "--images", str(tmp_path / "real"), "--out", str(tmp_path / "x"), *args[1:]])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
+    """torchrun with 2 gloo processes: rank 0 inverts the heads and writes the cache, rank 1 reads
+    it after a barrier; the run finishes and DV alone has moved."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from digan.utils.io import load_torch
+
+    out = tmp_path / "run"
+    assert main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), *_SMALL]) == 0
+    (tmp_path / "real").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    cal = tmp_path / "cal"
+    env = dict(os.environ, DIGAN_BENCH_QUIET="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+           "-m", "digan.cli", "calibrate-view", "--student", str(out / "student.pt"), "--images", str(tmp_path / "real"),
+           "--out", str(cal), "--steps", "2", "--heads", "4", "--inversion-steps", "1", "--device", "cpu",
+           "-s", "train.batch=2", "-s", "train.w_stats_samples=256"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4
+    a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("depth_net.", "light_net.", "compose.")))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("view_net."))
 
 
 @pytest.mark.slow

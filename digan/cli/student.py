@@ -88,7 +88,7 @@ def calibrate_view_cmd(
     steps: int = typer.Option(_CAL.steps, "--steps", min=1, help="Calibration steps (only DV learns)."),
     lr: float = typer.Option(_CAL.lr, "--lr", min=0.0, help="Learning rate of DV."),
     fraction: float = typer.Option(_CAL.fraction, "--fraction", min=0.0, max=1.0, help="Share of each batch from the inverted heads (the rest: teacher samples)."),
-    n: int = typer.Option(_CAL.n, "--n", min=1, help="Heads inverted (the first N files)."),
+    n: int = typer.Option(_CAL.n, "--heads", min=1, help="Heads inverted (the first N files). (Not --n: torchrun would take that for its own options.)"),
     inversion_steps: int = typer.Option(_CAL.inversion_steps, "--inversion-steps", min=0, help="Teacher inversion steps per head (bench shape: 60)."),
     seed: int = typer.Option(_CAL.seed, "--seed", help="Seed of the batches."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Tuning heads (digan-bench data synth) to log SIDE/MAD and DV's yaw on during the run."),

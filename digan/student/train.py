@@ -408,7 +408,12 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
     if cfg.train.inverted_data:
-        obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=main, show=main and show_progress)
+        # rank 0 inverts and writes the cache; the other ranks then read it (the same codes)
+        if main:
+            obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=True, show=show_progress)
+        dist.barrier()
+        if not main:
+            obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=False)
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
