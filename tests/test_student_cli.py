@@ -108,9 +108,17 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("depth_net."))
     assert json.loads((cal / "config.json").read_text())["train"]["trainable"] == ["view_net"]
-    for args, msg in (([str(tmp_path / "none.pt")], "not found"), ([str(teacher_file)], "not a digan-bench student checkpoint"),
-                      ([str(out / "student.pt"), "--fraction", "0"], "out of range")):
-        rc = main(["calibrate-view", "--student", args[0], "--images", str(tmp_path / "real"), "--out", str(tmp_path / "x"), *args[1:]])
+    (tmp_path / "small").mkdir()
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small" / "0.png")
+    real, small, empty = str(tmp_path / "real"), str(tmp_path / "small"), str(tmp_path / "empty")
+    for args, msg in (([str(tmp_path / "none.pt"), real], "not found"), ([str(teacher_file), real], "not a digan-bench student checkpoint"),
+                      ([str(out / "student.pt"), real, "--fraction", "0"], "out of range"),
+                      ([str(out / "student.pt"), small], "are 16x16 px but the teacher makes 32x32"),
+                      ([str(out / "student.pt"), empty], "has no images"),
+                      ([str(out / "student.pt"), str(tmp_path / "nowhere")], "is not a folder of images")):
+        rc = main(["calibrate-view", "--student", args[0], "--images", args[1], "--out", str(tmp_path / "x"), *args[2:],
+                   "-s", "train.w_stats_samples=256"])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and err.count("\n") == 1, err
 

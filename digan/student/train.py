@@ -677,8 +677,8 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     if (folder / "images").is_dir():  # a digan-bench data set: its images/ subfolder
         folder = folder / "images"
     if not folder.is_dir():
-        raise DiganError(f"train.inverted_data: {folder} is not a folder of images; pass the teacher's training images "
-                         "(e.g. data/synth64/images)")
+        raise DiganError(f"train.inverted_data (calibrate-view --images): {folder} is not a folder of images; pass the "
+                         "teacher's training images (e.g. data/synth64)")
     size = int(teacher.size) if hasattr(teacher, "size") else None
     key = {"folder": str(folder.resolve()), "n": n, "steps": steps, "teacher": teacher_tensor_hash(teacher)}
     cache = out / "inverted_codes.pt"
@@ -686,7 +686,14 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
         c = load_torch(cache, what="inverted code cache")
         if c.get("key") == key:
             return c["codes"].to(device)
-    data = ImageFolderData(folder, size=size, mirror=False, cache_gb=0.0)
+    try:
+        data = ImageFolderData(folder, size=None, mirror=False, cache_gb=0.0)
+    except DiganError as e:  # its advice names train-teacher's options; say what this needs
+        raise DiganError(f"train.inverted_data (calibrate-view --images): {str(e).split(';')[0]}; pass the teacher's "
+                         "training images (e.g. data/synth64)") from None
+    if size is not None and data.size != size:
+        raise DiganError(f"train.inverted_data (calibrate-view --images): the images in {folder} are {data.size}x{data.size} px "
+                         f"but the teacher makes {size}x{size}; pass images at the teacher's size (its training images)")
     idx = list(range(min(n, len(data))))
     codes = []
     with progress() if show else _NullProgress() as bar:
