@@ -154,6 +154,9 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("depth_net.", "light_net.", "compose.")))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("view_net."))
+    ck = load_torch(cal / "student.pt")  # recorded once, by rank 0
+    assert ck["config"] == load_torch(out / "student.pt")["config"] and ck["view_calibration"]["steps"] == 2
+    assert p.stdout.count("view calibration") == 1  # one summary, rank 0's
 
 
 @pytest.mark.slow

@@ -106,13 +106,19 @@ def calibrate_view_cmd(
     if threads is not None:
         extra.append(f"train.threads={threads}")
     settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed)
+    from digan.utils import dist
+
     res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=extra, eval_data=eval_data, force=force)
+    if not dist.is_main():
+        dist.cleanup()
+        return
     echo_kv("view calibration", {
         "from": str(student), "steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
         "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
         **_last_shape_eval(res.out_dir),
         "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
     })
+    dist.cleanup()
 
 
 def _last_shape_eval(run_dir: Path) -> dict[str, str]:

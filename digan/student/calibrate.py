@@ -114,8 +114,11 @@ def calibrate_view(student: str | Path, images: str | Path, out: str | Path, *, 
     else:
         tpath = resolve_teacher_path(base, Path(student), teacher)
         res = train(cfg, out, teacher_path=tpath, force=force, show_progress=show_progress)
-    if res.student_path.is_file():
+    from digan.utils import dist
+
+    if dist.is_main() and res.student_path.is_file():  # one writer under torchrun
         _record_calibration(res.student_path, base, Path(student), cfg)
+    dist.barrier()
     return res
 
 
@@ -123,7 +126,7 @@ def _record_calibration(path: Path, base: dict[str, Any], base_path: Path, cfg: 
     """The calibrated ``student.pt`` carries the student's own config (the model and the objective
     it was trained with: what ``Student.load``, ``bench objective-fit`` and a later fine-tuning
     read), and the calibration beside it under ``view_calibration`` (the run's train and loss
-    settings and the calibrated file's sha256). The run folder's ``config.json`` and
+    settings and the sha256 of the student it started from). The run folder's ``config.json`` and
     ``checkpoint.pt`` keep the calibration's config, so the run resumes as any other."""
     from digan.config import to_dict
     from digan.utils.io import load_torch, save_torch, sha256_file
