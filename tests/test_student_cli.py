@@ -86,6 +86,21 @@ def test_cli_errors_are_one_line(teacher_file, tmp_path, capsys):
     assert rc == 2 and "not a digan-bench student checkpoint" in capsys.readouterr().err
 
 
+def _student_and_heads(teacher_file, tmp_path, n_heads: int):
+    """A student trained for 2 steps (OUT/run) and a folder of ``n_heads`` 32 px noise images
+    (OUT/real) to calibrate it on."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "run"
+    assert main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), *_SMALL]) == 0
+    (tmp_path / "real").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n_heads):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    return out, tmp_path / "real"
+
+
 def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
     """train, then calibrate-view: a run folder with the calibrated student (only DV trained),
     its summary; a missing student, a non-student file and a fraction of 0 are one-line errors."""
@@ -94,15 +109,10 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
 
     from digan.utils.io import load_torch
 
-    out = tmp_path / "run"
-    assert main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), *_SMALL]) == 0
-    (tmp_path / "real").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    out, heads = _student_and_heads(teacher_file, tmp_path, 3)
     cal = tmp_path / "cal"
     capsys.readouterr()
-    rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(tmp_path / "real"), "--out", str(cal),
+    rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads), "--out", str(cal),
                "--steps", "2", "--heads", "2", "--inversion-steps", "1", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
     assert rc == 0 and "view calibration" in capsys.readouterr().out
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
@@ -111,7 +121,7 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
     (tmp_path / "small").mkdir()
     (tmp_path / "empty").mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small" / "0.png")
-    real, small, empty = str(tmp_path / "real"), str(tmp_path / "small"), str(tmp_path / "empty")
+    real, small, empty = str(heads), str(tmp_path / "small"), str(tmp_path / "empty")
     for args, msg in (([str(tmp_path / "none.pt"), real], "not found"), ([str(teacher_file), real], "not a digan-bench student checkpoint"),
                       ([str(out / "student.pt"), real, "--fraction", "0"], "out of range"),
                       ([str(out / "student.pt"), small], "are 16x16 px but the teacher makes 32x32"),
@@ -131,21 +141,13 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
     import subprocess
     import sys
 
-    import numpy as np
-    from PIL import Image
-
     from digan.utils.io import load_torch
 
-    out = tmp_path / "run"
-    assert main(["train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), *_SMALL]) == 0
-    (tmp_path / "real").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "real" / f"{i}.png")
+    out, heads = _student_and_heads(teacher_file, tmp_path, 4)
     cal = tmp_path / "cal"
     env = dict(os.environ, DIGAN_BENCH_QUIET="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
-           "-m", "digan.cli", "calibrate-view", "--student", str(out / "student.pt"), "--images", str(tmp_path / "real"),
+           "-m", "digan.cli", "calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads),
            "--out", str(cal), "--steps", "2", "--heads", "4", "--inversion-steps", "1", "--device", "cpu",
            "-s", "train.batch=2", "-s", "train.w_stats_samples=256"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -45,13 +45,9 @@ def train_cmd(
     from digan.utils import dist
     from digan.utils.progress import console
 
-    extra = list(overrides or [])
+    extra = _run_overrides(overrides, device, threads)
     if steps is not None:
         extra.append(f"train.steps={steps}")
-    if device is not None:
-        extra.append(f"train.device={resolve_device_option(device)}")
-    if threads is not None:
-        extra.append(f"train.threads={threads}")
     if config is not None:
         from digan.config import load_config
 
@@ -69,10 +65,7 @@ def train_cmd(
             if issubclass(w.category, UserWarning):
                 console.print(f"[yellow]warning:[/] {w.message}")
         echo_kv("training", {
-            "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, "steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
-            "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
-            **_last_shape_eval(res.out_dir),
-            "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
+            "model": f"{cfg.model.name}@{cfg.variant}", "preset": cfg.preset, **_run_summary(res),
             **({"best": f"{res.out_dir / 'best.pt'} (step {res.best['step']}, {res.best['key']} {res.best['value']:.4g})"}
                if res.best else {}),
         })
@@ -99,26 +92,33 @@ def calibrate_view_cmd(
 ) -> None:
     """Adapt a trained student's view net DV to inverted real heads (all else held); resumable."""
     from digan.student.calibrate import calibrate_view
+    from digan.utils import dist
 
+    settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed)
+    res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=_run_overrides(overrides, device, threads),
+                         eval_data=eval_data, force=force)
+    if dist.is_main():
+        echo_kv("view calibration", {"from": str(student), **_run_summary(res)})
+    dist.cleanup()
+
+
+def _run_overrides(overrides: Optional[list[str]], device: Optional[str], threads: Optional[int]) -> list[str]:
+    """``--set`` items plus the ``--device`` and ``--threads`` options as train.* overrides."""
     extra = list(overrides or [])
     if device is not None:
         extra.append(f"train.device={resolve_device_option(device)}")
     if threads is not None:
         extra.append(f"train.threads={threads}")
-    settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed)
-    from digan.utils import dist
+    return extra
 
-    res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=extra, eval_data=eval_data, force=force)
-    if not dist.is_main():
-        dist.cleanup()
-        return
-    echo_kv("view calibration", {
-        "from": str(student), "steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
-        "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
-        **_last_shape_eval(res.out_dir),
-        "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)",
-    })
-    dist.cleanup()
+
+def _run_summary(res) -> dict[str, str]:
+    """The summary lines of a finished (or stopped) student run: steps, time, last losses, the
+    latest 3D evaluation, the output folder and the student file."""
+    return {"steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
+            "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
+            **_last_shape_eval(res.out_dir),
+            "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)"}
 
 
 def _last_shape_eval(run_dir: Path) -> dict[str, str]:

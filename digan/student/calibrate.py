@@ -62,20 +62,29 @@ class CalibrationSettings:
     seed: int = 0
 
 
+def _read_student(student: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(path, checkpoint dict) of the student to calibrate; a missing or foreign file is a one-line error."""
+    from digan.student.train import read_student_checkpoint
+
+    path = Path(student)
+    if not path.is_file():
+        raise DiganError(f"student checkpoint {path} not found; pass the student.pt to calibrate (e.g. digan/assets/tiny_student_64.pt)")
+    return path, read_student_checkpoint(path)
+
+
 def calibration_config(student: str | Path, images: str | Path, settings: CalibrationSettings | None = None,
                        overrides: list[str] | None = None) -> StudentConfig:
     """The config of a calibration run of ``student`` on the heads in ``images``: the student's
     own config with :data:`CALIBRATION_OVERRIDES`, ``settings`` and ``overrides`` (last)."""
-    from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint
-    from digan.utils.io import load_torch
+    return _calibration_config(*_read_student(student), images, settings, overrides)
+
+
+def _calibration_config(path: Path, ck: dict[str, Any], images: str | Path, settings: CalibrationSettings | None,
+                        overrides: list[str] | None) -> StudentConfig:
+    """:func:`calibration_config` of an already read checkpoint ``ck`` (from ``path``)."""
+    from digan.student.train import load_config_from_checkpoint
 
     s = settings or CalibrationSettings()
-    path = Path(student)
-    if not path.is_file():
-        raise DiganError(f"student checkpoint {path} not found; pass the student.pt to calibrate (e.g. digan/assets/tiny_student_64.pt)")
-    ck = load_torch(path, what="student checkpoint")
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise DiganError(f"{path} is not a digan-bench student checkpoint (train one with digan-bench train)")
     cfg = load_config_from_checkpoint(ck, path)
     if getattr(cfg.model, "name", "digan") not in ("digan", "liftgan"):
         raise DiganError(f"calibrate-view handles G3D students (digan, liftgan), not '{cfg.model.name}'")
@@ -99,25 +108,23 @@ def calibrate_view(student: str | Path, images: str | Path, out: str | Path, *, 
                    eval_data: str | Path | None = None, force: bool = False, show_progress: bool = True) -> Any:
     """Calibrate ``student``'s DV on the heads in ``images`` (module docstring); writes a run
     folder ``out`` whose ``student.pt`` is the calibrated student. ``teacher``: a checkpoint path or
-    a loaded teacher; default, the one the student records. ``eval_data``: tuning heads to log SIDE/MAD on during the run. Returns
-    :class:`digan.student.train.TrainResult`; rerunning the same call resumes."""
+    a loaded teacher; default, the one the student records. ``eval_data``: tuning heads to log
+    SIDE/MAD on during the run. Returns :class:`digan.student.train.TrainResult`; rerunning the
+    same call resumes."""
     from digan.student.inference import resolve_teacher_path
     from digan.student.train import train
-    from digan.utils.io import load_torch
+    from digan.utils import dist
 
-    cfg = calibration_config(student, images, settings, overrides)
+    path, base = _read_student(student)
+    cfg = _calibration_config(path, base, images, settings, overrides)
     if eval_data is not None:
         cfg.train.eval_data = str(eval_data)
-    base = load_torch(Path(student), what="student checkpoint")
     if teacher is not None and not isinstance(teacher, (str, Path)):  # a loaded teacher object
         res = train(cfg, out, teacher=teacher, force=force, show_progress=show_progress)
     else:
-        tpath = resolve_teacher_path(base, Path(student), teacher)
-        res = train(cfg, out, teacher_path=tpath, force=force, show_progress=show_progress)
-    from digan.utils import dist
-
+        res = train(cfg, out, teacher_path=resolve_teacher_path(base, path, teacher), force=force, show_progress=show_progress)
     if dist.is_main() and res.student_path.is_file():  # one writer under torchrun
-        _record_calibration(res.student_path, base, Path(student), cfg)
+        _record_calibration(res.student_path, base, path, cfg)
     dist.barrier()
     return res
 

@@ -25,7 +25,6 @@ from digan.errors import DiganError
 from digan.render.types import Light, View
 from digan.student.config import StudentConfig
 from digan.student.model import G3D, Estimate, make_renderer
-from digan.utils.io import load_torch
 from digan.utils.seeding import latents as seeded_latents
 
 __all__ = ["ASSETS", "Student", "resolve_teacher_path", "sample_faces", "SampleResult", "normal_to_rgb"]
@@ -62,12 +61,10 @@ class Student:
              device: torch.device | str | None = None, check_teacher: bool = True) -> "Student":
         """Load a ``student.pt``/``checkpoint.pt``; the teacher must be the one it was trained with."""
         from digan.student.build import build_g3d
-        from digan.student.train import CKPT_FORMAT, load_config_from_checkpoint, load_state_checked, load_teacher, teacher_matches
+        from digan.student.train import load_config_from_checkpoint, load_state_checked, load_teacher, read_student_checkpoint, teacher_matches
 
         p = Path(path)
-        ck = load_torch(p, what="student checkpoint")
-        if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-            raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
+        ck = read_student_checkpoint(p)
         dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         cfg = load_config_from_checkpoint(ck, p)
         tpath = None

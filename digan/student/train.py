@@ -66,7 +66,7 @@ from digan.utils.provenance import write_run_info
 from digan.student.config import StudentConfig
 from digan.student.registry import get_builder
 
-__all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "hold_untrained", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
+__all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "read_student_checkpoint", "hold_untrained", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
 
 CKPT_FORMAT = "digan-student/1"
 #: ``train.lr`` may also change on resume: the non-finite-loss message tells users to lower it
@@ -178,6 +178,16 @@ def init_weights(core: torch.nn.Module, path: str | Path) -> None:
     if bad or missing:
         raise DiganError(f"train.init_from {path} does not fit this model (first mismatch: {(bad or missing)[0]}); use a checkpoint of the same preset/variant")
     core.load_state_dict(sd, strict=False)
+
+
+def read_student_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict of a ``student.pt``/``checkpoint.pt`` written by ``digan-bench train``; another
+    file is a one-line :class:`DiganError` (``load_torch`` reports a missing or corrupt one)."""
+    p = Path(path)
+    ck = load_torch(p, what="student checkpoint")
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
+    return ck
 
 
 def hold_untrained(core: torch.nn.Module, names: list[str] | None) -> None:
