@@ -38,7 +38,8 @@ Benchmark method ``liftgan`` (the bundled tiny student :data:`BUNDLED_LIFTGAN`,
 an official LiftedGAN ``checkpoint_XXX.pth`` (:mod:`baselines.liftgan_checkpoint`; the
 ``teacher`` option is then required: LiftedGAN's StyleGAN2 file). ``liftgan@VARIANT:PATH`` names
 an ablation trained with ``--model liftgan --variant VARIANT``; the checkpoint must match. Options: ``teacher``,
-``truncation`` (1.0), ``inversion_steps`` (150), ``inversion_lr`` (0.05), ``device``. Capabilities,
+``truncation`` (1.0), ``inversion_steps`` (150), ``inversion_lr`` (0.05), ``device``, ``flip_average``
+(default the student's ``model.flip_average``: true, mirror averaging as for ``digan``). Capabilities,
 rendering and reconstruction are those of the ``digan`` method (:class:`DiganMethod`).
 """
 
@@ -52,7 +53,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.build import build_digan
 from digan.student.config import StudentConfig
-from digan.student.method import DiganMethod
+from digan.student.method import DiganMethod, _as_bool
 from digan.student.registry import Built, register_model
 from evaluate.methods import Method, register_method
 
@@ -161,7 +162,8 @@ class LiftGANMethod(DiganMethod):
     name = "liftgan"
 
     def __init__(self, path: str | Path, truncation: float = 1.0, teacher: str | None = None, inversion_steps: int = 150,
-                 inversion_lr: float = 0.05, device: str | torch.device | None = None, variant: str = "full"):
+                 inversion_lr: float = 0.05, device: str | torch.device | None = None, variant: str = "full",
+                 flip_average: bool | None = None):
         self.student = load_liftgan(path, teacher, device or "cpu")
         self.path = Path(self.student.info["path"])
         trained_as = self.student.cfg.variant
@@ -171,6 +173,7 @@ class LiftGANMethod(DiganMethod):
         self.truncation = float(truncation)
         self.inversion_steps = int(inversion_steps)
         self.inversion_lr = float(inversion_lr)
+        self.flip_average = self.student.cfg.model.flip_average if flip_average is None else _as_bool(flip_average, "flip_average")
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -181,10 +184,11 @@ class LiftGANMethod(DiganMethod):
 @register_method("liftgan", help="LiftGAN (LiftedGAN): the bundled tiny one, or liftgan:PATH, a 'train --model liftgan' "
                                  "student.pt or an official LiftedGAN checkpoint_XXX.pth with the teacher option")
 def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
-                  inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | None = None, **unknown: Any) -> Method:
+                  inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | None = None,
+                  flip_average: bool | None = None, **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"liftgan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, inversion_steps, "
-                         "inversion_lr, device")
+                         "inversion_lr, device, flip_average")
     if not arg:
         if variant != "full":
             raise DiganError(f"liftgan@{variant} needs its checkpoint: liftgan@{variant}:PATH (train one with "
@@ -193,4 +197,4 @@ def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.
             raise DiganError(f"liftgan: the bundled tiny LiftGAN {BUNDLED_LIFTGAN.name} is not installed; pass liftgan:PATH, a "
                              "student.pt from 'digan-bench train --model liftgan --teacher tiny --preset tiny --out DIR'")
         arg = str(BUNDLED_LIFTGAN)
-    return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant)
+    return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant, flip_average=flip_average)

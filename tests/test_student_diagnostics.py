@@ -127,6 +127,13 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
         assert cells[0] == str(i) and cells[3] == f"{rep['per_face']['psnr_teacher'][i]:.1f}" and cells[5] == f"{rep['per_face']['psnr_student'][i]:.1f}"
     assert any(ln.startswith("roughness student / GT") and f"{rep['roughness']['ratio']:.2f}x" in ln for ln in lines)
     assert any(ln.startswith("PSNR inversion / render") for ln in lines)
+    # the bundled student averages each image's estimate with its mirror image's (model.flip_average)
+    assert rep["flip_average"] is True and any(ln.startswith("inversions") and "2 steps, image and mirror, averaged" in ln for ln in lines)
+    rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "-n", "3", "--relight-faces", "0",
+               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "one.json"), "--single-inversion"])
+    assert rc in (0, None)
+    assert json.loads((tmp_path / "one.json").read_text())["flip_average"] is False
+    assert any(ln.startswith("inversions") and "one per image" in ln for ln in capsys.readouterr().out.splitlines())
     # a figure path that is not a PNG stops before any work, with the fix
     rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--figure", str(tmp_path / "side.jpg")])
     assert rc == 2 and "give a .png path" in capsys.readouterr().err
@@ -179,7 +186,6 @@ def test_true_pose_line_is_the_student_when_dv_is_exact(tmp_path):
     rotation is exactly DV's reading it equals the student's score; turned 25 deg away it differs."""
     from digan.data.synth import generate_synth
     from digan.student.diagnostics import load_eval_faces, reconstruction_report
-    from digan.student.method import invert_teacher
 
     teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
     cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
@@ -187,8 +193,8 @@ def test_true_pose_line_is_the_student_when_dv_is_exact(tmp_path):
     generate_synth(tmp_path / "gt", n=3, size=64, seed=4)
     gt, yaw = load_eval_faces(tmp_path / "gt", 3, 64)
     assert gt["rotation"].shape == (3, 3) and np.allclose(gt["rotation"][:, 1].numpy(), yaw)
-    with torch.no_grad():  # the inversion is deterministic: the report reads the same pose
-        rot = st.estimate(invert_teacher(teacher, gt["image"], st.g3d.w_std, 2)).view.rotation.clone()
+    # the inversions are deterministic: the report reads the same pose
+    rot = st.reconstruct(gt["image"], 2).estimate.view.rotation.clone()
     rep = reconstruction_report(st, dict(gt, rotation=rot), yaw, 2)
     assert rep["true_pose"] == rep["student"]
     rot[:, 1] += 25.0
@@ -297,7 +303,7 @@ def test_profile_views_truth_and_student_share_one_frame(tmp_path, monkeypatch):
     true_depth = torch.where(mask > 0.5, depth, torch.full_like(depth, 1.1))  # behind the student's background plane
     estimate = st.estimate
     monkeypatch.setattr(st, "estimate", lambda w, *a, **k: replace(estimate(w, *a, **k), depth=true_depth))
-    prof = profile_views(st, tmp_path / "gt", n_faces=3, yaws=(-60.0, 60.0), inversion_steps=1)
+    prof = profile_views(st, tmp_path / "gt", n_faces=3, yaws=(-60.0, 60.0), inversion_steps=1, flip_average=False)
     assert prof["yaws"] == [-60.0, 60.0] and len(prof["true_yaw"]) == 3 and prof["image"].shape == (3, 3, 64, 64)
 
     def agreement(a, b):  # mean cosine of the normals on both heads' (eroded) pixels

@@ -237,6 +237,7 @@ def bench_shape_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON here.", dir_okay=False),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the first --figure-faces heads from the side at -60/+60 deg, the true head beside the student's shape (PNG; a .pdf beside it).", dir_okay=False),
     figure_faces: int = typer.Option(6, "--figure-faces", min=3, help="Heads in --figure."),
+    single_inversion: bool = typer.Option(False, "--single-inversion", help="Invert each image only, not also its mirror (the paper's inference; default: the student's model.flip_average)."),
     threads: Optional[int] = _ThreadsOption,
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
@@ -258,7 +259,8 @@ def bench_shape_cmd(
     if threads:
         torch.set_num_threads(threads)
     st = _load_student_any(student, teacher)
-    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces)
+    flip = False if single_inversion else None
+    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip)
     for line in shape_report_lines(rep):
         console.print(line, highlight=False)
     if out:
@@ -268,7 +270,7 @@ def bench_shape_cmd(
         from digan.student.diagnostics import profile_views
         from reports.figures import profile_figure, save_figure
 
-        prof = profile_views(st, data, n_faces=figure_faces, inversion_steps=inversion_steps)
+        prof = profile_views(st, data, n_faces=figure_faces, inversion_steps=inversion_steps, flip_average=flip)
         paths = save_figure(profile_figure(prof, label=Path(student).stem), figure.parent, figure.stem)
         console.print(f"wrote {paths[0]}", highlight=False)
 

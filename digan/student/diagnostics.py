@@ -3,8 +3,10 @@
 SIDE/MAD alone do not say *why* a student fails to recover shape. This report separates the
 usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
 
-* **pose**: each image is inverted into the teacher (as the ``digan`` method's ``reconstruct``
-  does) and DV's yaw is compared with the true yaw: Pearson correlation and least-squares slope
+* **pose**: each image is reconstructed as the ``digan`` method's ``reconstruct`` does
+  (:meth:`Student.reconstruct`: inverted into the teacher, with ``model.flip_average`` its mirror
+  image too and the two estimates averaged) and DV's yaw is compared with the true yaw: Pearson
+  correlation and least-squares slope
   (1 is perfect; near 0: the pose stays in the texture; negative: the hollow-face solution,
   where a concave face turned the other way explains the image);
 * **neutral code**: asymmetry ``mean |G(w0) - mirror(G(w0))|`` of the canonical face next to
@@ -271,7 +273,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
 
 
 def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int,
-                          w: torch.Tensor | None = None, render_fit: bool = True) -> dict[str, Any]:
+                          w: torch.Tensor | None = None, render_fit: bool = True, flip_average: bool | None = None) -> dict[str, Any]:
     """Invert each ground-truth image into the teacher, estimate and render the face at its
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
@@ -291,31 +293,28 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     depth and of the posed prior against the ground truth on the inner face, curvature at
     :data:`DETAIL_SIGMA_64` px per 64: ``corr``, ``std_ratio``, ``prior_posed_corr``), the two
     L1 errors, and ``per_face`` lists. ``w``: style codes already inverted from ``gt["image"]``
-    (skips the inversion). ``render_fit=False`` skips ``render_fit_yaw`` and ``fit_pose`` (62
-    renders; the evaluation during training does not log them).
+    (skips their inversion; their mirrors are still inverted with mirror averaging).
+    ``render_fit=False`` skips ``render_fit_yaw`` and ``fit_pose`` (62 renders; the evaluation
+    during training does not log them). ``flip_average``: :meth:`Student.reconstruct`'s (default:
+    the student's ``model.flip_average``); the report records it. The teacher's image (PSNR, the
+    render-fit target) is that of the image's own code.
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
 
     from evaluate.metrics.depth3d import depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, reconstruction_errors
-    from digan.student.method import invert_teacher
 
     s, g = student, student.g3d
     n = gt["image"].shape[0]
-    imgs = gt["image"].to(s.device)
-    if w is not None:  # the caller's inversion of these images (with inversion_steps steps)
-        wi = w.to(s.device)
-    else:
-        with torch.enable_grad():
-            wi = invert_teacher(s.teacher, imgs, g.w_std, inversion_steps)
+    rec = s.reconstruct(gt["image"], inversion_steps, w=w, flip_average=flip_average)
+    wi, e2 = rec.w, rec.estimate
     with torch.no_grad():
-        e2 = s.estimate(wi)
         rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))
         inv_img = s.teacher_image(wi).cpu()
     mask = g.view_foreground(rend).cpu()
     depth = rend.depth.cpu()
     image = rend.image.clamp(-1, 1).cpu()
-    out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps)}
+    out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None}
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
@@ -386,7 +385,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
 
 
 def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaws: tuple[float, ...] = (-60.0, 60.0),
-                  inversion_steps: int = 60) -> dict[str, Any]:
+                  inversion_steps: int = 60, flip_average: bool | None = None) -> dict[str, Any]:
     """The first ``n_faces`` heads of ``synth_dir`` seen from the side, the truth beside the
     student, for judging by eye whether side views show a profile (nose, brow, chin) where the
     true head at the same resolution shows one: the ground-truth head (its identity as imaged,
@@ -398,7 +397,6 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
     ``truth`` / ``student``: per yaw a pair (normals (n,3,S,S) in the renderer's frame, head
     mask (n,1,S,S) of 0/1), on the CPU."""
     from digan.data.synth import read_synth_config, render_views
-    from digan.student.method import invert_teacher
 
     s, g = student, student.g3d
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
@@ -407,13 +405,11 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
     n = gt["image"].shape[0]
     ident = np.asarray(data.arrays["identity"])[:n]
     params = [data.identity_params(int(k)) for k in ident]
-    with torch.enable_grad():
-        wi = invert_teacher(s.teacher, gt["image"].to(s.device), g.w_std, inversion_steps)
+    est = s.reconstruct(gt["image"], inversion_steps, flip_average=flip_average).estimate
     out: dict[str, Any] = {"image": gt["image"], "true_yaw": [float(v) for v in true_yaw], "yaws": [float(y) for y in yaws],
                            "truth": [], "student": []}
     light = np.tile(np.array([[0.5, 0.5, 0.0, 0.0]], np.float32), (n, 1))
     with torch.no_grad():
-        est = s.estimate(wi)
         for y in yaws:
             views = np.zeros((n, 6), np.float32)
             views[:, 1] = y
@@ -425,9 +421,10 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
 
 
 def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24, inversion_steps: int = 60,
-                      n_samples: int = 64, seed: int = 123, relight_faces: int = 16) -> dict[str, Any]:
+                      n_samples: int = 64, seed: int = 123, relight_faces: int = 16, flip_average: bool | None = None) -> dict[str, Any]:
     """The report described in the module docstring, for ``n_faces`` images of ``synth_dir``
-    (inverted with ``inversion_steps`` steps) and ``n_samples`` teacher samples of ``seed``; with
+    (inverted with ``inversion_steps`` steps; ``flip_average`` as :func:`reconstruction_report`)
+    and ``n_samples`` teacher samples of ``seed``; with
     ``relight_faces`` > 0 also :func:`teacher_relighting` on that many of its identities."""
     s, g = student, student.g3d
     out: dict[str, Any] = {"n_faces": 0, "n_samples": n_samples, "inversion_steps": inversion_steps, "seed": seed}
@@ -440,7 +437,7 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
     out["relief_std"] = float(masked_std(est.depth, fg).mean())
     out["asymmetry"] = {"canonical": _asym(est.canonical.clamp(-1, 1)), "teacher": _asym(teacher_img)}
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
-    out.update(reconstruction_report(s, gt, true_yaw, inversion_steps))
+    out.update(reconstruction_report(s, gt, true_yaw, inversion_steps, flip_average=flip_average))
     if relight_faces > 0:
         try:
             out["teacher_relighting"] = teacher_relighting(s, synth_dir, relight_faces, inversion_steps=inversion_steps)
@@ -465,7 +462,9 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
                      f"{_f(pf['psnr_student'][i], '8.1f'):>8} dB {_f(pf['side'][i] * 100, '9.3f'):>9} {_f(pf['mad'][i], '8.1f'):>8} "
                      f"{_f(ratio, '8.2f'):>8}x")
     r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
-    rows = [("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}")]
+    how = "image and mirror, averaged" if rep.get("flip_average") else "one per image"
+    rows = [("inversions", f"{rep['inversion_steps']} steps, {how}"),
+            ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}")]
     if "render_fit_yaw" in rep:
         fy = rep["render_fit_yaw"]
         rows.append(("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "

@@ -27,7 +27,7 @@ from digan.student.config import StudentConfig
 from digan.student.model import G3D, Estimate, make_renderer
 from digan.utils.seeding import latents as seeded_latents
 
-__all__ = ["ASSETS", "Student", "resolve_teacher_path", "sample_faces", "SampleResult", "normal_to_rgb"]
+__all__ = ["ASSETS", "Reconstruction", "Student", "resolve_teacher_path", "sample_faces", "SampleResult", "normal_to_rgb"]
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -43,6 +43,16 @@ def resolve_teacher_path(ckpt: dict[str, Any], ckpt_path: Path, teacher_path: st
             if cand.is_file():
                 return cand
     raise DiganError(f"cannot find the teacher of {ckpt_path} (recorded: {rec}); pass --teacher PATH")
+
+
+@dataclass
+class Reconstruction:
+    """:meth:`Student.reconstruct`'s result: the ``estimate`` of the images, their teacher codes
+    ``w`` and, with mirror averaging, the codes ``w_mirror`` of their mirror images (else None)."""
+
+    estimate: Estimate
+    w: torch.Tensor
+    w_mirror: torch.Tensor | None
 
 
 class Student:
@@ -100,6 +110,28 @@ class Student:
     @torch.no_grad()
     def estimate(self, w: torch.Tensor) -> Estimate:
         return self.g3d.estimate(w.to(self.device), self.teacher)
+
+    def reconstruct(self, images: torch.Tensor, steps: int, lr: float = 0.05, flip_average: bool | None = None,
+                    w: torch.Tensor | None = None) -> "Reconstruction":
+        """The estimate of each image (B,3,S,S in [-1,1], the teacher's size): invert it into the
+        teacher (:func:`~digan.student.method.invert_teacher`, ``steps`` Adam steps at ``lr``), then
+        :meth:`estimate`. With ``flip_average`` (default: ``model.flip_average``) the image's
+        left-right mirror is inverted too, its estimate mirrored back (:meth:`G3D.mirror_estimate`)
+        and the two averaged (:meth:`G3D.average_estimates`): swapping an image for its mirror then
+        gives exactly the mirrored result. ``w``: the images' codes when already inverted (then
+        only the mirror is inverted)."""
+        from digan.student.method import invert_teacher
+
+        flip = self.cfg.model.flip_average if flip_average is None else bool(flip_average)
+        imgs = images.to(self.device, torch.float32)
+        with torch.enable_grad():
+            wi = invert_teacher(self.teacher, imgs, self.g3d.w_std, steps, lr) if w is None else w.to(self.device)
+            wm = invert_teacher(self.teacher, imgs.flip(3), self.g3d.w_std, steps, lr) if flip else None
+        est = self.estimate(wi)
+        if flip:
+            g = self.g3d
+            est = g.average_estimates([est, g.mirror_estimate(self.estimate(wm))])
+        return Reconstruction(estimate=est, w=wi.detach(), w_mirror=None if wm is None else wm.detach())
 
     @torch.no_grad()
     def teacher_image(self, w: torch.Tensor) -> torch.Tensor:

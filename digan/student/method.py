@@ -8,7 +8,8 @@ no checkpoint, or a checkpoint trained as another variant, is a one-line error.
 
 Options: ``truncation`` (psi, default 1.0, the FID protocol; the student was trained at 0.7),
 ``teacher`` (path; default the one recorded in the checkpoint), ``inversion_steps`` (150),
-``inversion_lr`` (0.05), ``device``.
+``inversion_lr`` (0.05), ``device``, ``flip_average`` (true/false; default the student's
+``model.flip_average``, true: the image's mirror is inverted too and the two estimates averaged).
 
 Capabilities: pose, light, depth, mesh and reconstruct. ``render`` maps z through the teacher's
 mapping and truncation, runs G3D and renders at the requested absolute yaw/pitch (degrees) under
@@ -18,8 +19,9 @@ coverage mask come with the images.
 ``reconstruct(images)`` (for SIDE/MAD on synthetic data) inverts the teacher: w = w_mean +
 s * u with s the mean per-dimension std of w, u optimised by Adam (``inversion_lr``,
 ``inversion_steps``, from u = 0) to minimise ``L1 + Laplacian-pyramid L1`` between G(w) and the
-image plus ``1e-3 * |u|^2``; then G3D estimates the face from w and renders it at its predicted
-view: the rendered depth and normals are the reconstruction, the mask is the face foreground
+image plus ``1e-3 * |u|^2``; then G3D estimates the face from w (with ``flip_average``, the
+mean of that estimate and the mirrored estimate of the mirrored image:
+:meth:`~digan.student.inference.Student.reconstruct`) and renders it at its predicted view: the rendered depth and normals are the reconstruction, the mask is the face foreground
 (canonical depth nearer than the backdrop) carried through the render.
 """
 
@@ -92,13 +94,21 @@ def invert_teacher(teacher: Any, images: torch.Tensor, w_std: torch.Tensor, step
     return (mean + s * u).detach()
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    """A method option that must be a YAML boolean (``--set method_options.digan.NAME=false``)."""
+    if isinstance(value, bool):
+        return value
+    raise DiganError(f"digan option {name} must be true or false, got {value!r}; write e.g. {name}=false")
+
+
 class DiganMethod(Method):
     """A loaded DIGAN student (see the module docstring)."""
 
     name = "digan"
 
     def __init__(self, path: Path, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
-                 inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | torch.device | None = None):
+                 inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | torch.device | None = None,
+                 flip_average: bool | None = None):
         self.path = Path(path)
         self.variant = variant
         self.student = Student.load(self.path, teacher_path=teacher, device=device or "cpu")
@@ -108,6 +118,7 @@ class DiganMethod(Method):
         self.truncation = float(truncation)
         self.inversion_steps = int(inversion_steps)
         self.inversion_lr = float(inversion_lr)
+        self.flip_average = self.student.cfg.model.flip_average if flip_average is None else _as_bool(flip_average, "flip_average")
 
     @property
     def capabilities(self) -> Capabilities:
@@ -145,9 +156,8 @@ class DiganMethod(Method):
         imgs = images.to(s.device, torch.float32)
         if imgs.shape[-1] != s.g3d.size:
             imgs = torch.nn.functional.interpolate(imgs, size=(s.g3d.size, s.g3d.size), mode="bilinear", align_corners=False, antialias=True)
-        w = invert_teacher(s.teacher, imgs, s.g3d.w_std, self.inversion_steps, self.inversion_lr)
+        est = s.reconstruct(imgs, self.inversion_steps, self.inversion_lr, flip_average=self.flip_average).estimate
         with torch.no_grad():
-            est = s.estimate(w)
             return self._rendered(s.render(est, extra=s.g3d.foreground(est.depth)))
 
     def weights(self) -> dict[str, Any]:
@@ -159,16 +169,16 @@ class DiganMethod(Method):
         s = self.student
         return {"name": self.name, "variant": self.variant, "checkpoint": str(self.path), "step": s.info.get("step"),
                 "truncation": self.truncation, "image_size": int(s.g3d.size), "preset": s.cfg.preset,
-                "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w"},
+                "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w", "flip_average": self.flip_average},
                 "losses": s.info.get("meta", {})}
 
 
 @register_method("digan", help="DIGAN student (G3D). digan[@variant][:student.pt or folder]; default the bundled tiny student")
 def _make_digan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                 checkpoints: dict[str, str] | None = None, inversion_steps: int = 150, inversion_lr: float = 0.05,
-                device: str | None = None, **unknown: Any) -> Method:
+                device: str | None = None, flip_average: bool | str | None = None, **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"digan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, checkpoints, "
-                         "inversion_steps, inversion_lr, device")
+                         "inversion_steps, inversion_lr, device, flip_average")
     path = resolve_checkpoint(arg, variant, checkpoints)
-    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device)
+    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device, flip_average)

@@ -47,6 +47,13 @@ from digan.student.networks import ComposeNet, DepthNet, ImageReader, LightNet, 
 __all__ = ["Estimate", "G3D", "raw_to_depth", "depth_smooth_sigma", "teacher_synthesis", "teacher_info", "make_renderer"]
 
 
+#: sign of each raw view unit (pitch, yaw, roll, tx, ty, tz) and raw light unit (ambient, diffuse,
+#: dx, dy) under a left-right mirror of the image: x = -x turns a rotation R into S R S
+#: (S = diag(-1, 1, 1)), which keeps pitch and negates yaw and roll
+MIRROR_VIEW_SIGN = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0)
+MIRROR_LIGHT_SIGN = (1.0, 1.0, -1.0, 1.0)
+
+
 @dataclass
 class Estimate:
     """Canonical-frame outputs of G3D for a batch of style codes (maps are (B,C,S,S))."""
@@ -306,6 +313,35 @@ class G3D(nn.Module):
         n = normals_from_depth(depth, self.cfg.renderer.fov, normalize=self.cfg.renderer.normal_norm)
         shading = light.ambient.view(-1, 1, 1, 1) + light.diffuse.view(-1, 1, 1, 1) * n[:, 2:3].clamp(min=0)
         return (canonical / 2 + 0.5) / (shading + 1e-8) * 2 - 1
+
+    # ------------------------------------------------------------------ mirror averaging
+    def mirror_estimate(self, est: Estimate) -> Estimate:
+        """The estimate of the left-right mirror image: canonical maps flipped, raw units signed by
+        :data:`MIRROR_VIEW_SIGN` / :data:`MIRROR_LIGHT_SIGN`, so that rendering it gives the mirror
+        of ``est``'s render (up to the mesh's triangulation). ``w0`` is kept: it has no mirror."""
+        def flip(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if t is None else t.flip(3)
+
+        vr = est.view_raw * est.view_raw.new_tensor(MIRROR_VIEW_SIGN)
+        lr = est.light_raw * est.light_raw.new_tensor(MIRROR_LIGHT_SIGN)
+        return Estimate(depth=flip(est.depth), albedo=flip(est.albedo), canonical=flip(est.canonical),
+                        transform_map=flip(est.transform_map), view_raw=vr, light_raw=lr, w0=est.w0,
+                        view=self.view_net.to_view(vr), light=self.light_net.to_light(lr))
+
+    def average_estimates(self, ests: list[Estimate]) -> Estimate:
+        """The mean of estimates of the same faces (maps and raw units averaged; view and light
+        rebuilt from the mean raw units, which map to them linearly); ``w0`` is the first's."""
+        if not ests:
+            raise DiganError("average_estimates needs at least one estimate")
+
+        def mean(name: str) -> Optional[torch.Tensor]:
+            vals = [getattr(e, name) for e in ests]
+            return None if vals[0] is None else torch.stack(vals).mean(0)
+
+        vr, lr = mean("view_raw"), mean("light_raw")
+        return Estimate(depth=mean("depth"), albedo=mean("albedo"), canonical=mean("canonical"),
+                        transform_map=mean("transform_map"), view_raw=vr, light_raw=lr, w0=ests[0].w0,
+                        view=self.view_net.to_view(vr), light=self.light_net.to_light(lr))
 
     # ------------------------------------------------------------------ main entry points
     def estimate(self, w: torch.Tensor, teacher: Any) -> Estimate:
