@@ -135,8 +135,10 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
-    """torchrun with 2 gloo processes: rank 0 inverts the heads and writes the cache, rank 1 reads
-    it after a barrier; the run finishes and DV alone has moved."""
+    """torchrun with 2 gloo processes: rank 0 inverts the heads and writes the cache, rank 1
+    receives the codes from it; the run finishes and DV alone has moved. Rerun with --force over
+    it, rank 1 does not read OUT's old cache (rank 0 works in a staging folder): a broken one there
+    does not stop the run."""
     import os
     import subprocess
     import sys
@@ -159,6 +161,10 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
     ck = load_torch(cal / "student.pt")  # recorded once, by rank 0
     assert ck["config"] == load_torch(out / "student.pt")["config"] and ck["view_calibration"]["steps"] == 2
     assert p.stdout.count("view calibration") == 1  # one summary, rank 0's
+    (cal / "inverted_codes.pt").write_bytes(b"not a torch file")
+    p = subprocess.run([*cmd, "--force"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4
 
 
 @pytest.mark.slow

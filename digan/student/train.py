@@ -418,12 +418,12 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
     if cfg.train.inverted_data:
-        # rank 0 inverts and writes the cache; the other ranks then read it (the same codes)
-        if main:
-            obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=True, show=show_progress)
-        dist.barrier()
-        if not main:
-            obj.code_bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=False)
+        # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
+        # look in a run folder, which under --force is rank 0's staging folder, not OUT
+        bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=True, show=show_progress) if main else None
+        if distributed:
+            bank = dist.all_gather_objects(None if bank is None else bank.cpu())[0]
+        obj.code_bank = bank.to(device)
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
