@@ -113,3 +113,12 @@ def test_method_option_flip_average(student, tmp_path):
     assert create_method("liftgan", flip_average=False).flip_average is False
     with pytest.raises(DiganError, match="flip_average must be true or false"):
         create_method("liftgan", flip_average=1)
+
+
+def test_reconstruct_rejects_images_it_cannot_invert(student):
+    size = student.g3d.size
+    for bad in (torch.zeros(2, 3, size // 2, size // 2), torch.zeros(2, 1, size, size), torch.zeros(3, size, size)):
+        with pytest.raises(DiganError, match=f"expects images \\(B,3,{size},{size}\\)"):
+            student.reconstruct(bad, steps=1)
+    with pytest.raises(DiganError, match="one code per image"):
+        student.reconstruct(torch.zeros(2, 3, size, size), steps=1, w=torch.zeros(3, student.g3d.style_dim))

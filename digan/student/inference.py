@@ -122,6 +122,12 @@ class Student:
         only the mirror is inverted)."""
         from digan.student.method import invert_teacher
 
+        size = int(self.g3d.size)
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
+            raise DiganError(f"reconstruct expects images (B,3,{size},{size}) in [-1,1] at the teacher's size, got "
+                             f"{tuple(images.shape)}; resize them to {size}x{size} px first")
+        if w is not None and (w.dim() != 2 or w.shape[0] != images.shape[0]):
+            raise DiganError(f"reconstruct: w must hold one code per image, (B,D) with B = {images.shape[0]}, got {tuple(w.shape)}")
         flip = self.cfg.model.flip_average if flip_average is None else bool(flip_average)
         imgs = images.to(self.device, torch.float32)
         with torch.enable_grad():
