@@ -76,6 +76,8 @@ def test_untrained_student_report(tmp_path):
     # an untrained student's depth is its prior: at DV's pose it is exactly the posed prior,
     # on all its pixels and on the inner face
     assert rep["student"] == rep["prior_posed"] and rep["face"]["student"] == rep["face"]["prior_posed"]
+    # ... and so is the depth of the mean code ("one head")
+    assert rep["one_head"] == rep["prior_posed"] and rep["face"]["one_head"] == rep["face"]["prior_posed"]
     assert rep["detail"]["corr"] == rep["detail"]["prior_posed_corr"] and rep["detail"]["sigma_px"] == 1.0
     assert 0 < rep["face"]["pixels"] and np.isfinite(rep["face"]["student"]["mad"])
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
@@ -368,3 +370,30 @@ def test_render_fit_yaw_recovers_the_yaw_a_render_was_made_at():
     assert 10.0 <= coarse[2] <= 20.0
     with pytest.raises(DiganError, match="at least 3 increasing"):
         render_fit_yaw(st, est, target, yaws=(0.0, 10.0))
+
+
+def test_one_head_is_the_student_only_when_its_depth_is_the_same_for_every_face(tmp_path, monkeypatch):
+    """``one_head`` gives every face the student's depth of the teacher's mean code: a student whose
+    depth does not depend on the code scores exactly that; one whose depth varies does not."""
+    from dataclasses import replace
+
+    from digan.data.synth import generate_synth
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    torch.manual_seed(0)
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    with torch.no_grad():
+        for p in st.g3d.depth_net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    generate_synth(tmp_path / "gt", n=3, size=64, seed=4)
+    gt, yaw = load_eval_faces(tmp_path / "gt", 3, 64)
+    rep = reconstruction_report(st, gt, yaw, 2, render_fit=False)
+    assert rep["one_head"] != rep["student"] and np.isfinite(rep["one_head"]["mad"])
+    estimate = st.estimate
+    fixed = estimate(teacher.w_mean.reshape(1, -1)).depth
+    fixed = (fixed + fixed.flip(3)) / 2  # symmetric, as mirror averaging makes the one head
+    monkeypatch.setattr(st, "estimate", lambda w: replace(estimate(w), depth=fixed.expand(w.shape[0], -1, -1, -1)))
+    rep = reconstruction_report(st, gt, yaw, 2, render_fit=False)
+    assert rep["one_head"] == rep["student"] and rep["face"]["one_head"] == rep["face"]["student"]

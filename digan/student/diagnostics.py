@@ -19,8 +19,10 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   render inside the ground-truth mask): a flat plane, the model's own depth prior alone
   (``model.depth_prior``, frontal), the prior turned to DV's predicted view (what the pose alone
   gives: the learnt depth must beat *this* to have added shape), and the reconstruction with its
-  relief inverted about its mean (lower than the reconstruction = hollow faces); and the student
-  beside the posed prior on the inner face only (the prior's ellipse carried to the view: no
+  relief inverted about its mean (lower than the reconstruction = hollow faces), and "one head":
+  every face given the student's own depth of the teacher's mean code at DV's pose (a student
+  that scores no better than this has learnt one head shape, not each face's); and the student
+  beside the posed prior and the one head on the inner face only (the prior's ellipse carried to the view: no
   neck, hair or shoulders), where nose, brow and chin are;
 * **inversion or depth**: PSNR inside the ground-truth mask, per face and mean, of the teacher's
   image of the inverted w against the input (low: the teacher cannot reproduce the face, so the
@@ -281,9 +283,11 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     Returns JSON-ready: ``pose`` (DV yaw vs true yaw), ``render_fit_yaw`` (:func:`render_fit_yaw`
     against the teacher's image of the inverted code, vs the true yaw; ``dv_slope``: DV's yaw
     regressed on it), ``fit_pose`` (SIDE, MAD of the estimate rendered at that yaw), ``student``/``flat_plane``/``prior_only``/
-    ``prior_posed``/``inverted_relief`` (SIDE, MAD, all on the student's pixels), ``true_pose``
+    ``prior_posed``/``one_head``/``inverted_relief`` (SIDE, MAD, all on the student's pixels;
+    ``one_head``: every face given the student's depth of the teacher's mean code, at DV's pose:
+    the learnt depth with nothing per face), ``true_pose``
     (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``), ``face``
-    (``student`` and ``prior_posed`` on the inner face, and its mean eroded ``pixels``),
+    (``student``, ``prior_posed`` and ``one_head`` on the inner face, and its mean eroded ``pixels``),
     ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
     inverted w, ``student`` = the student's render, both against the input inside the
     ground-truth mask), ``roughness`` (:func:`~evaluate.metrics.depth3d.depth_roughness` of the
@@ -344,8 +348,18 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["prior_posed"] = _scores(posed, mask, gt)
     # the inner face: the prior's ellipse carried to the view, where the prior is a real guess
     face = mask * g.view_foreground(rend_p).cpu()
+    # one head for every face: the student's depth of the teacher's mean code (mirror-averaged
+    # when the estimates are), at DV's pose: what the learnt depth gives without anything per face
+    with torch.no_grad():
+        wm = s.teacher.w_mean.reshape(1, -1).to(e2.depth.device)
+        one = s.estimate(wm)
+        if rec.w_mirror is not None:
+            one = g.average_estimates([one, g.mirror_estimate(one)])
+        one_depth = one.depth.expand(n, -1, -1, -1)
+        rend_o = g.render(replace(e2, depth=one_depth), s.renderer, filter_grads=False, extra=g.foreground(one_depth))
+    out["one_head"] = _scores(rend_o.depth.cpu(), mask, gt)
     out["face"] = {"student": _scores(depth, face, gt), "prior_posed": _scores(posed, face, gt),
-                   "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
+                   "one_head": _scores(rend_o.depth.cpu(), face, gt), "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
     if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
         from digan.render.types import View
 
@@ -481,8 +495,9 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
     for name, label in (("student", "student"), ("flat_plane", "flat plane"), ("prior_only", "prior, frontal"),
-                        ("prior_posed", "prior, DV pose"), ("inverted_relief", "inverted relief")):
-        rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+                        ("prior_posed", "prior, DV pose"), ("one_head", "one head, DV pose"), ("inverted_relief", "inverted relief")):
+        if name in rep:
+            rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
     if "true_pose" in rep:
         tp = rep["true_pose"]
         rows.append(("SIDE / MAD at true rotation", f"{tp['side'] * 100:.3f}e-2 / {tp['mad']:.1f} deg (pose costs "
@@ -491,8 +506,9 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         fp = rep["fit_pose"]
         rows.append(("SIDE / MAD at render-fit yaw", f"{fp['side'] * 100:.3f}e-2 / {fp['mad']:.1f} deg"))
     fc = rep["face"]
-    for name, label in (("student", "student"), ("prior_posed", "prior, DV pose")):
-        rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
+    for name, label in (("student", "student"), ("prior_posed", "prior, DV pose"), ("one_head", "one head")):
+        if name in fc:
+            rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
     rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
     rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
     if "detail" in rep:
