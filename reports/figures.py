@@ -333,7 +333,7 @@ _SHAPE_PANELS = (
     ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("posed_prior_side", "prior at DV pose", ":"),
                                        ("flat_side", "flat plane", "-.")]),
     ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("posed_prior_mad", "prior at DV pose", ":"),
-                              ("flat_mad", "flat plane", "-.")]),
+                              ("flat_mad", "flat plane", "-."), ("one_head_mad", "one head (mean code's depth)", (0, (5, 1, 1, 1, 1, 1)))]),
     ("depth roughness (mean |Laplacian|)", "roughness", [("prior_roughness", "prior only", "--"), ("roughness_gt", "ground truth", ":")]),
     ("DV yaw and DL light vs the truth (1 = perfect)", "yaw_corr",
      [("yaw_slope", "yaw slope", ":"), ("light_dx_corr", "light dx corr", "--"), ("light_dy_corr", "light dy corr", "-.")]),
