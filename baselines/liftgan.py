@@ -53,7 +53,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.build import build_digan
 from digan.student.config import StudentConfig
-from digan.student.method import DiganMethod, _as_bool
+from digan.student.method import DiganMethod
 from digan.student.registry import Built, register_model
 from evaluate.methods import Method, register_method
 
@@ -170,10 +170,7 @@ class LiftGANMethod(DiganMethod):
         if trained_as != variant:
             raise DiganError(f"{self.path} was trained as liftgan@{trained_as}, not liftgan@{variant}; pass the matching checkpoint")
         self.variant = variant
-        self.truncation = float(truncation)
-        self.inversion_steps = int(inversion_steps)
-        self.inversion_lr = float(inversion_lr)
-        self.flip_average = self.student.cfg.model.flip_average if flip_average is None else _as_bool(flip_average, "flip_average")
+        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average)
 
     def info(self) -> dict[str, Any]:
         out = super().info()

@@ -496,8 +496,7 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
     ]
     for name, label in (("student", "student"), ("flat_plane", "flat plane"), ("prior_only", "prior, frontal"),
                         ("prior_posed", "prior, DV pose"), ("one_head", "one head, DV pose"), ("inverted_relief", "inverted relief")):
-        if name in rep:
-            rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
+        rows.append((f"SIDE / MAD {label}", f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg"))
     if "true_pose" in rep:
         tp = rep["true_pose"]
         rows.append(("SIDE / MAD at true rotation", f"{tp['side'] * 100:.3f}e-2 / {tp['mad']:.1f} deg (pose costs "
@@ -507,8 +506,7 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         rows.append(("SIDE / MAD at render-fit yaw", f"{fp['side'] * 100:.3f}e-2 / {fp['mad']:.1f} deg"))
     fc = rep["face"]
     for name, label in (("student", "student"), ("prior_posed", "prior, DV pose"), ("one_head", "one head")):
-        if name in fc:
-            rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
+        rows.append((f"inner face: {label}", f"{fc[name]['side'] * 100:.3f}e-2 / {fc[name]['mad']:.1f} deg"))
     rows.append(("roughness student / GT", f"{_f(r['student'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['ratio'], '.2f')}x"))
     rows.append(("roughness prior only / GT", f"{_f(r['prior_only'], '.3e')} / {_f(r['ground_truth'], '.3e')} = {_f(r['prior_ratio'], '.2f')}x"))
     if "detail" in rep:

@@ -115,6 +115,11 @@ class DiganMethod(Method):
         trained_as = self.student.cfg.variant
         if trained_as != variant:
             raise DiganError(f"{self.path} was trained as digan@{trained_as}, not digan@{variant}; pass the matching checkpoint")
+        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average)
+
+    def _set_inference_options(self, truncation: float, inversion_steps: int, inversion_lr: float, flip_average: bool | None) -> None:
+        """The options of :meth:`render` and :meth:`reconstruct` (module docstring), for this
+        method and the ones built on it (``liftgan``); needs ``self.student``."""
         self.truncation = float(truncation)
         self.inversion_steps = int(inversion_steps)
         self.inversion_lr = float(inversion_lr)

@@ -420,7 +420,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     if cfg.train.inverted_data:
         # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
         # look in a run folder, which under --force is rank 0's staging folder, not OUT
-        bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, write=True, show=show_progress) if main else None
+        bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, show=show_progress) if main else None
         if distributed:
             bank = dist.all_gather_objects(None if bank is None else bank.cpu())[0]
         obj.code_bank = bank.to(device)
@@ -668,7 +668,7 @@ def _mentions_nonfinite(e: BaseException) -> bool:
 
 
 def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
-                       write: bool = True, show: bool = False) -> torch.Tensor:
+                       show: bool = False) -> torch.Tensor:
     """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
     ``train.inverted_data``, each inverted into the teacher with ``train.inverted_steps`` steps
     (:func:`digan.student.method.invert_teacher`, as ``bench shape`` inverts). Cached in
@@ -713,9 +713,8 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
             codes.append(invert_teacher(teacher, imgs, w_std.to(device), steps).cpu())
             bar.update(task, completed=i + imgs.shape[0])
     bank = torch.cat(codes)
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        save_torch(cache, {"key": key, "codes": bank})
+    out.mkdir(parents=True, exist_ok=True)
+    save_torch(cache, {"key": key, "codes": bank})
     return bank.to(device)
 
 
