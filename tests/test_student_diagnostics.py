@@ -79,6 +79,11 @@ def test_untrained_student_report(tmp_path):
     # ... and so is the depth of the mean code ("one head")
     assert rep["one_head"] == rep["prior_posed"] and rep["face"]["one_head"] == rep["face"]["prior_posed"]
     assert rep["detail"]["corr"] == rep["detail"]["prior_posed_corr"] and rep["detail"]["sigma_px"] == 1.0
+    # four views of one identity: the others' mean true head is each face's own true head
+    assert rep["mean_true_head"]["mad"] == pytest.approx(rep["true_head"]["mad"], rel=1e-5)
+    assert rep["mean_true_head"]["side"] == pytest.approx(rep["true_head"]["side"], rel=1e-4)
+    # DV's pitch against the synthetic heads' pitches
+    assert -1 <= rep["pitch"]["corr"] <= 1 and rep["pitch"]["true_pitch_std"] > 0
     assert 0 < rep["face"]["pixels"] and np.isfinite(rep["face"]["student"]["mad"])
     assert 0 < rep["light"]["ambient"] < 1 and rep["asymmetry"]["teacher"] > 0
     with pytest.raises(DiganError, match="at least 3"):
@@ -397,3 +402,45 @@ def test_one_head_is_the_student_only_when_its_depth_is_the_same_for_every_face(
     monkeypatch.setattr(st, "estimate", lambda w: replace(estimate(w), depth=fixed.expand(w.shape[0], -1, -1, -1)))
     rep = reconstruction_report(st, gt, yaw, 2, render_fit=False)
     assert rep["one_head"] == rep["student"] and rep["face"]["one_head"] == rep["face"]["student"]
+
+
+def test_true_head_references_score_the_ground_truth_at_dv_pose(tmp_path, monkeypatch):
+    """``true_head`` renders each face's true canonical depth at DV's pose: a student whose depth is
+    exactly that truth (and has no T map) scores the same, to the last bit; ``mean_true_head``
+    (the other faces' mean head) then scores worse, and a student without the truth worse still."""
+    from dataclasses import replace
+
+    from digan.data.synth import generate_synth
+    from digan.student.diagnostics import load_eval_faces, reconstruction_report, shape_report_lines
+
+    teacher = random_teacher(size=64, style_dim=32, width=8, seed=0)
+    cfg = make_config("tiny", overrides=["train.w_stats_samples=256"])
+    torch.manual_seed(0)
+    st = Student(build_g3d(cfg, teacher), teacher, cfg)
+    generate_synth(tmp_path / "gt", n=12, size=64, seed=4)  # 3 identities, 4 views each
+    gt, yaw = load_eval_faces(tmp_path / "gt", 12, 64)
+    idx = torch.tensor([0, 4, 8])  # one view of each identity
+    gt = {k: v[idx] for k, v in gt.items()}
+    yaw = yaw[idx.numpy()]
+    assert not torch.equal(gt["canonical_depth"][0], gt["canonical_depth"][1])
+    prior = reconstruction_report(st, gt, yaw, 2, render_fit=False, flip_average=False)
+    estimate = st.estimate
+    truth = gt["canonical_depth"]
+    from digan.render.types import View
+
+    def true_shape_and_pose(w):
+        e = estimate(w)
+        return replace(e, depth=truth, transform_map=None, view=View(gt["rotation"], torch.zeros_like(e.view.translation)))
+
+    monkeypatch.setattr(st, "estimate", true_shape_and_pose)
+    rep = reconstruction_report(st, gt, yaw, 2, render_fit=False, flip_average=False)
+    assert rep["student"] == rep["true_head"] and rep["pitch"]["corr"] == pytest.approx(1.0)
+    # at the true pose the truth is near the metric's floor (12 deg measured); the others' mean head
+    # is worse (16), an untrained student far worse (65)
+    assert rep["true_head"]["mad"] < 15 and rep["true_head"]["mad"] + 2 < rep["mean_true_head"]["mad"] < prior["student"]["mad"]
+    text = "\n".join(shape_report_lines({**rep, "inversion_steps": 2, "asymmetry": {"canonical": 0.1, "teacher": 0.1},
+                                         "light": {"ambient": 0.5, "diffuse": 0.5}, "relief_std": 0.01}))
+    assert "mean GT head, DV pose" in text and "DV pitch vs true pitch" in text
+    # a set without canonical depths: no ground-truth references, the rest stands
+    rep = reconstruction_report(st, {k: v for k, v in gt.items() if k != "canonical_depth"}, yaw, 2, render_fit=False, flip_average=False)
+    assert "true_head" not in rep and "mean_true_head" not in rep and np.isfinite(rep["student"]["mad"])

@@ -33,7 +33,13 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out;
 * **pose or shape**: SIDE/MAD of the same estimate rendered at the true rotation (DV's
   translation kept, scored on that render's pixels): the part of the error a perfect pose would
-  remove; what is left is the depth's;
+  remove; what is left is the depth's; and DV's pitch against the true pitch (as for the yaw);
+* **how good one head could be** (ground truth, not a method; when the set has its heads'
+  canonical depths): each face's own true canonical depth at DV's pose (a perfect shape with the
+  student's pose: the floor of the rest of the pipeline), and the mean true canonical depth of
+  the *other* evaluated heads at DV's pose (the best one shared head: a student at "one head"
+  that is far above it has learnt a poor head, not merely no per-face shape), both on the
+  student's pixels;
 * **teacher or student**: :func:`teacher_relighting`: the same heads lit from the left and the
   right, inverted into the teacher; how much of each log-ratio image the true normals, the
   convex prior's and the student's own explain (shading can teach the depth only the form the
@@ -260,7 +266,8 @@ def _prior_depth(g: Any, n: int) -> torch.Tensor:
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
     (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; ``rotation``:
-    pitch, yaw, roll in degrees; CPU float)
+    pitch, yaw, roll in degrees; ``canonical_depth``: the head's frontal depth, when the set has
+    it; CPU float)
     and their true yaws (degrees).
     At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
     data = _open_synth(synth_dir, size)
@@ -268,7 +275,8 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
-    gt = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in ("image", "depth", "normal", "mask", "light", "rotation")}
+    keys = ("image", "depth", "normal", "mask", "light", "rotation") + (("canonical_depth",) if "canonical_depth" in items[0] else ())
+    gt = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in keys}
     if gt["image"].shape[-1] != size:
         raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
     return gt, np.array([float(it["rotation"][1]) for it in items])
@@ -286,7 +294,11 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     ``prior_posed``/``one_head``/``inverted_relief`` (SIDE, MAD, all on the student's pixels;
     ``one_head``: every face given the student's depth of the teacher's mean code, at DV's pose:
     the learnt depth with nothing per face), ``true_pose``
-    (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``), ``face``
+    (SIDE, MAD of the estimate rendered at the true rotation, when ``gt`` has ``rotation``; then
+    also ``pitch``: DV's pitch vs the true pitch, when the true pitches vary), ``true_head`` /
+    ``mean_true_head`` (SIDE, MAD of each face's true canonical depth, and of the mean true canonical
+    depth of the other faces, at DV's pose without the T map, on the student's pixels; ground truth
+    for reference, when ``gt`` has ``canonical_depth``), ``face``
     (``student``, ``prior_posed`` and ``one_head`` on the inner face, and its mean eroded ``pixels``),
     ``psnr`` (means, dB: ``teacher`` = the teacher's image of the
     inverted w, ``student`` = the student's render, both against the input inside the
@@ -322,6 +334,11 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
+    if "rotation" in gt:  # DV's pitch: nothing in the objective anchors it (README, 3D shape)
+        true_pitch = gt["rotation"][:, 0].double().numpy()
+        if true_pitch.std() > 0:
+            out["pitch"] = {**pose_agreement(e2.view.rotation[:, 0].cpu().double().numpy(), true_pitch),
+                            "true_pitch_std": float(true_pitch.std()), "pred_pitch_std": float(e2.view.rotation[:, 0].std(unbiased=False))}
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
     out["code_spread"] = code_spread(s, wi.detach())
@@ -357,9 +374,17 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
             one = g.average_estimates([one, g.mirror_estimate(one)])
         one_depth = one.depth.expand(n, -1, -1, -1)
         rend_o = g.render(replace(e2, depth=one_depth), s.renderer, filter_grads=False, extra=g.foreground(one_depth))
-    out["one_head"] = _scores(rend_o.depth.cpu(), mask, gt)
+    one_posed = rend_o.depth.cpu()
+    out["one_head"] = _scores(one_posed, mask, gt)
     out["face"] = {"student": _scores(depth, face, gt), "prior_posed": _scores(posed, face, gt),
-                   "one_head": _scores(rend_o.depth.cpu(), face, gt), "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
+                   "one_head": _scores(one_posed, face, gt), "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
+    if "canonical_depth" in gt:  # ground truth at DV's pose: each face's own head, and the others' mean head
+        with torch.no_grad():
+            cd = gt["canonical_depth"].to(e2.depth)
+            others = (cd.sum(0, keepdim=True) - cd) / (n - 1)  # leave-one-out: no face scores its own shape
+            for key, d in (("true_head", cd), ("mean_true_head", others)):
+                rend_g = g.render(replace(e2, depth=d, transform_map=None), s.renderer, filter_grads=False)
+                out[key] = _scores(rend_g.depth.cpu(), mask, gt)
     if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
         from digan.render.types import View
 
@@ -501,6 +526,13 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         tp = rep["true_pose"]
         rows.append(("SIDE / MAD at true rotation", f"{tp['side'] * 100:.3f}e-2 / {tp['mad']:.1f} deg (pose costs "
                                                    f"{rep['student']['mad'] - tp['mad']:+.1f})"))
+    for name, label, what in (("true_head", "GT shape, DV pose", "a perfect shape"), ("mean_true_head", "mean GT head, DV pose", "best one head")):
+        if name in rep:
+            rows.append((label, f"{rep[name]['side'] * 100:.3f}e-2 / {rep[name]['mad']:.1f} deg ({what})"))
+    if "pitch" in rep:
+        pt = rep["pitch"]
+        rows.append(("DV pitch vs true pitch", f"corr {_f(pt['corr'], '+.2f')}, slope {_f(pt['slope'], '+.2f')}; "
+                                               f"spread {pt['pred_pitch_std']:.1f} vs {pt['true_pitch_std']:.1f} deg"))
     if "fit_pose" in rep:
         fp = rep["fit_pose"]
         rows.append(("SIDE / MAD at render-fit yaw", f"{fp['side'] * 100:.3f}e-2 / {fp['mad']:.1f} deg"))
