@@ -333,10 +333,12 @@ _SHAPE_PANELS = (
     ("SIDE (held-out heads)", "side", [("prior_side", "prior only", "--"), ("posed_prior_side", "prior at DV pose", ":"),
                                        ("flat_side", "flat plane", "-.")]),
     ("MAD (degrees)", "mad", [("prior_mad", "prior only", "--"), ("posed_prior_mad", "prior at DV pose", ":"),
-                              ("flat_mad", "flat plane", "-."), ("one_head_mad", "one head (mean code's depth)", (0, (5, 1, 1, 1, 1, 1)))]),
+                              ("flat_mad", "flat plane", "-."), ("one_head_mad", "one head (mean code's depth)", (0, (5, 1, 1, 1, 1, 1))),
+                              ("mean_true_head_mad", "best one head (ground truth)", (0, (1, 3)))]),
     ("depth roughness (mean |Laplacian|)", "roughness", [("prior_roughness", "prior only", "--"), ("roughness_gt", "ground truth", ":")]),
     ("DV yaw and DL light vs the truth (1 = perfect)", "yaw_corr",
-     [("yaw_slope", "yaw slope", ":"), ("light_dx_corr", "light dx corr", "--"), ("light_dy_corr", "light dy corr", "-.")]),
+     [("yaw_slope", "yaw slope", ":"), ("light_dx_corr", "light dx corr", "--"), ("light_dy_corr", "light dy corr", "-."),
+      ("pitch_corr", "pitch corr", (0, (1, 3)))]),
 )
 
 
@@ -346,8 +348,10 @@ def shape_eval_figure(run_dirs: Sequence[str | Path], labels: Sequence[str] | No
     (solid, with markers), the run's prior-only, posed-prior and flat-plane references dashed /
     dotted / dash-dotted,
     for roughness the ground truth's, beside the yaw correlation its slope (dotted) and the
-    correlation of DL's light direction with the true light (dx dashed, dy dash-dotted; runs
-    logged before that column have none). None when no run has evaluations."""
+    correlation of DL's light direction with the true light (dx dashed, dy dash-dotted) and of DV's
+    pitch with the true pitch (dotted), in the MAD panel also "one head" and the best one head (the
+    ground truth's mean head, dotted); runs logged before a column have none of it. None when no
+    run has evaluations."""
     from digan.student.diagnostics import read_shape_eval
 
     dirs = [Path(d) for d in run_dirs]

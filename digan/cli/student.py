@@ -137,6 +137,7 @@ def _last_shape_eval(run_dir: Path) -> dict[str, str]:
             "3D references": f"prior {f(r['prior_side'], '.2e')}/{f(r['prior_mad'], '.1f')} deg, plane {f(r['flat_side'], '.2e')}/{f(r['flat_mad'], '.1f')} deg",
             "3D prior at DV pose": f"{f(r.get('posed_prior_side'), '.2e')}/{f(r.get('posed_prior_mad'), '.1f')} deg",
             "3D one head": f"MAD {f(r.get('one_head_mad'), '.1f')} deg (the mean code's depth for all)",
+            "3D best one head": f"MAD {f(r.get('mean_true_head_mad'), '.1f')} deg (ground truth: other heads' mean)",
             "3D log": str(Path(run_dir) / "shape_eval.csv")}
 
 

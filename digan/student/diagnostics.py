@@ -566,10 +566,13 @@ SHAPE_EVAL_JSONL = "shape_eval.jsonl"
 SHAPE_EVAL_CSV = "shape_eval.csv"
 #: their columns: SIDE/MAD/roughness of the student, the ground truth's roughness on the same
 #: pixels, the flat-plane, prior-only and posed-prior references (the student's pixels), MAD on
-#: the inner face (student, posed prior), "one head" (MAD), MAD at the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV
-#: yaw vs true yaw, the depth detail correlation (depth_detail_agreement), inversion PSNR (dB)
+#: the inner face (student, posed prior), "one head" (MAD), the best one head (MAD of the other
+#: heads' mean true head at DV's pose: ground truth, when the set has canonical depths), MAD at
+#: the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV yaw vs true yaw,
+#: DV's pitch correlation with the true pitch, the depth detail correlation
+#: (depth_detail_agreement), inversion PSNR (dB)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "detail_corr", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "pitch_corr", "detail_corr", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -584,9 +587,10 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "posed_prior_side": rep["prior_posed"]["side"], "posed_prior_mad": rep["prior_posed"]["mad"],
         "face_mad": rep["face"]["student"]["mad"], "face_prior_mad": rep["face"]["prior_posed"]["mad"],
         "one_head_mad": rep.get("one_head", {}).get("mad", float("nan")),
+        "mean_true_head_mad": rep.get("mean_true_head", {}).get("mad", float("nan")),
         "true_pose_mad": rep.get("true_pose", {}).get("mad", float("nan")),
         "compose_gain": rep["compose_gain"]["image"],
-        "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"],
+        "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"], "pitch_corr": rep.get("pitch", {}).get("corr", float("nan")),
         "detail_corr": rep.get("detail", {}).get("corr", float("nan")),
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
         "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
