@@ -336,9 +336,10 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
     if "rotation" in gt:  # DV's pitch: nothing in the objective anchors it (README, 3D shape)
         true_pitch = gt["rotation"][:, 0].double().numpy()
+        pred_pitch = e2.view.rotation[:, 0].cpu().double().numpy()
         if true_pitch.std() > 0:
-            out["pitch"] = {**pose_agreement(e2.view.rotation[:, 0].cpu().double().numpy(), true_pitch),
-                            "true_pitch_std": float(true_pitch.std()), "pred_pitch_std": float(e2.view.rotation[:, 0].std(unbiased=False))}
+            out["pitch"] = {**pose_agreement(pred_pitch, true_pitch), "true_pitch_std": float(true_pitch.std()),
+                            "pred_pitch_std": float(pred_pitch.std())}
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
     out["code_spread"] = code_spread(s, wi.detach())
@@ -358,9 +359,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     # on its own, smaller mask (the prior's ellipse leaves out neck and hair) is not comparable
     prior = _prior_depth(g, n)
     out["prior_only"] = _scores(prior, mask, gt)
-    with torch.no_grad():
-        prior_dev = prior.to(e2.depth.device)
-        rend_p = g.render(replace(e2, depth=prior_dev), s.renderer, filter_grads=False, extra=g.foreground(prior_dev))
+
+    @torch.no_grad()
+    def at_dv_pose(d: torch.Tensor, transform_map: Any = e2.transform_map) -> Any:
+        """The render of depth ``d`` in place of the estimate's, at its view and light (with the
+        foreground channel :meth:`G3D.view_foreground` reads)."""
+        d = d.to(e2.depth.device)
+        return g.render(replace(e2, depth=d, transform_map=transform_map), s.renderer, filter_grads=False, extra=g.foreground(d))
+
+    rend_p = at_dv_pose(prior)
     posed = rend_p.depth.cpu()
     out["prior_posed"] = _scores(posed, mask, gt)
     # the inner face: the prior's ellipse carried to the view, where the prior is a real guess
@@ -372,19 +379,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         one = s.estimate(wm)
         if rec.w_mirror is not None:
             one = g.average_estimates([one, g.mirror_estimate(one)])
-        one_depth = one.depth.expand(n, -1, -1, -1)
-        rend_o = g.render(replace(e2, depth=one_depth), s.renderer, filter_grads=False, extra=g.foreground(one_depth))
-    one_posed = rend_o.depth.cpu()
+    one_posed = at_dv_pose(one.depth.expand(n, -1, -1, -1)).depth.cpu()
     out["one_head"] = _scores(one_posed, mask, gt)
     out["face"] = {"student": _scores(depth, face, gt), "prior_posed": _scores(posed, face, gt),
                    "one_head": _scores(one_posed, face, gt), "pixels": _mean(erode_mask(face).flatten(1).sum(1))}
     if "canonical_depth" in gt:  # ground truth at DV's pose: each face's own head, and the others' mean head
-        with torch.no_grad():
-            cd = gt["canonical_depth"].to(e2.depth)
-            others = (cd.sum(0, keepdim=True) - cd) / (n - 1)  # leave-one-out: no face scores its own shape
-            for key, d in (("true_head", cd), ("mean_true_head", others)):
-                rend_g = g.render(replace(e2, depth=d, transform_map=None), s.renderer, filter_grads=False)
-                out[key] = _scores(rend_g.depth.cpu(), mask, gt)
+        cd = gt["canonical_depth"]
+        others = (cd.sum(0, keepdim=True) - cd) / (n - 1)  # leave-one-out: no face scores its own shape
+        for key, d in (("true_head", cd), ("mean_true_head", others)):
+            out[key] = _scores(at_dv_pose(d, transform_map=None).depth.cpu(), mask, gt)
     if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
         from digan.render.types import View
 
