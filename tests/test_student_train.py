@@ -16,7 +16,7 @@ from digan.student.config import VARIANTS, make_config
 from digan.student.export import export_mesh, mesh_from_depth
 from digan.student.inference import Student
 from digan.student.losses import photometric_loss
-from digan.student.model import make_renderer
+from digan.student.model import G3D, make_renderer
 from digan.student.objective import sample_teacher
 from digan.student.registry import get_builder
 from digan.student.testing import random_teacher
@@ -469,6 +469,33 @@ def test_convex_depth_prior_closed_form_and_untrained_depth_equals_it(teacher):
     assert d[16, 16] < 1.0 < d[16, 8] and d[16, 16] < d[16, 12] < d[16, 8]
     with pytest.raises(DiganError, match="depth_prior"):
         build_g3d(_cfg("model.depth_prior=sphere"), teacher, w_stats=False)
+
+
+def test_smoothed_depth_prior_is_the_sharp_prior_low_passed_and_loses_its_rim_kink(teacher):
+    S, sigma64 = 32, 2.0
+    sharp = G3D.depth_prior("ellipsoid", S, 0.96, 1.05, (0.5, 0.75))[0, 0].double().numpy()
+    smooth = build_g3d(_cfg(f"model.depth_prior_smooth={sigma64}"), teacher, w_stats=False).prior[0, 0].double().numpy()
+    # independent reference: a separable Gaussian (sigma scaled to the size, radius ceil(3 sigma),
+    # normalised taps) with edge replication, in tanh units
+    sig = sigma64 * S / 64
+    r = int(np.ceil(3 * sig))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sig) ** 2)
+    k /= k.sum()
+    pad = np.pad(sharp, r, mode="edge")
+    rows = np.stack([np.convolve(row, k, mode="valid") for row in pad])
+    ref = np.stack([np.convolve(col, k, mode="valid") for col in rows.T]).T
+    np.testing.assert_allclose(smooth, ref, atol=1e-5)
+    # the sharp cap meets its rim with a vertical tangent; the smoothed one does not, and its
+    # apex and its backdrop stay close to the sharp prior's
+    def depth(p):
+        return np.tanh(p) * 0.1 + 1.0
+    col_sharp, col_smooth = depth(sharp[:, S // 2]), depth(smooth[:, S // 2])
+    # the kink: the largest change of slope between neighbouring pixels down the centre column
+    assert np.abs(np.diff(col_smooth, 2)).max() < 0.4 * np.abs(np.diff(col_sharp, 2)).max()
+    assert abs(col_smooth[S // 2] - col_sharp[S // 2]) < 0.01 and abs(depth(smooth[0, 0]) - 1.05) < 1e-4
+    np.testing.assert_allclose(smooth, smooth[:, ::-1], atol=1e-6)  # still mirror-symmetric
+    # 0 (the default) is the sharp prior itself
+    np.testing.assert_array_equal(build_g3d(_cfg(), teacher, w_stats=False).prior[0, 0].numpy(), sharp.astype(np.float32))
 
 
 def test_depth_warmup_keeps_the_depth_net_fixed_then_trains_it(teacher, tmp_path):

@@ -71,6 +71,13 @@ class ModelConfig:
     depth_prior_apex: float = 0.96  # prior depth at the image centre
     depth_prior_rim: float = 1.05  # prior depth on and outside the ellipse (behind the 1.0 pivot)
     depth_prior_extent: tuple[float, float] = (0.5, 0.75)  # semi-axes x, y as fractions of the half image
+    # Gaussian sigma (px at 64 px, scaled with the size) of a low-pass on the prior itself (in
+    # tanh units, like model.depth_smooth on the residual); 0 = the sharp ellipsoid (and no prior at
+    # all in the paper / LiftedGAN). Why: the square-root cap meets its rim with a vertical
+    # tangent, a kink the low-passed residual cannot cancel, so every learnt head kept the
+    # prior's steep rim at the top of the head and at the sides, where bench shape finds the
+    # shared head losing most to the mean true head (README, 3D shape). Experimental.
+    depth_prior_smooth: float = 0.0
     # Gaussian sigma (px at 64 px, scaled with the size) of a low-pass on DS's residual before the
     # prior is added (see digan.student.model.raw_to_depth); 0 = paper / LiftedGAN
     depth_smooth: float = 2.0

@@ -208,14 +208,15 @@ class G3D(nn.Module):
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
         self.register_buffer("prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent,
-                                                       (m.min_depth, m.max_depth)), persistent=False)
+                                                       (m.min_depth, m.max_depth), getattr(m, "depth_prior_smooth", 0.0)), persistent=False)
         scale = size / 256.0
         self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
         self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
 
     @staticmethod
     def depth_prior(kind: str, size: int, apex: float = 0.96, rim: float = 1.05,
-                    extent: tuple[float, float] = (0.5, 0.75), depth_range: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+                    extent: tuple[float, float] = (0.5, 0.75), depth_range: tuple[float, float] = (0.9, 1.1),
+                    smooth: float = 0.0) -> torch.Tensor:
         """(1,1,S,S) raw-depth prior: ``depth_from_raw(raw)`` adds it after the mean subtraction.
 
         Photometric losses cannot tell a convex face seen from one side from a concave (hollow)
@@ -231,6 +232,9 @@ class G3D(nn.Module):
         1 - (x/ex)^2 - (y/ey)^2)))`` on the [-1,1]^2 image grid, i.e. ``apex`` (0.96) at the centre
         rising to ``rim`` (1.05, the background level) at the ellipse (semi-axes ``extent`` =
         0.5 x 0.75 of the half image) and outside it. ``kind="none"`` gives zeros (paper / LiftedGAN).
+        ``smooth`` > 0 low-passes the prior in tanh units with a Gaussian of that sigma (px at 64
+        px, scaled with ``size``; ``model.depth_prior_smooth``): the cap's rim has a vertical
+        tangent, which the low-passed residual (``model.depth_smooth``) cannot cancel.
         """
         if kind == "none":
             return torch.zeros(1, 1, size, size)
@@ -242,7 +246,11 @@ class G3D(nn.Module):
         depth = rim - (rim - apex) * cap
         lo, hi = depth_range
         u = ((depth - lo) / (hi - lo) * 2 - 1).clamp(-0.999, 0.999)
-        return torch.atanh(u).float().view(1, 1, size, size)
+        prior = torch.atanh(u).float().view(1, 1, size, size)
+        sigma = float(smooth) * size / 64.0
+        if sigma > 0:
+            prior = gaussian_blur(prior, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+        return prior
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
