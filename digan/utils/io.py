@@ -139,9 +139,11 @@ def read_json(path: str | Path) -> Any:
     if not p.is_file():
         raise DiganError(f"{p} not found; check the path")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DiganError(f"{p} is not valid JSON (line {e.lineno}); regenerate or fix the file") from e
+    except UnicodeDecodeError as e:
+        raise DiganError(f"{p} is not a JSON text file (byte {e.start} is not UTF-8); regenerate it or pass the right file") from e
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
