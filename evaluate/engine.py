@@ -186,14 +186,11 @@ def resolve_device(device: str) -> torch.device:
 
     An explicit ``cuda`` without a GPU is a user error (one line naming the fix).
     """
-    if device in ("", "auto"):
+    d = dist.check_device(device)
+    if d is None:
         return dist.device_for_rank()
-    d = torch.device(device)
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DiganError("--device cuda was requested but no CUDA GPU is visible; use --device cpu or auto")
-        if d.index is None:
-            d = torch.device("cuda", dist.local_rank())
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", dist.local_rank())
     return d
 
 

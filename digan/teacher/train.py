@@ -187,11 +187,9 @@ def _requires_grad(m: nn.Module, flag: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+    dev = dist.check_device(name)
+    if dev is None:
         return dist.device_for_rank()
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiganError(f"device {name} requested but CUDA is not available; pass --device cpu")
     if dev.type == "cuda" and dist.is_distributed() and dev.index is None:
         dev = torch.device("cuda", dist.local_rank())
     return dev
