@@ -46,7 +46,7 @@ from rich.progress import Progress
 from digan.config import config_hash, to_dict
 from digan.errors import DiganError, InputsError
 from digan.utils import dist
-from digan.utils.io import write_json, write_text
+from digan.utils.io import refuse_other_outputs, write_json, write_text
 from digan.utils.progress import console, progress
 from digan.utils.provenance import package_versions, weights_hashes, write_run_info
 from evaluate.methods import Method, available_methods, create_method, parse_method_spec
@@ -508,6 +508,8 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
     built, problems = check_inputs(cfg, base_ctx)
     if problems:
         raise InputsError(problems)
+    # a training run, report or sample folder is never written into (its run.json would be lost)
+    refuse_other_outputs(out, ("run",), "benchmark results folder", force_replaces=False)
     stale = check_same_run(out, cfg)  # a run with other settings is refused without --force
     if main:
         out.mkdir(parents=True, exist_ok=True)
