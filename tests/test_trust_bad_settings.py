@@ -62,6 +62,7 @@ def _teacher_args(images, out):
     ("train.log_every=0", "train.log_every must be at least 1"),
     ("train.w_stats_samples=0", "train.w_stats_samples must be at least 1"),
     ("train.betas=[1.5,0.9]", "train.betas must be two numbers in [0, 1)"),
+    ("train.seed=99999999999999999999", "train.seed must be in 0..2**62-1"),
 ])
 def test_student_training_numbers_are_checked_before_any_output(tmp_path, capsys, setting, expect):
     line = _error_line(capsys, main([*TRAIN, "--set", setting, "--out", str(tmp_path / "run")]))
@@ -85,6 +86,7 @@ def test_bad_eval_data_leaves_no_output_folder(tmp_path, capsys, images, kind):
     ("grid_n=0", "grid_n must be at least 1"),
     ("w_mean_samples=0", "w_mean_samples must be at least 1"),
     ("mixing=2", "mixing is a probability in [0, 1]"),
+    ("seed=-5", "seed must be in 0..2**62-1"),
 ])
 def test_teacher_training_numbers_are_checked_before_any_output(tmp_path, capsys, images, setting, expect):
     line = _error_line(capsys, main([*_teacher_args(images, tmp_path / "t"), "--set", setting]))
@@ -155,3 +157,19 @@ def test_checkpoint_that_is_a_folder_or_empty(tmp_path, capsys):
     line = _error_line(capsys, main(["sample", "--teacher", str(run / "teacher.pt"), "-n", "1", "--out", str(tmp_path / "s")]))
     assert "is empty (0 bytes" in line
     assert not (tmp_path / "s").exists()
+
+
+def test_seeds_beyond_64_bits_wrap_as_torch_does_instead_of_overflowing(tmp_path, capsys):
+    import torch
+
+    from digan.utils.seeding import latents, torch_generator
+
+    # torch itself takes -2**63..2**64-1 modulo 2**64: the same numbers, and no OverflowError beyond
+    for seed in (-1, 2**64 + 5, -(2**70)):
+        want = torch.randn(3, generator=torch.Generator().manual_seed(seed % 2**64))
+        assert torch.equal(torch.randn(3, generator=torch_generator(seed)), want)
+    assert torch.equal(latents(2, 4, seed=-1), latents(2, 4, seed=-1))
+    big = str(10**20)
+    assert main(["sample", "--teacher", "tiny", "-n", "1", "--device", "cpu", "--seed", big, "--out", str(tmp_path / "s")]) == 0
+    line = _error_line(capsys, main(["data", "synth", "--out", str(tmp_path / "d"), "--n", "1", "--seed", "-1"]))
+    assert "bad seed -1: use 0 or more" in line and not (tmp_path / "d").exists()

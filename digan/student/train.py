@@ -376,6 +376,8 @@ def _check_numbers(cfg: StudentConfig) -> None:
     for name, example in (("batch", 8), ("ckpt_every", 1000), ("grid_every", 1000), ("log_every", 10), ("w_stats_samples", 10000)):
         if int(getattr(t, name)) < 1:
             raise DiganError(f"train.{name} must be at least 1 (got {getattr(t, name)}); e.g. --set train.{name}={example}")
+    if not 0 <= int(t.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
+        raise DiganError(f"train.seed must be in 0..2**62-1 (got {t.seed}); e.g. --set train.seed=0")
     if t.eval_every is not None and int(t.eval_every) < 1:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
     if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in t.betas):

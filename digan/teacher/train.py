@@ -464,6 +464,8 @@ def check_settings(cfg: TeacherTrainConfig) -> None:
                              f"(got {getattr(cfg, name)}); e.g. --set {name}={example}")
     if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in cfg.betas):
         raise DiganError(f"betas must be two numbers in [0, 1) (got {list(cfg.betas)}); e.g. --set betas=[0.0,0.99]")
+    if not 0 <= int(cfg.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
+        raise DiganError(f"seed must be in 0..2**62-1 (got {cfg.seed}); e.g. --set seed=0")
     if not 0.0 <= float(cfg.mixing) <= 1.0:
         raise DiganError(f"mixing is a probability in [0, 1] (got {cfg.mixing}); e.g. --set mixing=0.9")
     for name in ("d_reg_every", "g_reg_every", "path_batch_shrink", "sample_every", "ckpt_every", "log_every", "grid_n",
