@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -197,7 +198,12 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...] | None) -> T:
         if parts[-1] not in node:
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
             raise DiganError(f"unknown config key '{key}' in override {item!r}; valid keys here: {valid}")
-        node[parts[-1]] = _parse_scalar(text)
+        value = _parse_scalar(text)
+        if isinstance(value, dict) and any(v is None for v in value.values()) and re.search(r":[^\s/]", text):
+            # YAML reads {4:8} as {248: null} (4:8 is base 60) and {a:1} as {"a:1": null}
+            raise DiganError(f"bad value {text.strip()!r} for {key}: put a space after each ':' in a mapping, "
+                             "e.g. {4: 8, 8: 8}")
+        node[parts[-1]] = value
     return from_dict(type(cfg), data)
 
 
@@ -207,9 +213,11 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
     if not p.is_file():
         raise DiganError(f"config file {p} not found; pass an existing .yaml or .json file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise DiganError(f"config file {p} is not valid YAML/JSON ({str(e).splitlines()[0]}); fix the syntax") from e
+    except UnicodeDecodeError as e:
+        raise DiganError(f"config file {p} is not a text file (byte {e.start} is not UTF-8); pass a .yaml or .json config") from e
     return apply_overrides(from_dict(cls, data), overrides)
 
 

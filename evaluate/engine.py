@@ -46,7 +46,7 @@ from rich.progress import Progress
 from digan.config import config_hash, to_dict
 from digan.errors import DiganError, InputsError
 from digan.utils import dist
-from digan.utils.io import write_json, write_text
+from digan.utils.io import refuse_other_outputs, write_json, write_text
 from digan.utils.progress import console, progress
 from digan.utils.provenance import package_versions, weights_hashes, write_run_info
 from evaluate.methods import Method, available_methods, create_method, parse_method_spec
@@ -186,14 +186,11 @@ def resolve_device(device: str) -> torch.device:
 
     An explicit ``cuda`` without a GPU is a user error (one line naming the fix).
     """
-    if device in ("", "auto"):
+    d = dist.check_device(device)
+    if d is None:
         return dist.device_for_rank()
-    d = torch.device(device)
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DiganError("--device cuda was requested but no CUDA GPU is visible; use --device cpu or auto")
-        if d.index is None:
-            d = torch.device("cuda", dist.local_rank())
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", dist.local_rank())
     return d
 
 
@@ -511,6 +508,8 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
     built, problems = check_inputs(cfg, base_ctx)
     if problems:
         raise InputsError(problems)
+    # a training run, report or sample folder is never written into (its run.json would be lost)
+    refuse_other_outputs(out, ("run",), "benchmark results folder", force_replaces=False)
     stale = check_same_run(out, cfg)  # a run with other settings is refused without --force
     if main:
         out.mkdir(parents=True, exist_ok=True)

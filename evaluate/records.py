@@ -109,18 +109,26 @@ class Record:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Record":
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> "Record":
+        """A record from its dict; ``where`` (e.g. ``"results/records.jsonl line 3"``) is named in errors."""
+        at = f" in {where}" if where else ""
+        if not isinstance(d, dict):
+            raise DiganError(f"result record{at} is not an object (got {type(d).__name__}); the results file is damaged: "
+                             "rerun digan-bench run")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise DiganError(f"result record has unknown field '{unknown[0]}'; it was written by an incompatible version")
+            raise DiganError(f"result record{at} has unknown field '{unknown[0]}'; it was written by an incompatible version")
         missing = [n for n in ("method", "metric") if n not in d]
         if missing:
-            raise DiganError(f"result record lacks the field '{missing[0]}'; the results file is damaged")
+            raise DiganError(f"result record{at} lacks the field '{missing[0]}'; the results file is damaged")
+        bad = [n for n in ("method", "metric", "setting", "status", "variant", "dataset") if n in d and not isinstance(d[n], str)]
+        if bad:
+            raise DiganError(f"result record{at} has a non-text '{bad[0]}' ({d[bad[0]]!r}); the results file is damaged")
         try:
             return cls(**d)
-        except ValueError as e:
-            raise DiganError(f"invalid result record: {e}") from e
+        except (TypeError, ValueError) as e:
+            raise DiganError(f"invalid result record{at}: {e}; the results file is damaged") from e
 
 
 def method_key(method: str, variant: str = "full") -> str:
@@ -142,7 +150,7 @@ def read_records(path: str | Path) -> list[Record]:
     data = read_json(path)
     if not isinstance(data, list):
         raise DiganError(f"{path} is not a list of result records; regenerate it with digan-bench run")
-    return [Record.from_dict(d) for d in data]
+    return [Record.from_dict(d, f"{path} item {i}") for i, d in enumerate(data)]
 
 
 def load_records(results_dir: str | Path) -> list[Record]:
@@ -151,12 +159,17 @@ def load_records(results_dir: str | Path) -> list[Record]:
     records: list[Record] = []
     if p.is_file():
         if p.suffix == ".jsonl":
-            for i, line in enumerate(p.read_text().splitlines()):
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise DiganError(f"{p} is not a JSON-lines text file (byte {e.start} is not UTF-8); regenerate the results") from e
+            for i, line in enumerate(lines):
                 if line.strip():
                     try:
-                        records.append(Record.from_dict(json.loads(line)))
+                        d = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise DiganError(f"{p} line {i + 1} is not valid JSON; regenerate the results") from e
+                    records.append(Record.from_dict(d, f"{p} line {i + 1}"))
         else:
             records = read_records(p)
     elif (p / "records").is_dir():

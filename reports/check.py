@@ -269,11 +269,31 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "method" not in e or "metric" not in e:
             raise DiganError(f"{p} entry {i} lacks 'method' or 'metric'; fix or recreate the baseline")
-        if e.get("status", "ok") == "ok" and not isinstance(e.get("value"), (int, float)):
+        text = [f for f in ("method", "variant", "metric", "setting", "dataset", "status") if f in e and not isinstance(e[f], str)]
+        if text:
+            raise DiganError(f"{p} entry {i} has a non-text '{text[0]}' ({e[text[0]]!r}); fix or recreate the baseline")
+        value = e.get("value")
+        if e.get("status", "ok") == "ok" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise DiganError(f"{p} entry {i} ({_key_text(_key(e))}) has status ok but no numeric value; fix or recreate the baseline")
+        if e.get("status", "ok") == "ok" and not math.isfinite(value):
+            raise DiganError(f"{p} entry {i} ({_key_text(_key(e))}) has the non-finite value {value}, which no result can be "
+                             "compared with; fix or recreate the baseline")
+        if e.get("higher_is_better") is not None and not isinstance(e["higher_is_better"], bool):
+            raise DiganError(f"{p} entry {i} ({_key_text(_key(e))}) has higher_is_better {e['higher_is_better']!r}; "
+                             "write true, false or null")
+        n = e.get("n_faces")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+            raise DiganError(f"{p} entry {i} ({_key_text(_key(e))}) has n_faces {n!r}; write a whole number or null")
+        if e.get("seeds") is not None and not isinstance(e["seeds"], dict):
+            raise DiganError(f"{p} entry {i} ({_key_text(_key(e))}) has seeds {e['seeds']!r}; write an object such as "
+                             "{\"latents\": 0}")
         if "tolerance" in e:
             Tolerance.from_dict(e["tolerance"], f"{p} entry {i}")
-    for m, t in (doc.get("default_tolerances") or {}).items():
+    defaults = doc.get("default_tolerances") or {}
+    if not isinstance(defaults, dict):
+        raise DiganError(f"{p} has default_tolerances {defaults!r}; write an object of METRIC: "
+                         "{\"abs\": 1.0, \"rel\": 0.05}, or recreate the baseline")
+    for m, t in defaults.items():
         Tolerance.from_dict(t, f"{p} default_tolerances.{m}")
     return doc
 
@@ -291,7 +311,15 @@ def write_baseline(
     """
     recs = list(records) if records is not None else load_records(results)
     p = Path(baseline)
-    previous = read_baseline(p) if p.exists() else None
+    previous = None
+    if p.exists():
+        try:
+            previous = read_baseline(p)
+        except DiganError as e:
+            # the existing file is kept (it may hold hand-set tolerances): the user decides
+            problem = str(e).split("; ")[0]  # the problem without its "recreate it" advice, which is this command
+            raise DiganError(f"cannot update the existing baseline ({problem}); it was left as it is: move or delete {p} "
+                             "to write a new one") from e
     doc = baseline_from_records(recs, source=str(results), previous=previous, tolerances=tolerances)
     old = {_key(e): e for e in (previous or {}).get("entries", [])}
     new = {_key(e): e for e in doc["entries"]}

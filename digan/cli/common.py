@@ -28,17 +28,27 @@ def parse_float_list(text: str, what: str) -> list[float]:
     """'-45,-30,0,30' -> [-45.0, -30.0, 0.0, 30.0] with a one-line error naming ``what``."""
     from digan.errors import DiganError
 
+    import math
+
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError as e:
         raise DiganError(f"bad {what} list {text!r}: write comma-separated numbers, e.g. -30,0,30") from e
+    if not all(math.isfinite(v) for v in values):
+        raise DiganError(f"bad {what} list {text!r}: every number must be finite (no nan or inf), e.g. -30,0,30")
+    return values
 
 
 def resolve_device_option(device: str | None) -> str | None:
     """``--device`` means the same in every command: ``auto`` (the default of the commands that
     run on one device) is CUDA when a GPU is visible, else the CPU; ``cpu``, ``cuda``, ``cuda:N``
     are used as given. None stays None (the library's own default, which is ``auto`` too)."""
-    if device is None or device != "auto":
+    if device is None:
+        return device
+    from digan.utils.dist import check_device
+
+    check_device(device)  # one error line for 'gpu', 'cuda:x', or cuda without a GPU
+    if device != "auto":
         return device
     import torch
 

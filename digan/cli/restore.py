@@ -30,9 +30,7 @@ def restore_cmd(
     """Restore damaged faces: fit the teacher to the undamaged pixels, complete the rest with the
     student's 3D (optionally by symmetry), and write the completed image, frontal face, depth,
     normals, a textured GLB and a before/after sheet per image."""
-    import torch
-
-    from digan.cli.common import echo_kv
+    from digan.cli.common import echo_kv, resolve_device_option
     from digan.restore import RestoreConfig
     from digan.restore.folder import restore_folder
 
@@ -42,7 +40,7 @@ def restore_cmd(
     if steps is not None:
         cfg.inversion_steps = steps
     cfg.validate()
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = resolve_device_option(device)
     s = _load_student(student, teacher, dev)
     res = restore_folder(s, images, out, masks, cfg, batch=batch, force=force,
                          run_config={"student": str(student), "teacher": teacher, "device": dev})

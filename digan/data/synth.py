@@ -119,6 +119,8 @@ class SynthConfig:
             raise DiganError(f"bad n {self.n}: ask for at least 1 sample")
         if self.views_per_identity < 1:
             raise DiganError(f"bad views_per_identity {self.views_per_identity}: use 1 or more")
+        if self.seed < 0:
+            raise DiganError(f"bad seed {self.seed}: use 0 or more (sample i depends only on seed and i)")
         if self.supersample not in (1, 2, 4):
             raise DiganError(f"bad supersample {self.supersample}: choose 1, 2 or 4")
         if self.backdrop not in ("gradient", "white"):

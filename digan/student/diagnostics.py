@@ -610,8 +610,12 @@ def read_shape_eval(run_dir: str | Path) -> list[dict[str, Any]]:
     f = p if p.is_file() else p / SHAPE_EVAL_JSONL
     if not f.is_file():
         return []
+    try:
+        lines = f.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DiganError(f"{f} is not a text file (byte {e.start} is not UTF-8); delete the file and resume the run to rebuild it") from e
     rows = []
-    for k, line in enumerate(f.read_text().splitlines(), 1):
+    for k, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -136,8 +136,19 @@ def export_mesh(out_stem: str | Path, depth: torch.Tensor, albedo: torch.Tensor,
 def export_student_meshes(student, out_dir: str | Path, n: int = 4, seed: int = 0, psi: float | None = None,
                           formats: Sequence[str] = FORMATS, crop: bool = True, scale: float = 1.0, force: bool = False) -> list[Path]:
     """Export ``n`` faces of a :class:`digan.student.inference.Student` to ``out_dir/face_XXXX.*`` (atomic folder)."""
+    import math
+
     from digan.utils.io import atomic_dir
 
+    if not formats:
+        raise DiganError(f"no mesh format given; pass --formats with some of {', '.join(FORMATS)}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise DiganError(f"--scale must be a positive finite number (1 = renderer units), got {scale}")
+    if psi is not None and not math.isfinite(psi):
+        raise DiganError(f"--psi must be a finite number, e.g. 0.7, got {psi}")
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise DiganError(f"unknown mesh format '{bad[0]}'; choose from {', '.join(FORMATS)}")
     written: list[Path] = []
     with atomic_dir(out_dir, force=force) as tmp:
         for s0 in range(0, n, 8):

@@ -215,6 +215,12 @@ def sample_faces(
     from digan.utils.images import make_grid, save_png
     from digan.utils.io import atomic_dir
 
+    if not yaws or not pitches:
+        raise DiganError(f"no views to render (yaws {list(yaws)}, pitches {list(pitches)}); give at least one of each, "
+                         "e.g. --yaws -30,0,30 --pitches 0")
+    numbers = [*yaws, *pitches, *(x for light in lights for x in light)] + ([] if psi is None else [psi])
+    if not all(math.isfinite(float(x)) for x in numbers):
+        raise DiganError("yaws, pitches, lights and psi must be finite numbers (no nan or inf)")
     t0 = time.time()
     count = 0
     grid_rows = []

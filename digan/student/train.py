@@ -319,7 +319,7 @@ def train(
         max_steps_this_run: stop after this many steps of this call (tests, time-boxed jobs);
             the run stays resumable.
     """
-    from digan.utils.io import claim_output, staging_dir, swap_in_dir
+    from digan.utils.io import claim_output, refuse_other_outputs, staging_dir, swap_in_dir
     from digan.utils.signals import terminate_as_interrupt
 
     if int(cfg.train.steps) < 1:
@@ -330,6 +330,15 @@ def train(
         raise DiganError(f"train.ema_start must be >= 0 (got {cfg.train.ema_start}); omit it to start at train.depth_warmup")
     if cfg.train.keep_best and not cfg.train.eval_data:
         raise DiganError("train.keep_best needs held-out heads to choose on: pass --eval-data SYNTH_DIR (tuning heads), or drop keep_best")
+    _check_numbers(cfg)
+    if cfg.train.eval_data:  # a wrong --eval-data is found before OUT is created or its config.json replaced
+        from digan.data.synthetic import load_synth
+
+        p = Path(cfg.train.eval_data).expanduser()
+        if not p.exists():
+            raise DiganError(f"synthetic ground-truth set {p} not found; make it with 'digan-bench data synth --out {p}' "
+                             "at the teacher's size, or leave out --eval-data")
+        load_synth(p)
     prev_threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
@@ -339,6 +348,8 @@ def train(
             return _train(cfg, out, teacher, teacher_path, force, show_progress, max_steps_this_run)
         # kill (SIGTERM) stops as Ctrl-C does: the output claim is released, the last checkpoint kept
         with terminate_as_interrupt(), claim_output(out):
+            if not force:
+                refuse_other_outputs(out, ("train",), "student training run")
             # --force over an existing run: train beside it, replace it only once complete
             staged = force and out.is_dir() and any(out.iterdir())
             work = staging_dir(out) if staged else out
@@ -349,6 +360,28 @@ def train(
             return res
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _check_numbers(cfg: StudentConfig) -> None:
+    """One-line errors for training numbers torch would reject with a traceback (a negative or NaN
+    learning rate, an empty batch, betas outside [0, 1))."""
+    import math
+
+    t = cfg.train
+    for name, example in (("lr", "1e-4"), ("weight_decay", "5e-4"), ("depth_lr_scale", "1")):
+        v = float(getattr(t, name))
+        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+            raise DiganError(f"train.{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
+                             f"(got {getattr(t, name)}); e.g. --set train.{name}={example}")
+    for name, example in (("batch", 8), ("ckpt_every", 1000), ("grid_every", 1000), ("log_every", 10), ("w_stats_samples", 10000)):
+        if int(getattr(t, name)) < 1:
+            raise DiganError(f"train.{name} must be at least 1 (got {getattr(t, name)}); e.g. --set train.{name}={example}")
+    if not 0 <= int(t.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
+        raise DiganError(f"train.seed must be in 0..2**62-1 (got {t.seed}); e.g. --set train.seed=0")
+    if t.eval_every is not None and int(t.eval_every) < 1:
+        raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
+    if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in t.betas):
+        raise DiganError(f"train.betas must be two numbers in [0, 1) (got {list(t.betas)}); e.g. --set train.betas=[0.9,0.999]")
 
 
 def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path | None, force: bool,

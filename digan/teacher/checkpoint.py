@@ -224,6 +224,10 @@ def read_checkpoint(path_or_obj: Any, config: Optional[StyleGAN2Config] = None, 
     path = None
     if isinstance(path_or_obj, (str, Path)):
         path = Path(path_or_obj)
+        if path.is_dir():
+            inside = path / "teacher.pt"
+            hint = f"pass {inside}" if inside.is_file() else "pass the .pt/.pkl file, e.g. RUN/teacher.pt"
+            raise DiganError(f"{what} {path} is a folder, not a checkpoint file; {hint}")
         if not path.is_file():
             raise DiganError(
                 f"{what} {path} not found; check the path, or train one with 'digan-bench train-teacher --data DIR'"

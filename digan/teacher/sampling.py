@@ -46,8 +46,11 @@ def write_teacher_samples(cfg: TeacherSampleConfig, out: str | Path, force: bool
         raise DiganError(f"--n must be at least 1 (got {cfg.n})")
     if cfg.batch < 1:
         raise DiganError(f"--batch must be at least 1 (got {cfg.batch})")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DiganError(f"device {cfg.device} requested but CUDA is not available; pass --device cpu")
+    if not math.isfinite(cfg.psi):
+        raise DiganError(f"--psi must be a finite number, e.g. 0.7 or 1 (none), got {cfg.psi}")
+    from digan.utils.dist import check_device
+
+    check_device(cfg.device)
     teacher = load_teacher(cfg.teacher, device=cfg.device)
     if cfg.noise == "random":
         torch.manual_seed(cfg.seed)

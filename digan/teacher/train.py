@@ -187,11 +187,9 @@ def _requires_grad(m: nn.Module, flag: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+    dev = dist.check_device(name)
+    if dev is None:
         return dist.device_for_rank()
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DiganError(f"device {name} requested but CUDA is not available; pass --device cpu")
     if dev.type == "cuda" and dist.is_distributed() and dev.index is None:
         dev = torch.device("cuda", dist.local_rank())
     return dev
@@ -455,6 +453,28 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_settings(cfg: TeacherTrainConfig) -> None:
+    """One-line errors, before any output exists, for numbers that would crash a run (a NaN or
+    negative lr, betas outside [0, 1), an interval of 0 steps) or finish it with an unusable
+    teacher (``w_mean_samples=0`` saved a NaN mean latent: every truncated sample was black)."""
+    for name, example in (("lr", "0.002"), ("r1", "10"), ("path_regularize", "0"), ("ema_kimg", "10"), ("cache_gb", "4")):
+        v = float(getattr(cfg, name))
+        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+            raise DiganError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
+                             f"(got {getattr(cfg, name)}); e.g. --set {name}={example}")
+    if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in cfg.betas):
+        raise DiganError(f"betas must be two numbers in [0, 1) (got {list(cfg.betas)}); e.g. --set betas=[0.0,0.99]")
+    if not 0 <= int(cfg.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
+        raise DiganError(f"seed must be in 0..2**62-1 (got {cfg.seed}); e.g. --set seed=0")
+    if not 0.0 <= float(cfg.mixing) <= 1.0:
+        raise DiganError(f"mixing is a probability in [0, 1] (got {cfg.mixing}); e.g. --set mixing=0.9")
+    for name in ("d_reg_every", "g_reg_every", "path_batch_shrink", "sample_every", "ckpt_every", "log_every", "grid_n",
+                 "w_mean_samples"):
+        if int(getattr(cfg, name)) < 1:
+            raise DiganError(f"{name} must be at least 1 (got {getattr(cfg, name)}); e.g. --set {name}="
+                             f"{getattr(TeacherTrainConfig, name)}")
+
+
 def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | Path, *, force: bool = False,
                   on_step: Optional[Callable[[int, dict], None]] = None) -> TrainResult:
     """Train (or resume) a teacher on the images in ``data_dir``; outputs in ``out_dir``.
@@ -466,14 +486,17 @@ def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | 
     (:func:`digan.utils.io.claim_output`). Under ``torchrun`` this runs data-parallel. Raises
     :class:`NonFiniteLossError` on a NaN/Inf loss or weights; no non-finite checkpoint is written.
     """
-    from digan.utils.io import claim_output, staging_dir, swap_in_dir
+    from digan.utils.io import claim_output, refuse_other_outputs, staging_dir, swap_in_dir
 
     if int(cfg.steps) < 1:
         raise DiganError(f"--steps must be at least 1 (got {cfg.steps}); a teacher run needs training steps")
+    check_settings(cfg)
     out = Path(out_dir)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return _train_teacher(cfg, data_dir, out, force=force, on_step=on_step)
     with claim_output(out):
+        if not force:
+            refuse_other_outputs(out, ("train-teacher",), "teacher training run")
         staged = force and out.is_dir() and any(out.iterdir())
         work = staging_dir(out) if staged else out
         res = _train_teacher(cfg, data_dir, work, force=force, on_step=on_step)

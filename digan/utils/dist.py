@@ -24,6 +24,7 @@ __all__ = [
     "is_main",
     "barrier",
     "device_for_rank",
+    "check_device",
     "shard_range",
     "all_gather_tensor",
     "all_gather_objects",
@@ -72,10 +73,37 @@ def init_distributed(backend: str | None = None) -> bool:
     return True
 
 
+def check_device(name: str | torch.device, what: str = "--device") -> torch.device | None:
+    """``name`` as a torch device, or None for ``auto``; a one-line :class:`DiganError` naming the
+    fix for a string torch cannot parse (``gpu``, ``cuda:x``), for CUDA on a machine without a GPU
+    and for a GPU index beyond the visible ones (which torch reports only at the first use)."""
+    from digan.errors import DiganError
+
+    if isinstance(name, torch.device):
+        dev = name
+    elif str(name).strip() in ("", "auto"):
+        return None
+    else:
+        try:
+            dev = torch.device(str(name).strip())
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise DiganError(f"bad {what} {str(name)!r}: write auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DiganError(f"{what} {name} was requested but no CUDA GPU is visible; pass --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DiganError(f"{what} {name}: this machine has {torch.cuda.device_count()} visible GPU(s) "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pass one of those or auto")
+    elif dev.type not in ("cpu", "mps", "meta"):
+        raise DiganError(f"bad {what} {str(name)!r}: write auto, cpu, cuda or cuda:N")
+    return dev
+
+
 def device_for_rank(prefer: str | None = None) -> torch.device:
     """The device this process should use: ``cuda:LOCAL_RANK`` when CUDA is present, else CPU."""
-    if prefer:
-        return torch.device(prefer)
+    dev = check_device(prefer, "device") if prefer else None
+    if dev is not None:
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank())
     return torch.device("cpu")

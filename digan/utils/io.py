@@ -139,9 +139,11 @@ def read_json(path: str | Path) -> Any:
     if not p.is_file():
         raise DiganError(f"{p} not found; check the path")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DiganError(f"{p} is not valid JSON (line {e.lineno}); regenerate or fix the file") from e
+    except UnicodeDecodeError as e:
+        raise DiganError(f"{p} is not a JSON text file (byte {e.start} is not UTF-8); regenerate it or pass the right file") from e
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
@@ -226,6 +228,8 @@ def load_torch(path: str | Path, map_location: Any = "cpu", what: str = "checkpo
     p = Path(path)
     if not p.is_file():
         raise DiganError(f"{what} {p} not found; check the path")
+    if p.stat().st_size == 0:
+        raise DiganError(f"{what} {p} is empty (0 bytes; an interrupted copy or download?); re-download or re-create it")
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(p, map_location=map_location, weights_only=True)
@@ -463,6 +467,25 @@ def claim_output(out: str | Path, flag: str = "--out") -> Iterator[Path]:
     with output_lock(p, flag):
         clean_stale_tmp(p)
         yield p
+
+
+def refuse_other_outputs(out: str | Path, kinds: tuple[str, ...], what: str, flag: str = "--out", force_replaces: bool = True) -> None:
+    """Stop with one line when ``out`` holds another command's outputs (its ``run.json`` names a
+    kind not in ``kinds``, e.g. a benchmark results folder given to ``train``): resuming there
+    would overwrite that command's ``run.json`` and ``config.json``. With ``force_replaces``
+    the message offers ``--force``, which replaces the folder as a whole once the new run is
+    complete."""
+    f = Path(out) / "run.json"
+    if not f.is_file():
+        return
+    try:
+        kind = json.loads(f.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, AttributeError, OSError):
+        return  # unreadable provenance is no evidence of another command
+    if isinstance(kind, str) and kind and kind not in kinds:
+        alt = ", or pass --force to replace the folder" if force_replaces else ""
+        raise DiganError(f"{flag} {out} holds the outputs of 'digan-bench {kind}' (see its run.json), not a {what}; "
+                         f"writing there would overwrite them: choose another {flag}{alt}")
 
 
 def staging_dir(out: str | Path) -> Path:

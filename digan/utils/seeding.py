@@ -18,7 +18,7 @@ def seed_everything(seed: int) -> None:
 
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
+    g.manual_seed(int(seed) % 2**64)  # torch's own wrap for -2**63..2**64-1; any other int no longer overflows
     return g
 
 
