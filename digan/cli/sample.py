@@ -49,15 +49,18 @@ def _sample_student(student: Path, n: int, out: Path, seed: int, psi: float, yaw
 
     s = Student.load(student, teacher_path=teacher, device=device)
     yaw_list, pitch_list = parse_float_list(yaws, "--yaws"), parse_float_list(pitches, "--pitches")
-    res = sample_faces(s, out, n=n, seed=seed, yaws=yaw_list, pitches=pitch_list,
-                       lights=light_list, psi=psi, turntable=turntable, batch=batch, force=force)
     # the grid's columns: the teacher image, then every pitch x yaw render
     labels = ["teacher"] + [f"yaw {y:g}" if not any(pitch_list) else f"yaw {y:g} pitch {p:g}" for p in pitch_list for y in yaw_list]
-    label_grid_columns(Path(out) / "grid.png", labels)
-    write_command_info(Path(out), "sample-student", {
-        "student": str(student), "teacher": teacher, "n": n, "seed": seed, "psi": psi, "yaws": yaw_list, "pitches": pitch_list,
-        "lights": [list(x) for x in light_list], "turntable": turntable, "batch_size": batch, "device": str(s.device),
-        "grid_columns": labels}, seeds={"latents": seed}, weights={"student": str(student)})
+
+    def finish(tmp: Path) -> None:  # inside the staging folder: swapped in with the images, or not at all
+        label_grid_columns(tmp / "grid.png", labels)
+        write_command_info(tmp, "sample-student", {
+            "student": str(student), "teacher": teacher, "n": n, "seed": seed, "psi": psi, "yaws": yaw_list, "pitches": pitch_list,
+            "lights": [list(x) for x in light_list], "turntable": turntable, "batch_size": batch, "device": str(s.device),
+            "grid_columns": labels}, seeds={"latents": seed}, weights={"student": str(student)})
+
+    res = sample_faces(s, out, n=n, seed=seed, yaws=yaw_list, pitches=pitch_list,
+                       lights=light_list, psi=psi, turntable=turntable, batch=batch, force=force, finish=finish)
     return {"student": str(student), "faces": res.n_faces, "images": res.n_images, "psi": psi, "time": f"{res.seconds:.1f} s", "folder": str(res.out_dir)}
 
 

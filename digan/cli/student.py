@@ -161,10 +161,14 @@ def export_cmd(
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
     s = Student.load(student, teacher_path=teacher, device=resolve_device_option(device))
-    paths = export_student_meshes(s, out, n=n, seed=seed, psi=psi, formats=fmts, crop=not no_crop, scale=scale, force=force)
-    write_command_info(out, "export", {"student": str(student), "teacher": teacher, "n": n, "seed": seed, "formats": fmts,
-                                       "psi": psi, "crop": not no_crop, "scale": scale, "device": str(s.device)},
-                       seeds={"latents": seed}, weights={"student": str(student)})
+
+    def finish(tmp: Path) -> None:  # the provenance goes into the staging folder: swapped in with the meshes
+        write_command_info(tmp, "export", {"student": str(student), "teacher": teacher, "n": n, "seed": seed, "formats": fmts,
+                                           "psi": psi, "crop": not no_crop, "scale": scale, "device": str(s.device)},
+                           seeds={"latents": seed}, weights={"student": str(student)})
+
+    paths = export_student_meshes(s, out, n=n, seed=seed, psi=psi, formats=fmts, crop=not no_crop, scale=scale, force=force,
+                                  finish=finish)
     echo_kv("export", {"faces": n, "formats": ", ".join(fmts), "files": len(paths), "output": str(out)})
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -134,8 +134,12 @@ def export_mesh(out_stem: str | Path, depth: torch.Tensor, albedo: torch.Tensor,
 
 
 def export_student_meshes(student, out_dir: str | Path, n: int = 4, seed: int = 0, psi: float | None = None,
-                          formats: Sequence[str] = FORMATS, crop: bool = True, scale: float = 1.0, force: bool = False) -> list[Path]:
-    """Export ``n`` faces of a :class:`digan.student.inference.Student` to ``out_dir/face_XXXX.*`` (atomic folder)."""
+                          formats: Sequence[str] = FORMATS, crop: bool = True, scale: float = 1.0, force: bool = False,
+                          finish: Callable[[Path], None] | None = None) -> list[Path]:
+    """Export ``n`` faces of a :class:`digan.student.inference.Student` to ``out_dir/face_XXXX.*`` (atomic folder).
+
+    ``finish(tmp)``, when given, runs on the complete staging folder before it is swapped in (the
+    caller's ``config.json`` / ``run.json``), so the provenance is part of the atomic write."""
     import math
 
     from digan.utils.io import atomic_dir
@@ -159,4 +163,6 @@ def export_student_meshes(student, out_dir: str | Path, n: int = 4, seed: int = 
                 paths = export_mesh(tmp / f"face_{s0 + j:04d}", est.depth[j], est.albedo[j], formats,
                                     student.cfg.renderer.fov, fg[j, 0] if fg is not None else None, scale)
                 written += [Path(out_dir) / q.name for q in paths]
+        if finish is not None:
+            finish(tmp)
     return written

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -202,6 +202,7 @@ def sample_faces(
     n_frames: int = 36,
     batch: int = 8,
     force: bool = False,
+    finish: Callable[[Path], None] | None = None,
 ) -> SampleResult:
     """Write renders of ``n`` faces to ``out_dir`` (atomically, as one folder).
 
@@ -209,6 +210,10 @@ def sample_faces(
     ``maps``: ``albedo.png``, ``depth.png``, ``normal.png`` and ``shading.png`` (canonical frame);
     ``relit_{k}.png`` for each light ``(ambient, diffuse, dx, dy)``; ``turntable.gif|mp4``. Also
     ``grid.png`` (faces x views) at the top level.
+
+    ``finish(tmp)``, when given, runs on the complete staging folder before it is swapped in: the
+    caller's provenance (``config.json``, ``run.json``) and touch-ups are part of the atomic write,
+    so a kill never leaves a folder without them.
     """
     import time
 
@@ -267,6 +272,8 @@ def sample_faces(
             if turntable:
                 _write_turntables(student, est, tmp, s0, turntable, n_frames)
         save_png(tmp / "grid.png", make_grid(torch.cat(grid_rows), nrow=grid_rows[0].shape[0]))
+        if finish is not None:
+            finish(tmp)
     return SampleResult(Path(out_dir), n, count, time.time() - t0)
 
 
