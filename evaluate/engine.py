@@ -428,17 +428,26 @@ def check_same_run(out: Path, cfg: RunConfig) -> list[Path]:
     data, models, options: :func:`run_identity`), that is an error naming the difference, unless
     ``cfg.force``: then the record files that the new plan does not produce are returned, to be
     removed so that ``records.jsonl``, ``summary.md`` and reports hold this run only.
+
+    A ``plan.json`` that cannot be read (binary, not JSON, not a plan) is no evidence of the same
+    run: its records may come from any settings, so it is refused like another run's (``--force``
+    replaces them), never taken for an empty folder.
     """
     plan_file = out / "plan.json"
-    if not (out / "records").is_dir() or not plan_file.is_file():
+    if not (out / "records").is_dir() or not (plan_file.exists() or plan_file.is_symlink()):
         return []
+    keep = {record_path(out, method_label(s), m, parse_method_spec(s)[2]).resolve() for s in cfg.methods for m in cfg.metrics}
+    stale = lambda: [f for f in sorted((out / "records").glob("*/*.json")) if f.resolve() not in keep]  # noqa: E731
     try:
-        import json
-
-        old_cfg = json.loads(plan_file.read_text()).get("config") or {}
-        old = {k: v for k, v in from_dict_loose(old_cfg).items() if k not in _RUN_IDENTITY_IGNORED}
-    except (OSError, ValueError, DiganError):
-        return []
+        old = {k: v for k, v in from_dict_loose(_read_plan_config(plan_file)).items() if k not in _RUN_IDENTITY_IGNORED}
+    except (OSError, ValueError, TypeError, DiganError) as e:
+        if cfg.force:
+            return stale()
+        why = (e.strerror or type(e).__name__) if isinstance(e, OSError) else str(e).rstrip(".")
+        raise DiganError(
+            f"{plan_file} is damaged ({why}), so the settings of the records in {out} are unknown and this run "
+            f"would mix with them; pass --force to replace them, or move {out} away / choose another --out"
+        ) from None
     new = run_identity(cfg)
     if old == new:
         return []
@@ -447,8 +456,27 @@ def check_same_run(out: Path, cfg: RunConfig) -> list[Path]:
             f"{out} holds the results of a run with other settings ({_describe_change(old, new)}); "
             f"pass --force to replace them, or choose another --out"
         )
-    keep = {record_path(out, method_label(s), m, parse_method_spec(s)[2]).resolve() for s in cfg.methods for m in cfg.metrics}
-    return [f for f in sorted((out / "records").glob("*/*.json")) if f.resolve() not in keep]
+    return stale()
+
+
+def _read_plan_config(plan_file: Path) -> dict[str, Any]:
+    """The ``config`` object of a ``plan.json``; ValueError (one short reason) when the file is
+    not a readable plan."""
+    import json
+
+    if not plan_file.is_file():
+        raise ValueError("not a regular file")
+    try:
+        text = plan_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not a text file: byte {e.start} is not UTF-8") from None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: line {e.lineno}") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("config"), dict) or not plan["config"]:
+        raise ValueError("not a plan: no 'config' object")
+    return plan["config"]
 
 
 def from_dict_loose(d: dict[str, Any]) -> dict[str, Any]:

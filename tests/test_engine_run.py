@@ -133,6 +133,26 @@ def test_second_run_with_other_settings_does_not_mix(tmp_path):
     assert "fake2d" not in (out / "records.csv").read_text() and "fake2d" not in (out / "summary.md").read_text()
 
 
+@pytest.mark.parametrize("damage", [bytes(range(256)) * 4, b"{\"config\": {\"methods\": [\"fake2d\"", b"", b"[1, 2]\n"],
+                         ids=["binary", "truncated", "empty", "not-a-plan"])
+def test_damaged_plan_is_not_taken_for_an_empty_folder(tmp_path, damage):
+    """A results folder whose plan.json cannot be read holds records of unknown settings: a run
+    with other settings stops with one line naming --force, and writes nothing there."""
+    out = tmp_path / "res"
+    run_benchmark(_cfg(tmp_path, methods=["fake2d", "fake3d"], n_faces=4), echo=False)
+    (out / "plan.json").write_bytes(damage)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DiganError) as e:
+        run_benchmark(_cfg(tmp_path, methods=["fake3d"], n_faces=6), echo=False)
+    msg = str(e.value)
+    assert f"{out / 'plan.json'} is damaged" in msg and "--force" in msg and "\n" not in msg
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # --force starts over: only the new run's records remain
+    recs = run_benchmark(_cfg(tmp_path, methods=["fake3d"], n_faces=6, force=True), echo=False)
+    assert {r.method for r in load_records(out)} == {"fake3d"} == {r.method for r in recs}
+    assert json.loads((out / "plan.json").read_text())["config"]["n_faces"] == 6
+
+
 def test_error_record_run_continues_and_keeps_old_results(tmp_path):
     fakes.FAIL["on"] = False
     try:
