@@ -379,7 +379,8 @@ def check_inputs(cfg: RunConfig, ctx: EvalContext) -> tuple[dict[str, Method], l
     """Build every method and ask every metric for its inputs, before any slow work.
 
     Returns the built methods (``{spec: Method}``, reused by the run) and the problems: one line
-    per missing or unusable checkpoint, data set or model file, identical lines once. A metric's
+    per missing or unusable checkpoint, data set or model file, identical lines once. Every
+    ``data`` path must exist, even one that no metric of the run reads. A metric's
     inputs are only required when some method can be scored by it (a 2D GAN's SIDE is n/a and
     needs no ground truth); when a method could not be built its metrics' inputs count.
     """
@@ -401,6 +402,12 @@ def check_inputs(cfg: RunConfig, ctx: EvalContext) -> tuple[dict[str, Method], l
         needed = broken or any(metric.applicable(meth, mctx) is None for meth in built.values())
         if needed:
             problems.extend(metric.check_inputs(mctx))
+    # every data set given must exist, whichever metrics read it: a typo in a path that no metric
+    # of this run reads would otherwise be recorded in run.json/plan.json as if it had been used
+    for name, path in sorted(ctx.data.items()):
+        if not Path(path).exists() and not any(path in p for p in problems):
+            problems.append(f"data set '{name}' {path} not found; fix --data {name}=PATH (an existing folder) "
+                            f"or leave it out")
     return built, list(dict.fromkeys(problems))
 
 

@@ -213,6 +213,29 @@ def test_missing_inputs_are_listed_before_any_work(tmp_path, capsys):
     assert "--model inception=PATH" in err[3] and len(err) == 4
 
 
+def test_data_path_that_does_not_exist_is_refused_whatever_the_metrics(tmp_path, capsys):
+    """--data synth=/nowhere with metrics that do not read it used to run and record the bad path
+    in run.json and plan.json; now it is an input problem found before anything is written."""
+    fakes.CALLS.clear()
+    good = tmp_path / "synth"
+    good.mkdir()
+    cfg = _cfg(tmp_path, methods=["fake2d"], metrics=["test_mean"], data={"ffhq": str(good), "synth": "/nowhere/synth"})
+    with pytest.raises(InputsError) as e:
+        run_benchmark(cfg, echo=False)
+    assert e.value.problems == ["data set 'synth' /nowhere/synth not found; fix --data synth=PATH (an existing folder) "
+                                "or leave it out"]
+    assert fakes.CALLS == {} and not (tmp_path / "res").exists()
+    args = ["run", "--methods", "fake2d", "--metrics", "test_mean", "--n-faces", "2", "--device", "cpu",
+            "--out", str(tmp_path / "o"), "--set", f"cache_dir={tmp_path / 'cache'}", "--data", "synth=/nowhere/synth"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: 1 input missing or unusable; nothing was run:",
+                   "  - data set 'synth' /nowhere/synth not found; fix --data synth=PATH (an existing folder) or leave it out"]
+    assert not (tmp_path / "o").exists()
+    # an existing folder is fine, as before
+    assert main(args[:-1] + [f"synth={good}"]) == 0
+
+
 def test_programming_errors_propagate(tmp_path):
     with pytest.raises(ZeroDivisionError):
         run_benchmark(_cfg(tmp_path, methods=["fake2d"], metrics=["test_bug"]), echo=False)
