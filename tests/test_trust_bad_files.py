@@ -116,3 +116,33 @@ def test_write_baseline_keeps_a_damaged_baseline_and_says_to_move_it(tmp_path, r
     baseline.unlink()
     assert main(["check", "--results", str(results), "--baseline", str(baseline), "--write-baseline"]) == 0
     assert json.loads(baseline.read_text())["version"] == 1
+
+
+_ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "digan" / "assets"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["sample", "--teacher", str(_ASSETS / "tiny_student_64.pt"), "--n", "2"],
+     ["is a DIGAN student checkpoint, not a StyleGAN2 teacher", f"--student {_ASSETS / 'tiny_student_64.pt'}"]),
+    (["train", "--teacher", str(_ASSETS / "tiny_student_64.pt"), "--preset", "tiny", "--steps", "1"],
+     ["is a DIGAN student checkpoint, not a StyleGAN2 teacher", "--student"]),
+    (["sample", "--teacher", str(_ASSETS / "tiny_liftgan_64.pt"), "--n", "2"],
+     ["is a liftgan 3D model checkpoint", f"--methods liftgan:{_ASSETS / 'tiny_liftgan_64.pt'}"]),
+    (["sample", "--student", str(_ASSETS / "tiny_teacher_64.pt"), "--n", "2"],
+     ["not a digan-bench student checkpoint but a StyleGAN2 teacher checkpoint", f"sample --teacher {_ASSETS / 'tiny_teacher_64.pt'}"]),
+    (["export", "--student", str(_ASSETS / "tiny_teacher_64.pt"), "--n", "1"],
+     ["not a digan-bench student checkpoint but a StyleGAN2 teacher checkpoint", "train --teacher"]),
+], ids=["student-as-teacher", "student-as-train-teacher", "liftgan-as-teacher", "teacher-as-student", "teacher-as-export-student"])
+def test_checkpoint_of_the_other_kind_says_where_it_goes(tmp_path, capsys, args, says):
+    """A student given as --teacher (or a teacher as --student) says what the file is and which
+    option takes it, instead of listing the keys the file lacks."""
+    line = _error_line(capsys, main([*args, "--out", str(tmp_path / "o")]))
+    assert all(s in line for s in says) and "keys:" not in line, line
+    assert not (tmp_path / "o").exists()
+
+
+def test_pickle_as_student_is_not_opened(tmp_path, capsys):
+    pkl = tmp_path / "network-snapshot.pkl"
+    pkl.write_bytes(b"\x80\x04N.")
+    line = _error_line(capsys, main(["sample", "--student", str(pkl), "--n", "1", "--out", str(tmp_path / "o")]))
+    assert f"{pkl} is a .pkl pickle, not a digan-bench student checkpoint" in line and "--teacher" in line, line

@@ -184,10 +184,33 @@ def read_student_checkpoint(path: str | Path) -> dict[str, Any]:
     """The dict of a ``student.pt``/``checkpoint.pt`` written by ``digan-bench train``; another
     file is a one-line :class:`DiganError` (``load_torch`` reports a missing or corrupt one)."""
     p = Path(path)
+    if p.suffix == ".pkl" and p.is_file():  # a student is never a pickle; not opened here
+        raise DiganError(f"{p} is a .pkl pickle, not a digan-bench student checkpoint (student.pt); a StyleGAN2-ADA "
+                         f"network-snapshot .pkl is a teacher: pass it as --teacher (e.g. 'digan-bench sample --teacher {p}')")
     ck = load_torch(p, what="student checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        if _looks_like_teacher(ck):
+            raise DiganError(_teacher_not_student(p))
         raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
     return ck
+
+
+def _looks_like_teacher(ck: Any) -> bool:
+    """A StyleGAN2 teacher file of any supported kind (rosinality, digan-bench's own, its training
+    checkpoint, an NVIDIA state dict)."""
+    from digan.teacher.checkpoint import is_ada_state_dict
+
+    if not isinstance(ck, dict):
+        return False
+    fmt = ck.get("format")
+    return (isinstance(fmt, str) and fmt.startswith("digan-teacher")) or any(k in ck for k in ("g_ema", "g", "G_ema")) \
+        or is_ada_state_dict(ck) or "style.1.weight" in ck
+
+
+def _teacher_not_student(p: Path) -> str:
+    return (f"{p} is not a digan-bench student checkpoint but a StyleGAN2 teacher checkpoint; sample it with "
+            f"'digan-bench sample --teacher {p}', or train a student from it with 'digan-bench train --teacher {p}' "
+            "and pass that student.pt here")
 
 
 def hold_untrained(core: torch.nn.Module, names: list[str] | None) -> None:

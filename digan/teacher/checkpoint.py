@@ -214,6 +214,21 @@ def _config_from_args(args: Any) -> dict:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
+def _refuse_student_checkpoint(obj: Mapping[str, Any], label: str, path: Optional[Path]) -> None:
+    """A 3D student checkpoint (``digan-bench train``; LiftGAN's too) given where a teacher is
+    wanted: say what the file is and where it goes, not which keys it lacks."""
+    fmt = obj.get("format")
+    if not (isinstance(fmt, str) and fmt.startswith("digan-student/")):
+        return
+    shown = path if path is not None else "PATH"
+    model = obj.get("model", "digan")
+    if model == "digan":
+        raise DiganError(f"{label} is a DIGAN student checkpoint, not a StyleGAN2 teacher; pass it as --student "
+                         f"(e.g. 'digan-bench sample --student {shown}') and give a teacher .pt/.pkl here")
+    raise DiganError(f"{label} is a {model!s} 3D model checkpoint, not a StyleGAN2 teacher; evaluate it with "
+                     f"'digan-bench run --methods {model}:{shown}' and give a teacher .pt/.pkl here")
+
+
 def read_checkpoint(path_or_obj: Any, config: Optional[StyleGAN2Config] = None, what: str = "teacher checkpoint") -> TeacherCheckpoint:
     """Read any supported teacher file (see module docstring) into a :class:`TeacherCheckpoint`.
 
@@ -251,6 +266,7 @@ def read_checkpoint(path_or_obj: Any, config: Optional[StyleGAN2Config] = None, 
             obj = {"g_ema": dict(obj)}
             fmt = "rosinality-state-dict"
         else:
+            _refuse_student_checkpoint(obj, label, path)
             keys = ", ".join(list(obj)[:6])
             raise DiganError(
                 f"{label} has no generator weights (keys: {keys}); expected rosinality keys 'g_ema'/'g' or an NVIDIA "
