@@ -20,12 +20,17 @@ COMMANDS = {
 
 
 def _killed_in_provenance(monkeypatch):
-    import digan.utils.provenance as prov
+    """The command is killed after config.json, before run.json (patched where the two commands
+    look ``write_command_info`` up, so that no module keeps the patched function afterwards)."""
+    import digan.cli.common
+    import digan.cli.student
 
-    def killed(*a, **k):
+    def killed(out, kind, config, **k):
+        (Path(out) / "config.json").write_text(json.dumps(config, default=str))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prov, "write_run_info", killed)
+    monkeypatch.setattr(digan.cli.common, "write_command_info", killed)
+    monkeypatch.setattr(digan.cli.student, "write_command_info", killed)
 
 
 @pytest.mark.parametrize("cmd", sorted(COMMANDS))
