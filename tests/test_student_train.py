@@ -498,6 +498,63 @@ def test_smoothed_depth_prior_is_the_sharp_prior_low_passed_and_loses_its_rim_ki
     np.testing.assert_array_equal(build_g3d(_cfg(), teacher, w_stats=False).prior[0, 0].numpy(), sharp.astype(np.float32))
 
 
+def test_inference_prior_is_used_by_a_loaded_student_and_never_in_training(teacher, tmp_path):
+    from digan.student.diagnostics import TrainingShapeEval, _prior_depth
+    from digan.student.model import raw_to_depth
+
+    cfg = _cfg("train.steps=2", "loss.identity=0", "train.depth_warmup=0", "train.ckpt_every=1")
+    m = cfg.model
+    assert m.inference_prior_smooth == 2.0 and m.depth_prior_smooth == 0  # the tiny preset
+    args = (m.depth_prior, 32, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent, (m.min_depth, m.max_depth))
+    sharp, soft = G3D.depth_prior(*args), G3D.depth_prior(*args, 2.0)
+    assert (sharp - soft).abs().max() > 0.1
+    g3d = build_g3d(cfg, teacher)
+    torch.testing.assert_close(g3d.prior, sharp, rtol=0, atol=0)  # training adds the residual to the sharp prior
+    res = train(cfg, tmp_path / "r", teacher=teacher, show_progress=False)
+    s = Student.load(res.out_dir / "student.pt", teacher=teacher)
+    g = s.g3d
+    torch.testing.assert_close(g.prior, soft, rtol=0, atol=0)
+    torch.testing.assert_close(g.training_prior, sharp, rtol=0, atol=0)
+    # the estimate is DS's (trained) residual on the softened prior; the reference prior of bench
+    # shape stays the sharp one the student was trained on
+    w = s.style(s.latents(2, seed=3))
+    from digan.student.model import teacher_synthesis
+
+    with torch.no_grad():
+        est = s.estimate(w)
+        _, feat = teacher_synthesis(teacher, est.w0, features=g.depth_net.inject is not None)
+        raw = g.depth_net(est.w0, feat)
+    torch.testing.assert_close(est.depth, raw_to_depth(raw, soft, m))
+    assert (est.depth - raw_to_depth(raw, sharp, m)).abs().max() > 1e-3
+    torch.testing.assert_close(_prior_depth(g, 1), raw_to_depth(torch.zeros_like(sharp), sharp, m))
+    g.use_inference_prior(False)
+    torch.testing.assert_close(s.estimate(w).depth, raw_to_depth(raw, sharp, m))
+    # the shape evaluation during training scores the loaded student's depth and gives the
+    # training model its sharp prior back
+    t64 = random_teacher(size=64, style_dim=32, width=8, seed=0)  # the synthetic sets start at 64 px
+    g3d = build_g3d(cfg, t64)
+    sharp64, soft64 = G3D.depth_prior(m.depth_prior, 64, *args[2:]), G3D.depth_prior(m.depth_prior, 64, *args[2:], 2.0)
+    seen = []
+    real = G3D.estimate_from_w0
+
+    def spy(self, *a, **k):
+        seen.append(self.prior.clone())
+        return real(self, *a, **k)
+
+    synth = tmp_path / "synth"
+    from digan.data.synth import generate_synth
+
+    generate_synth(synth, n=4, size=64, seed=5)
+    ev = TrainingShapeEval(tmp_path / "e", synth, g3d, t64, cfg, "cpu", 0, 1, n_faces=3, inversion_steps=1)
+    G3D.estimate_from_w0 = spy
+    try:
+        ev(1)
+    finally:
+        G3D.estimate_from_w0 = real
+    assert seen and all(torch.equal(p, soft64) for p in seen)
+    torch.testing.assert_close(g3d.prior, sharp64, rtol=0, atol=0)
+
+
 def test_depth_warmup_keeps_the_depth_net_fixed_then_trains_it(teacher, tmp_path):
     cfg = _cfg("train.steps=2", "train.depth_warmup=1", "train.ckpt_every=1", "loss.identity=0")
     torch.manual_seed(cfg.train.seed)  # train() seeds the same way before building G3D

@@ -259,8 +259,13 @@ DETAIL_SIGMA_64 = 1.0
 
 
 def _prior_depth(g: Any, n: int) -> torch.Tensor:
-    """The student's depth prior alone (DS's raw output 0), (n,1,S,S) on the CPU."""
-    return g.depth_from_raw(torch.zeros_like(g.prior)).cpu().expand(n, -1, -1, -1)
+    """The student's training depth prior alone (DS's raw output 0), (n,1,S,S) on the CPU: the
+    reference stays the prior the student was trained on, also when its estimates add their
+    residual to the softened inference prior (``model.inference_prior_smooth``)."""
+    from digan.student.model import raw_to_depth
+
+    prior = getattr(g, "training_prior", g.prior)
+    return raw_to_depth(torch.zeros_like(prior), prior, g.cfg.model).cpu().expand(n, -1, -1, -1)
 
 
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
@@ -688,7 +693,7 @@ class TrainingShapeEval:
         t0 = time.time()
         g3d.eval()
         try:
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), g3d.inference_prior_used():
                 rep = reconstruction_report(self.student, self.gt, self.true_yaw, self.inversion_steps, render_fit=False)
         finally:
             g3d.train(was)

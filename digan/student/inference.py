@@ -90,6 +90,7 @@ class Student:
             raise DiganError(f"{p} holds a '{ck.get('model')}' model; load it through its own method")
         g3d = build_g3d(cfg, teacher, dev, w_stats=False)
         load_state_checked(g3d, ck["state"], p)
+        g3d.use_inference_prior()  # model.inference_prior_smooth: a trained student's prior
         s = cls(g3d, teacher, cfg, dev, info={"path": str(p), "step": ck.get("step"), "teacher": ck.get("teacher"), "meta": ck.get("meta", {})})
         return s
 

@@ -28,8 +28,9 @@ checkpoint); it is passed to :meth:`G3D.estimate`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -209,6 +210,12 @@ class G3D(nn.Module):
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
         self.register_buffer("prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent,
                                                        (m.min_depth, m.max_depth), getattr(m, "depth_prior_smooth", 0.0)), persistent=False)
+        # the prior a trained student uses (model.inference_prior_smooth; see use_inference_prior)
+        self.register_buffer("inference_prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim,
+                                                                 m.depth_prior_extent, (m.min_depth, m.max_depth),
+                                                                 getattr(m, "inference_prior_smooth", 0.0) or getattr(m, "depth_prior_smooth", 0.0)),
+                             persistent=False)
+        self.register_buffer("training_prior", self.prior.clone(), persistent=False)
         scale = size / 256.0
         self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
         self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
@@ -251,6 +258,23 @@ class G3D(nn.Module):
         if sigma > 0:
             prior = gaussian_blur(prior, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
         return prior
+
+    def use_inference_prior(self, on: bool = True) -> None:
+        """Add DS's residual to the inference prior (``model.inference_prior_smooth``) from now on
+        (``on=False``: back to the training prior). :meth:`Student.load` turns it on; training never
+        does. With ``inference_prior_smooth`` 0 both priors are the training prior."""
+        self.prior.copy_(self.inference_prior if on else self.training_prior)
+
+    @contextmanager
+    def inference_prior_used(self) -> Iterator[None]:
+        """Within the block the depth uses the inference prior; the prior in use before is back
+        afterwards (the shape evaluation during training scores what a loaded student gives)."""
+        before = self.prior.clone()
+        self.use_inference_prior(True)
+        try:
+            yield
+        finally:
+            self.prior.copy_(before)
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
