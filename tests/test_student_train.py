@@ -529,6 +529,18 @@ def test_inference_prior_is_used_by_a_loaded_student_and_never_in_training(teach
     torch.testing.assert_close(_prior_depth(g, 1), raw_to_depth(torch.zeros_like(sharp), sharp, m))
     g.use_inference_prior(False)
     torch.testing.assert_close(s.estimate(w).depth, raw_to_depth(raw, sharp, m))
+    assert g.prior_smooth == 0.0
+    # another low-pass at inference (bench shape --prior-smooth, the digan method's option); 0 = sharp
+    g.use_inference_prior(True, 3.0)
+    torch.testing.assert_close(g.prior, G3D.depth_prior(*args, 3.0), rtol=0, atol=0)
+    assert g.prior_smooth == 3.0
+    g.use_inference_prior(True, 0)
+    torch.testing.assert_close(g.prior, sharp, rtol=0, atol=0)
+    with pytest.raises(DiganError, match="inference_prior_smooth"):
+        g.use_inference_prior(True, float("nan"))
+    g.use_inference_prior()
+    torch.testing.assert_close(g.prior, soft, rtol=0, atol=0)
+    assert g.prior_smooth == 2.0
     # the shape evaluation during training scores the loaded student's depth and gives the
     # training model its sharp prior back
     t64 = random_teacher(size=64, style_dim=32, width=8, seed=0)  # the synthetic sets start at 64 px

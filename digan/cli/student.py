@@ -244,6 +244,7 @@ def bench_shape_cmd(
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw the first --figure-faces heads from the side at -60/+60 deg, the true head beside the student's shape (PNG; a .pdf beside it).", dir_okay=False),
     figure_faces: int = typer.Option(6, "--figure-faces", min=3, help="Heads in --figure."),
     single_inversion: bool = typer.Option(False, "--single-inversion", help="Invert each image only, not also its mirror (the paper's inference; default: the student's model.flip_average)."),
+    prior_smooth: Optional[float] = typer.Option(None, "--prior-smooth", min=0.0, help="Low-pass of the convex depth prior at inference, px at 64 px (default: the student's model.inference_prior_smooth; 0 = the sharp prior it was trained on)."),
     threads: Optional[int] = _ThreadsOption,
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
@@ -265,6 +266,8 @@ def bench_shape_cmd(
     if threads:
         torch.set_num_threads(threads)
     st = _load_student_any(student, teacher)
+    if prior_smooth is not None and hasattr(st.g3d, "use_inference_prior"):
+        st.g3d.use_inference_prior(True, prior_smooth)
     flip = False if single_inversion else None
     rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip)
     for line in shape_report_lines(rep):

@@ -335,7 +335,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     mask = g.view_foreground(rend).cpu()
     depth = rend.depth.cpu()
     image = rend.image.clamp(-1, 1).cpu()
-    out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None}
+    out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None,
+                           "prior_smooth": getattr(g, "prior_smooth", None)}
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())

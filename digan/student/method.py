@@ -9,7 +9,9 @@ no checkpoint, or a checkpoint trained as another variant, is a one-line error.
 Options: ``truncation`` (psi, default 1.0, the FID protocol; the student was trained at 0.7),
 ``teacher`` (path; default the one recorded in the checkpoint), ``inversion_steps`` (150),
 ``inversion_lr`` (0.05), ``device``, ``flip_average`` (true/false; default the student's
-``model.flip_average``, true: the image's mirror is inverted too and the two estimates averaged).
+``model.flip_average``, true: the image's mirror is inverted too and the two estimates averaged),
+``inference_prior_smooth`` (px at 64 px; default the student's ``model.inference_prior_smooth``;
+0 = the sharp convex prior it was trained on).
 
 Capabilities: pose, light, depth, mesh and reconstruct. ``render`` maps z through the teacher's
 mapping and truncation, runs G3D and renders at the requested absolute yaw/pitch (degrees) under
@@ -108,7 +110,7 @@ class DiganMethod(Method):
 
     def __init__(self, path: Path, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                  inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | torch.device | None = None,
-                 flip_average: bool | None = None):
+                 flip_average: bool | None = None, inference_prior_smooth: float | str | None = None):
         self.path = Path(path)
         self.variant = variant
         self.student = Student.load(self.path, teacher_path=teacher, device=device or "cpu")
@@ -116,6 +118,13 @@ class DiganMethod(Method):
         if trained_as != variant:
             raise DiganError(f"{self.path} was trained as digan@{trained_as}, not digan@{variant}; pass the matching checkpoint")
         self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average)
+        if inference_prior_smooth is not None:
+            try:
+                sigma = float(inference_prior_smooth)
+            except ValueError:
+                raise DiganError(f"digan option inference_prior_smooth must be a number (px at 64 px; 0 = the sharp "
+                                 f"prior), got {inference_prior_smooth!r}") from None
+            self.student.g3d.use_inference_prior(True, sigma)
 
     def _set_inference_options(self, truncation: float, inversion_steps: int, inversion_lr: float, flip_average: bool | None) -> None:
         """The options of :meth:`render` and :meth:`reconstruct` (module docstring), for this
@@ -175,15 +184,17 @@ class DiganMethod(Method):
         return {"name": self.name, "variant": self.variant, "checkpoint": str(self.path), "step": s.info.get("step"),
                 "truncation": self.truncation, "image_size": int(s.g3d.size), "preset": s.cfg.preset,
                 "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w", "flip_average": self.flip_average},
+                "prior_smooth": getattr(s.g3d, "prior_smooth", None),
                 "losses": s.info.get("meta", {})}
 
 
 @register_method("digan", help="DIGAN student (G3D). digan[@variant][:student.pt or folder]; default the bundled tiny student")
 def _make_digan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                 checkpoints: dict[str, str] | None = None, inversion_steps: int = 150, inversion_lr: float = 0.05,
-                device: str | None = None, flip_average: bool | str | None = None, **unknown: Any) -> Method:
+                device: str | None = None, flip_average: bool | str | None = None, inference_prior_smooth: float | str | None = None,
+                **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"digan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, checkpoints, "
-                         "inversion_steps, inversion_lr, device, flip_average")
+                         "inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth")
     path = resolve_checkpoint(arg, variant, checkpoints)
-    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device, flip_average)
+    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth)

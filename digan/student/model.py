@@ -208,14 +208,13 @@ class G3D(nn.Module):
         self.register_buffer("w_mean", torch.zeros(style_dim))
         self.register_buffer("w_std", torch.ones(style_dim))
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
-        self.register_buffer("prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent,
-                                                       (m.min_depth, m.max_depth), getattr(m, "depth_prior_smooth", 0.0)), persistent=False)
-        # the prior a trained student uses (model.inference_prior_smooth; see use_inference_prior)
-        self.register_buffer("inference_prior", self.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim,
-                                                                 m.depth_prior_extent, (m.min_depth, m.max_depth),
-                                                                 getattr(m, "inference_prior_smooth", 0.0) or getattr(m, "depth_prior_smooth", 0.0)),
-                             persistent=False)
+        # the prior DS's residual is added to: the training prior (model.depth_prior_smooth), or in
+        # a loaded student the inference prior (model.inference_prior_smooth; use_inference_prior)
+        self._prior_args = (m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent, (m.min_depth, m.max_depth))
+        self.training_prior_smooth = float(getattr(m, "depth_prior_smooth", 0.0) or 0.0)
+        self.register_buffer("prior", self.depth_prior(*self._prior_args, self.training_prior_smooth), persistent=False)
         self.register_buffer("training_prior", self.prior.clone(), persistent=False)
+        self.prior_smooth = self.training_prior_smooth  # the low-pass of the prior in use (px at 64)
         scale = size / 256.0
         self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
         self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
@@ -259,22 +258,33 @@ class G3D(nn.Module):
             prior = gaussian_blur(prior, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
         return prior
 
-    def use_inference_prior(self, on: bool = True) -> None:
-        """Add DS's residual to the inference prior (``model.inference_prior_smooth``) from now on
-        (``on=False``: back to the training prior). :meth:`Student.load` turns it on; training never
-        does. With ``inference_prior_smooth`` 0 both priors are the training prior."""
-        self.prior.copy_(self.inference_prior if on else self.training_prior)
+    def use_inference_prior(self, on: bool = True, smooth: float | None = None) -> None:
+        """From now on add DS's residual to the inference prior: the convex prior low-passed by
+        ``smooth`` px at 64 px (default ``model.inference_prior_smooth``; 0 there means the training
+        prior). ``on=False``: back to the training prior. :meth:`Student.load` turns it on;
+        training never does."""
+        m = self.cfg.model
+        sigma = (float(getattr(m, "inference_prior_smooth", 0.0) or 0.0) if smooth is None else float(smooth)) if on else None
+        if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
+            raise DiganError(f"inference_prior_smooth must be a finite number >= 0 (px at 64 px; 0 = the sharp prior), got {smooth}")
+        if sigma is None or (smooth is None and sigma == 0) or sigma == self.training_prior_smooth:
+            self.prior.copy_(self.training_prior)
+            self.prior_smooth = self.training_prior_smooth
+        else:
+            self.prior.copy_(self.depth_prior(*self._prior_args, sigma).to(self.prior))
+            self.prior_smooth = sigma
 
     @contextmanager
     def inference_prior_used(self) -> Iterator[None]:
         """Within the block the depth uses the inference prior; the prior in use before is back
         afterwards (the shape evaluation during training scores what a loaded student gives)."""
-        before = self.prior.clone()
+        before, smooth = self.prior.clone(), self.prior_smooth
         self.use_inference_prior(True)
         try:
             yield
         finally:
             self.prior.copy_(before)
+            self.prior_smooth = smooth
 
     # ------------------------------------------------------------------ statistics
     @torch.no_grad()
