@@ -266,7 +266,7 @@ class G3D(nn.Module):
         m = self.cfg.model
         sigma = (float(getattr(m, "inference_prior_smooth", 0.0) or 0.0) if smooth is None else float(smooth)) if on else None
         if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
-            raise DiganError(f"inference_prior_smooth must be a finite number >= 0 (px at 64 px; 0 = the sharp prior), got {smooth}")
+            raise DiganError(f"inference_prior_smooth must be a finite number >= 0 (px at 64 px; 0 = the sharp prior), got {sigma}")
         if sigma is None or (smooth is None and sigma == 0) or sigma == self.training_prior_smooth:
             self.prior.copy_(self.training_prior)
             self.prior_smooth = self.training_prior_smooth
