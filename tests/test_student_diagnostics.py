@@ -277,6 +277,14 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     assert "render_fit_yaw" not in quick and "fit_pose" not in quick and "fit_yaw" not in quick["per_face"]
     without = {**{k: v for k, v in full.items() if k not in ("render_fit_yaw", "fit_pose")}, **quick}
     assert not any(line.startswith(("render-fit yaw", "SIDE / MAD at render-fit")) for line in shape_report_lines(without))
+    # the report says which prior the depth was added to: a student built for training has the
+    # sharp one; loaded (use_inference_prior), the tiny preset's 2 px low-pass
+    assert full["prior_smooth"] == 0.0 and any(line.startswith("depth prior") and line.endswith("sharp") for line in lines)
+    st.g3d.use_inference_prior()
+    soft = reconstruction_report(st, gt, yaw, 2, render_fit=False)
+    st.g3d.use_inference_prior(False)
+    assert soft["prior_smooth"] == 2.0
+    assert any(line.startswith("depth prior") and "low-passed by 2 px" in line for line in shape_report_lines({**full, **soft}))
     assert max(len(line) for line in lines) <= 80
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,
                                                          relight_faces=0)

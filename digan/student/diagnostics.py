@@ -511,8 +511,11 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
                      f"{_f(ratio, '8.2f'):>8}x")
     r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
     how = "image and mirror, averaged" if rep.get("flip_average") else "one per image"
-    rows = [("inversions", f"{rep['inversion_steps']} steps, {how}"),
-            ("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}")]
+    rows = [("inversions", f"{rep['inversion_steps']} steps, {how}")]
+    if rep.get("prior_smooth") is not None:  # model.inference_prior_smooth (or bench shape --prior-smooth)
+        low = float(rep["prior_smooth"])
+        rows.append(("depth prior", f"low-passed by {low:g} px (per 64)" if low > 0 else "sharp"))
+    rows.append(("DV yaw vs true yaw", f"corr {rep['pose']['corr']:+.2f}, slope {rep['pose']['slope']:+.2f}"))
     if "render_fit_yaw" in rep:
         fy = rep["render_fit_yaw"]
         rows.append(("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "
