@@ -34,6 +34,7 @@ __all__ = [
     "to_dict",
     "from_dict",
     "apply_overrides",
+    "check_training_numbers",
     "load_config",
     "save_config",
     "config_hash",
@@ -177,6 +178,29 @@ def _parse_scalar(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def check_training_numbers(cfg: Any, prefix: str, non_negative: dict[str, str], at_least_one: dict[str, Any],
+                           betas_example: str) -> None:
+    """One-line :class:`DiganError` for the numbers of a training config (student ``train`` or
+    teacher) that torch would reject with a traceback, before any output exists: each field of
+    ``non_negative`` finite and >= 0 (``lr`` > 0), each of ``at_least_one`` >= 1, ``betas`` two
+    numbers in [0, 1), ``seed`` in 0..2**62-1. The dicts map a field to the example the message
+    gives; ``prefix`` is the fields' ``--set`` path (``"train."`` or ``""``)."""
+    import math
+
+    for name, example in non_negative.items():
+        v = float(getattr(cfg, name))
+        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
+            raise DiganError(f"{prefix}{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
+                             f"(got {getattr(cfg, name)}); e.g. --set {prefix}{name}={example}")
+    for name, example in at_least_one.items():
+        if int(getattr(cfg, name)) < 1:
+            raise DiganError(f"{prefix}{name} must be at least 1 (got {getattr(cfg, name)}); e.g. --set {prefix}{name}={example}")
+    if not 0 <= int(cfg.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
+        raise DiganError(f"{prefix}seed must be in 0..2**62-1 (got {cfg.seed}); e.g. --set {prefix}seed=0")
+    if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in cfg.betas):
+        raise DiganError(f"{prefix}betas must be two numbers in [0, 1) (got {list(cfg.betas)}); e.g. --set {prefix}betas={betas_example}")
 
 
 def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...] | None) -> T:

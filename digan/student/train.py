@@ -189,28 +189,14 @@ def read_student_checkpoint(path: str | Path) -> dict[str, Any]:
                          f"network-snapshot .pkl is a teacher: pass it as --teacher (e.g. 'digan-bench sample --teacher {p}')")
     ck = load_torch(p, what="student checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        if _looks_like_teacher(ck):
-            raise DiganError(_teacher_not_student(p))
+        from digan.teacher.checkpoint import is_teacher_checkpoint
+
+        if is_teacher_checkpoint(ck):
+            raise DiganError(f"{p} is not a digan-bench student checkpoint but a StyleGAN2 teacher checkpoint; sample it with "
+                             f"'digan-bench sample --teacher {p}', or train a student from it with 'digan-bench train --teacher {p}' "
+                             "and pass that student.pt here")
         raise DiganError(f"{p} is not a digan-bench student checkpoint (train one with digan-bench train)")
     return ck
-
-
-def _looks_like_teacher(ck: Any) -> bool:
-    """A StyleGAN2 teacher file of any supported kind (rosinality, digan-bench's own, its training
-    checkpoint, an NVIDIA state dict)."""
-    from digan.teacher.checkpoint import is_ada_state_dict
-
-    if not isinstance(ck, dict):
-        return False
-    fmt = ck.get("format")
-    return (isinstance(fmt, str) and fmt.startswith("digan-teacher")) or any(k in ck for k in ("g_ema", "g", "G_ema")) \
-        or is_ada_state_dict(ck) or "style.1.weight" in ck
-
-
-def _teacher_not_student(p: Path) -> str:
-    return (f"{p} is not a digan-bench student checkpoint but a StyleGAN2 teacher checkpoint; sample it with "
-            f"'digan-bench sample --teacher {p}', or train a student from it with 'digan-bench train --teacher {p}' "
-            "and pass that student.pt here")
 
 
 def hold_untrained(core: torch.nn.Module, names: list[str] | None) -> None:
@@ -388,23 +374,14 @@ def train(
 def _check_numbers(cfg: StudentConfig) -> None:
     """One-line errors for training numbers torch would reject with a traceback (a negative or NaN
     learning rate, an empty batch, betas outside [0, 1))."""
-    import math
+    from digan.config import check_training_numbers
 
     t = cfg.train
-    for name, example in (("lr", "1e-4"), ("weight_decay", "5e-4"), ("depth_lr_scale", "1")):
-        v = float(getattr(t, name))
-        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-            raise DiganError(f"train.{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
-                             f"(got {getattr(t, name)}); e.g. --set train.{name}={example}")
-    for name, example in (("batch", 8), ("ckpt_every", 1000), ("grid_every", 1000), ("log_every", 10), ("w_stats_samples", 10000)):
-        if int(getattr(t, name)) < 1:
-            raise DiganError(f"train.{name} must be at least 1 (got {getattr(t, name)}); e.g. --set train.{name}={example}")
-    if not 0 <= int(t.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
-        raise DiganError(f"train.seed must be in 0..2**62-1 (got {t.seed}); e.g. --set train.seed=0")
+    check_training_numbers(t, "train.", {"lr": "1e-4", "weight_decay": "5e-4", "depth_lr_scale": "1"},
+                           {"batch": 8, "ckpt_every": 1000, "grid_every": 1000, "log_every": 10, "w_stats_samples": 10000},
+                           "[0.9,0.999]")
     if t.eval_every is not None and int(t.eval_every) < 1:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
-    if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in t.betas):
-        raise DiganError(f"train.betas must be two numbers in [0, 1) (got {list(t.betas)}); e.g. --set train.betas=[0.9,0.999]")
 
 
 def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path | None, force: bool,

@@ -204,6 +204,18 @@ def is_ada_state_dict(sd: Mapping[str, Any]) -> bool:
     return "synthesis.b4.const" in sd or "mapping.fc0.weight" in sd
 
 
+def is_teacher_checkpoint(obj: Any) -> bool:
+    """Whether ``obj`` (a loaded file) is a teacher of a kind :func:`read_checkpoint` reads:
+    digan-bench's own (``format`` digan-teacher*, its training checkpoint included), rosinality's
+    (``g_ema``/``g``, or a bare generator state dict) or NVIDIA's (``G_ema`` or its state dict).
+    Lets a loader of another kind of file say what it was given instead."""
+    if not isinstance(obj, Mapping):
+        return False
+    fmt = obj.get("format")
+    return (isinstance(fmt, str) and fmt.startswith("digan-teacher")) or any(k in obj for k in ("g_ema", "g", "G_ema")) \
+        or is_ada_state_dict(obj) or "style.1.weight" in obj
+
+
 def _config_from_args(args: Any) -> dict:
     if args is None:
         return {}

@@ -457,22 +457,13 @@ def check_settings(cfg: TeacherTrainConfig) -> None:
     """One-line errors, before any output exists, for numbers that would crash a run (a NaN or
     negative lr, betas outside [0, 1), an interval of 0 steps) or finish it with an unusable
     teacher (``w_mean_samples=0`` saved a NaN mean latent: every truncated sample was black)."""
-    for name, example in (("lr", "0.002"), ("r1", "10"), ("path_regularize", "0"), ("ema_kimg", "10"), ("cache_gb", "4")):
-        v = float(getattr(cfg, name))
-        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-            raise DiganError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
-                             f"(got {getattr(cfg, name)}); e.g. --set {name}={example}")
-    if not all(math.isfinite(float(b)) and 0.0 <= float(b) < 1.0 for b in cfg.betas):
-        raise DiganError(f"betas must be two numbers in [0, 1) (got {list(cfg.betas)}); e.g. --set betas=[0.0,0.99]")
-    if not 0 <= int(cfg.seed) < 2**62:  # torch seeds are 64-bit; seed + offsets per rank must fit
-        raise DiganError(f"seed must be in 0..2**62-1 (got {cfg.seed}); e.g. --set seed=0")
+    from digan.config import check_training_numbers
+
+    intervals = ("d_reg_every", "g_reg_every", "path_batch_shrink", "sample_every", "ckpt_every", "log_every", "grid_n", "w_mean_samples")
+    check_training_numbers(cfg, "", {"lr": "0.002", "r1": "10", "path_regularize": "0", "ema_kimg": "10", "cache_gb": "4"},
+                           {name: getattr(TeacherTrainConfig, name) for name in intervals}, "[0.0,0.99]")
     if not 0.0 <= float(cfg.mixing) <= 1.0:
         raise DiganError(f"mixing is a probability in [0, 1] (got {cfg.mixing}); e.g. --set mixing=0.9")
-    for name in ("d_reg_every", "g_reg_every", "path_batch_shrink", "sample_every", "ckpt_every", "log_every", "grid_n",
-                 "w_mean_samples"):
-        if int(getattr(cfg, name)) < 1:
-            raise DiganError(f"{name} must be at least 1 (got {getattr(cfg, name)}); e.g. --set {name}="
-                             f"{getattr(TeacherTrainConfig, name)}")
 
 
 def train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str | Path, *, force: bool = False,
