@@ -266,7 +266,7 @@ def bench_shape_cmd(
     if threads:
         torch.set_num_threads(threads)
     st = _load_student_any(student, teacher)
-    if prior_smooth is not None and hasattr(st.g3d, "use_inference_prior"):
+    if prior_smooth is not None:
         st.g3d.use_inference_prior(True, prior_smooth)
     flip = False if single_inversion else None
     rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip)

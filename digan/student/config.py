@@ -80,13 +80,11 @@ class ModelConfig:
     depth_prior_smooth: float = 0.0
     # the same low-pass on the prior, applied only when a trained student is used (Student.load;
     # bench shape, train --eval-data, the digan method, sample, export, restore): training keeps
-    # model.depth_prior_smooth. Not in DIGAN or LiftedGAN (0). Why: DS's residual, low-passed, cannot
-    # cancel the sharp cap's rim (a vertical tangent), so every trained head keeps it at the top of
-    # the head and at the sides, where bench shape finds it losing most to the mean true head;
-    # softening the rim of a student trained on the sharp prior lowers its one-head MAD by 0.9-1.1
-    # deg on the tuning heads (four students; the bundle's 25.6 -> 24.4, held out 1.2-1.3 deg),
-    # while training on the softened prior does not (README, 3D shape). Only inference reads it;
-    # the tiny preset sets 2.
+    # model.depth_prior_smooth. Not in DIGAN or LiftedGAN (0). Why: the rim kink above; softening
+    # it in a student trained on the sharp prior lowers its one-head MAD by 0.9-1.1 deg on the
+    # tuning heads (four students; the bundle's 25.6 -> 24.4, held out 1.2-1.3 deg), while
+    # training on the softened prior does not (README, 3D shape). Only inference reads it; the
+    # tiny preset sets 2.
     inference_prior_smooth: float = 0.0
     # Gaussian sigma (px at 64 px, scaled with the size) of a low-pass on DS's residual before the
     # prior is added (see digan.student.model.raw_to_depth); 0 = paper / LiftedGAN

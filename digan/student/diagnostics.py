@@ -264,8 +264,7 @@ def _prior_depth(g: Any, n: int) -> torch.Tensor:
     residual to the softened inference prior (``model.inference_prior_smooth``)."""
     from digan.student.model import raw_to_depth
 
-    prior = getattr(g, "training_prior", g.prior)
-    return raw_to_depth(torch.zeros_like(prior), prior, g.cfg.model).cpu().expand(n, -1, -1, -1)
+    return raw_to_depth(torch.zeros_like(g.training_prior), g.training_prior, g.cfg.model).cpu().expand(n, -1, -1, -1)
 
 
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
@@ -336,7 +335,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     depth = rend.depth.cpu()
     image = rend.image.clamp(-1, 1).cpu()
     out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None,
-                           "prior_smooth": getattr(g, "prior_smooth", None)}
+                           "prior_smooth": g.prior_smooth}
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())

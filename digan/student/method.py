@@ -184,7 +184,7 @@ class DiganMethod(Method):
         return {"name": self.name, "variant": self.variant, "checkpoint": str(self.path), "step": s.info.get("step"),
                 "truncation": self.truncation, "image_size": int(s.g3d.size), "preset": s.cfg.preset,
                 "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w", "flip_average": self.flip_average},
-                "prior_smooth": getattr(s.g3d, "prior_smooth", None),
+                "prior_smooth": s.g3d.prior_smooth,
                 "losses": s.info.get("meta", {})}
 
 
