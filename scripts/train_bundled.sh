@@ -7,7 +7,8 @@
 # and the two architecture ablations (mlp: KAN -> MLP; plain_conv: partial -> plain conv), kept in
 # runs/ (not bundled; calibrated too). Each run logs SIDE/MAD/roughness on held-out heads during
 # training (--eval-data, a seed no evaluation uses). The view calibration inverts 512 of the
-# teacher's own training heads (DATA, seed 0; made here when missing). Runs resume when the
+# teacher's own training heads (DATA, seed 0; made here when missing) and anchors DV's yaw and
+# pitch to the pose the face detector (DETECTOR, the demo's SCRFD-500M) reads on them. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
 # minutes per pair, ~7 per pair of calibrations).
 #
@@ -20,6 +21,7 @@ PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/bundled}
 TUNE=${TUNE:-data/tune64}  # seed 5: tuning/monitoring only; README numbers use seeds 123 and 77
 DATA=${DATA:-data/synth64}  # the teacher's training heads (seed 0): the view calibration's images
+DETECTOR=${DETECTOR:-../shared/data/face-models/det_500m.onnx}  # the pose anchor's keypoints
 STEPS_ARG=${STEPS:+--steps $STEPS}
 
 [ -d "$TUNE" ] || $BIN data synth --out "$TUNE" --n 200 --size 64 --seed 5
@@ -36,17 +38,17 @@ train mlp --variant mlp & train plain_conv --variant plain_conv & wait
 
 calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUNS/name_cal
     $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
-        --eval-data "$TUNE" > "$RUNS/$1_cal.log" 2>&1
+        --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
 }
 calibrate digan & calibrate liftgan & wait
 calibrate mlp & calibrate plain_conv & wait
 
-$PY - "$RUNS" "$TUNE" "$STEPS_ARG" <<'EOF'
+$PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" <<'EOF'
 import sys
 from digan.student.train import package_student
-runs, tune, steps = sys.argv[1], sys.argv[2], sys.argv[3]
+runs, tune, steps, detector = sys.argv[1:5]
 base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []))
-cal = "digan-bench calibrate-view --images data/synth64 --threads 1 --eval-data " + tune + " --student "
+cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --eval-data {tune} --detector {detector} --student "
 for name, dest, cmd in (
     ("digan", "digan/assets/tiny_student_64_base.pt", base),
     ("digan_cal", "digan/assets/tiny_student_64.pt", cal + "digan/assets/tiny_student_64_base.pt"),

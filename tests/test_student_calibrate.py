@@ -99,7 +99,8 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
     with the reconstruction (and flip) loss, so the render at DV's view fits the teacher's
     images of the inverted codes better; the rest of the student is the student's; the config
     records what was done; rerunning resumes (nothing more to do)."""
-    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=3)
+    # the pose anchor off: random images show no face to read a pose from (its own test below)
+    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=3, pose_anchor=0, pose_anchor_pitch=0)
     # the flip term off: this random teacher's canonical faces are far from mirror-symmetric, so
     # with it DV would trade reconstruction for the flip's fit (on the bundled student both fall)
     extra = ["train.batch=4", "loss.flip=0"]
@@ -153,6 +154,9 @@ def test_calibration_config_and_its_errors(base, heads, tmp_path):
     cfg = calibration_config(base, heads, CalibrationSettings(steps=7, lr=1e-4, fraction=0.25))
     own = load_torch(base)["config"]
     assert cfg.train.steps == 7 and cfg.train.lr == 1e-4 and cfg.train.inverted_fraction == 0.25
+    assert cfg.loss.pose_anchor == cfg.loss.pose_anchor_pitch == 10 and cfg.train.pose_detector is None  # the defaults
+    det = calibration_config(base, heads, CalibrationSettings(pose_anchor=0, pose_anchor_pitch=2, detector="my/det.onnx"))
+    assert det.loss.pose_anchor == 0 and det.loss.pose_anchor_pitch == 2 and det.train.pose_detector == "my/det.onnx"
     assert cfg.model.depth_nf == own["model"]["depth_nf"] and cfg.loss.flip == own["loss"]["flip"]  # the student's own model
     assert cfg.train.depth_warmup == 0 and cfg.train.trainable == ["view_net"] and "train.trainable=[view_net]" in CALIBRATION_OVERRIDES
     assert calibration_config(base, heads, overrides=["train.trainable=[view_net, light_net]"]).train.trainable == ["view_net", "light_net"]
@@ -161,6 +165,69 @@ def test_calibration_config_and_its_errors(base, heads, tmp_path):
     torch.save({"x": 1}, tmp_path / "other.pt")
     with pytest.raises(DiganError, match="not a digan-bench student checkpoint"):
         calibration_config(tmp_path / "other.pt", heads)
-    for bad in (CalibrationSettings(fraction=0.0), CalibrationSettings(steps=0), CalibrationSettings(lr=0.0)):
+    for bad in (CalibrationSettings(fraction=0.0), CalibrationSettings(steps=0), CalibrationSettings(lr=0.0),
+                CalibrationSettings(pose_anchor=-1.0), CalibrationSettings(pose_anchor_pitch=float("nan"))):
         with pytest.raises(DiganError, match="out of range"):
             calibration_config(base, heads, bad)
+
+
+def test_pose_anchor_pulls_dv_toward_the_detector_pose(teacher, base, heads, tmp_path, monkeypatch):
+    """loss.pose_anchor: in a calibration run, DV's (pitch, yaw) on the inverted codes is pulled
+    toward the pose the detector read on each image (here fixed angles stand in for the
+    detector), the term is logged, and the rest of the student stays the student's; without
+    train.inverted_data the anchor is a one-line error."""
+    import digan.student.train as T
+
+    want = torch.tensor([[8.0, -25.0], [8.0, -25.0], [8.0, -25.0], [float("nan"), float("nan")]])
+    monkeypatch.setattr(T, "inverted_pose_anchors", lambda cfg, teacher, out, device: want.to(device))
+    settings = CalibrationSettings(steps=40, lr=3e-3, fraction=1.0, n=4, inversion_steps=2)
+    extra = ["train.batch=4", "loss.flip=0", "loss.rec=0.1", "loss.pose_anchor=20", "loss.pose_anchor_pitch=20"]
+    res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
+    bank = load_torch(tmp_path / "cal" / "inverted_codes.pt")["codes"][:3]
+    s0, s1 = Student.load(base, teacher=teacher), Student.load(res.student_path, teacher=teacher)
+    r0, r1 = (s.g3d.view_net.to_view(s.g3d.estimate(bank, teacher).view_raw).rotation[:, :2].detach() for s in (s0, s1))
+    err0, err1 = (r0 - want[:3]).abs().mean(0), (r1 - want[:3]).abs().mean(0)
+    assert (err1 < 0.3 * err0).all(), (err0, err1)
+    losses = (tmp_path / "cal" / "losses.csv").read_text().splitlines()
+    assert "pose_anchor" in losses[0].split(",")
+    assert load_torch(res.student_path)["view_calibration"]["loss"]["pose_anchor"] == 20
+    _, rest0 = _split(load_torch(base)["state"], "view_net.")
+    _, rest1 = _split(load_torch(res.student_path)["state"], "view_net.")
+    assert all(torch.equal(rest0[k], rest1[k]) for k in rest0)
+    with pytest.raises(DiganError, match="loss.pose_anchor needs train.inverted_data"):
+        train(_cfg("train.steps=1", "loss.pose_anchor=1"), tmp_path / "no_bank", teacher=teacher, show_progress=False)
+
+
+def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, tmp_path):
+    """The anchors are the landmark pose (pitch, yaw) the face pipeline reads on the first
+    inverted_n images, NaN where no face is found; cached with the detector's hash; a folder
+    where the detector finds too few faces is a one-line error."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from digan.faces.pipeline import FacePipeline
+    from digan.student.train import inverted_pose_anchors
+    from digan.teacher.data import ImageFolderData
+
+    imgs = tmp_path / "real" / "images"
+    imgs.mkdir(parents=True)
+    photos = sorted((shared_data / "faces" / "celeba_aligned").glob("*.jpg"))[:5]
+    for i, p in enumerate(photos):
+        Image.open(p).convert("RGB").resize((64, 64), Image.BICUBIC).save(imgs / f"{i:03d}.png")
+    Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(imgs / "005.png")  # no face
+    det = str(face_models / "det_500m.onnx")
+    cfg = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=6", f"train.pose_detector={det}")
+    fake_teacher = SimpleNamespace(size=64)
+    got = inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu")
+    ref = FacePipeline(detector=det, recognizer=False).analyze(ImageFolderData(imgs, mirror=False, cache_gb=0).load(list(range(6))),
+                                                               embed=False)
+    assert got.shape == (6, 2) and torch.isnan(got[5]).all() and torch.isfinite(got[:5]).all()
+    np.testing.assert_allclose(got[:5].numpy(), np.stack([ref.pitch, ref.yaw], 1)[:5], atol=1e-4)
+    assert (tmp_path / "run" / "pose_anchors.pt").is_file()
+    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
+    for i in range(6, 12):  # now most images show no face
+        Image.fromarray(np.full((64, 64, 3), 20 * (i - 5), dtype=np.uint8)).save(imgs / f"{i:03d}.png")
+    many = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=12", f"train.pose_detector={det}")
+    with pytest.raises(DiganError, match="found a face in only 5 of 12 images"):
+        inverted_pose_anchors(many, fake_teacher, tmp_path / "run2", "cpu")

@@ -113,7 +113,8 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
     cal = tmp_path / "cal"
     capsys.readouterr()
     rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads), "--out", str(cal),
-               "--steps", "2", "--heads", "2", "--inversion-steps", "1", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
+               "--steps", "2", "--heads", "2", "--inversion-steps", "1", "--pose-anchor", "0", "--pose-anchor-pitch", "0",
+               "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
     assert rc == 0 and "view calibration" in capsys.readouterr().out
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("depth_net."))
@@ -126,7 +127,9 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
                       ([str(out / "student.pt"), real, "--fraction", "0"], "out of range"),
                       ([str(out / "student.pt"), small], "are 16x16 px but the teacher makes 32x32"),
                       ([str(out / "student.pt"), empty], "has no images"),
-                      ([str(out / "student.pt"), str(tmp_path / "nowhere")], "is not a folder of images")):
+                      ([str(out / "student.pt"), str(tmp_path / "nowhere")], "is not a folder of images"),
+                      ([str(out / "student.pt"), real, "--detector", str(tmp_path / "no_det.onnx")], "check the path given as --detector PATH"),
+                      ([str(out / "student.pt"), real, "--pose-anchor", "-1"], "Invalid value for '--pose-anchor'")):
         rc = main(["calibrate-view", "--student", args[0], "--images", args[1], "--out", str(tmp_path / "x"), *args[2:],
                    "-s", "train.w_stats_samples=256"])
         err = capsys.readouterr().err
@@ -151,7 +154,7 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
            "-m", "digan.cli", "calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads),
            "--out", str(cal), "--steps", "2", "--heads", "4", "--inversion-steps", "1", "--device", "cpu",
-           "-s", "train.batch=2", "-s", "train.w_stats_samples=256"]
+           "--pose-anchor", "0", "--pose-anchor-pitch", "0", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4

@@ -96,6 +96,23 @@ def test_cycle_and_w_regularizer_direct():
     assert L.w_regularizer(w, mu, 0.3).item() == pytest.approx((((w - mu) ** 2).mean() * 0.3).item())
 
 
+def test_pose_anchor_loss_known_values_and_missed_faces():
+    """Per axis the mean squared error over the rows with a target, then weighted (pitch, yaw);
+    a missed face (NaN) is left out of its axis's mean; no target at all gives a zero that
+    still back-propagates (no NaN gradient)."""
+    pred = torch.tensor([[0.1, 0.2], [0.0, 0.5]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.1], [float("nan"), 0.3]])
+    got = L.pose_anchor_loss(pred, target, (2.0, 3.0))
+    assert got.item() == pytest.approx(2.0 * 0.01 + 3.0 * (0.01 + 0.04) / 2)
+    got.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad[1, 0] == 0  # the missed pitch sends nothing
+    assert pred.grad[0, 1].item() == pytest.approx(3.0 * 2 * 0.1 / 2)
+    none = L.pose_anchor_loss(pred, torch.full((2, 2), float("nan")), (1.0, 1.0))
+    assert none.item() == 0 and none.requires_grad
+    none.backward()
+    assert torch.isfinite(pred.grad).all()
+
+
 def test_gaussian_blur_matches_scipy():
     x = torch.rand(1, 2, 12, 12, dtype=torch.float64)
     got = L.gaussian_blur(x, 3, 1.5).numpy()

@@ -84,6 +84,9 @@ def calibrate_view_cmd(
     n: int = typer.Option(_CAL.n, "--heads", min=1, help="Heads inverted (the first N files). (Not --n: torchrun would take that for its own options.)"),
     inversion_steps: int = typer.Option(_CAL.inversion_steps, "--inversion-steps", min=0, help="Teacher inversion steps per head (bench shape: 60)."),
     seed: int = typer.Option(_CAL.seed, "--seed", help="Seed of the batches."),
+    pose_anchor: float = typer.Option(_CAL.pose_anchor, "--pose-anchor", min=0.0, help="Weight pulling DV's yaw toward the face detector's landmark yaw of each inverted head (0 = off)."),
+    pose_anchor_pitch: float = typer.Option(_CAL.pose_anchor_pitch, "--pose-anchor-pitch", min=0.0, help="The same for pitch (0 = off)."),
+    detector: Optional[Path] = typer.Option(None, "--detector", help="SCRFD face detector (.onnx) for the pose anchor; default: insightface's det_10g.onnx."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Tuning heads (digan-bench data synth) to log SIDE/MAD and DV's yaw on during the run."),
     device: Optional[str] = typer.Option(None, "--device", help="auto (CUDA when present, else CPU; the default), cpu, cuda or cuda:N."),
     threads: Optional[int] = _ThreadsOption,
@@ -94,7 +97,9 @@ def calibrate_view_cmd(
     from digan.student.calibrate import calibrate_view
     from digan.utils import dist
 
-    settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed)
+    settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed,
+                                   pose_anchor=pose_anchor, pose_anchor_pitch=pose_anchor_pitch,
+                                   detector=str(detector) if detector is not None else None)
     res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=_run_overrides(overrides, device, threads),
                          eval_data=eval_data, force=force)
     if dist.is_main():

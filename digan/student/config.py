@@ -147,6 +147,16 @@ class LossConfig:
     # cycle loss on the neutral code itself: DL(w0) = (a, b, 0, 0), DV(w0) rotation = 0 (0 = paper
     # / LiftedGAN; experimental, see the objective docstring)
     canonical_cycle: float = 0.0
+    # landmark pose anchor (0 = paper / LiftedGAN; the view calibration's default, see
+    # digan.student.calibrate): on the codes of inverted real images (train.inverted_data), the
+    # MSE between DV's yaw (pose_anchor) and pitch (pose_anchor_pitch), in DV's raw units
+    # (degrees / model.rotation_range), and the pose an off-the-shelf face detector's 5
+    # keypoints give for the image itself (digan.faces.pose; train.pose_detector). Why: the
+    # objective fixes yaw only through the student's own render, whose depth trades turn for
+    # relief (DV reads 0.84-0.88x the true yaw on held-out heads, bench shape), and nothing
+    # anchors pitch at all; the keypoints measure both on the image, independently of the model
+    pose_anchor: float = 0.0
+    pose_anchor_pitch: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
     perturb_pitch: float = 15.0  # sampled |pitch| range (deg)
@@ -273,6 +283,9 @@ class TrainConfig:
     inverted_n: int = 512
     inverted_steps: int = 60
     inverted_fraction: float = 0.5
+    # the SCRFD face detector (.onnx) whose keypoints give loss.pose_anchor's targets; None = the
+    # default detector (digan.faces.onnx_models.resolve_model)
+    pose_detector: Optional[str] = None
     threads: Optional[int] = None  # CPU threads (torch.set_num_threads); 1 is much faster on a busy machine
     find_unused_parameters: bool = False  # DDP
     # 3D accuracy on held-out heads during training (rank 0), logged to OUT/shape_eval.jsonl|csv

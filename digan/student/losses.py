@@ -33,6 +33,7 @@ __all__ = [
     "identity_loss",
     "albedo_rank_loss",
     "cycle_loss",
+    "pose_anchor_loss",
     "w_regularizer",
     "gaussian_blur",
 ]
@@ -148,6 +149,17 @@ def albedo_rank_loss(
 def cycle_loss(light_pred: torch.Tensor, light_target: torch.Tensor, view_pred: torch.Tensor, view_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(MSE over the 4 raw light units, MSE over the 3 raw rotation units) (LiftedGAN)."""
     return (light_pred - light_target).pow(2).mean(), (view_pred - view_target)[:, :3].pow(2).mean()
+
+
+def pose_anchor_loss(pred: torch.Tensor, target: torch.Tensor, weights: tuple[float, float]) -> torch.Tensor:
+    """``sum_j weights[j] * mean_i (pred[i,j] - target[i,j])^2`` over the rows i whose target is
+    finite (a face the detector missed is NaN and left out); (B,2) raw (pitch, yaw) units
+    (``loss.pose_anchor_pitch``, ``loss.pose_anchor``). Zero, still on ``pred``'s graph, when no
+    row has a target."""
+    ok = torch.isfinite(target)
+    err = torch.where(ok, pred - torch.nan_to_num(target), torch.zeros_like(pred)).pow(2)
+    per_axis = err.sum(0) / ok.sum(0).clamp(min=1)
+    return (per_axis * torch.tensor(weights, dtype=pred.dtype, device=pred.device)).sum()
 
 
 def w_regularizer(w: torch.Tensor, w_mean: torch.Tensor, w_sigma_inv: float | torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,8 @@ class DistillationObjective(nn.Module):
         self.last: dict[str, Any] = {}
         #: (N,D) style codes of inverted real images (train.inverted_data), set by the training loop
         self.code_bank: torch.Tensor | None = None
+        #: (N,2) detector-read (pitch, yaw) in degrees of those images (loss.pose_anchor), or None
+        self.code_pose: torch.Tensor | None = None
 
     @property
     def teacher(self) -> Any:
@@ -134,6 +136,7 @@ class DistillationObjective(nn.Module):
         :func:`digan.student.recoverability.objective_fit`)."""
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
+        anchor = None  # (k,2) detector-read pitch, yaw of the first k codes (loss.pose_anchor)
         if batch is not None:
             w, target = batch
         else:
@@ -141,7 +144,10 @@ class DistillationObjective(nn.Module):
             k = int(round(float(cfg.train.inverted_fraction) * z.shape[0])) if bank is not None else 0
             parts = [sample_teacher(teacher, z[k:], cfg.model.truncation, cfg.train.code_noise, g3d.w_std)] if k < z.shape[0] else []
             if k > 0:  # only the codes kept are drawn by the teacher
-                wb = bank[torch.randint(bank.shape[0], (k,))].to(z)
+                pick = torch.randint(bank.shape[0], (k,))
+                wb = bank[pick].to(z)
+                if self.code_pose is not None:
+                    anchor = self.code_pose[pick.to(self.code_pose.device)].to(z)
                 with torch.no_grad():
                     tb, _ = teacher_synthesis(teacher, wb, features=False)
                 parts.insert(0, (wb, tb.clamp(-1, 1)))
@@ -226,6 +232,11 @@ class DistillationObjective(nn.Module):
                 wr = L.w_regularizer(w_p, g3d.w_mean, g3d.w_sigma_inv)
                 total = total + lc.w_reg * wr
                 logs["w_reg"] = wr.detach()
+        if anchor is not None and (lc.pose_anchor > 0 or lc.pose_anchor_pitch > 0):
+            pa = L.pose_anchor_loss(est.view_raw[:anchor.shape[0], :2], anchor / float(cfg.model.rotation_range),
+                                    (lc.pose_anchor_pitch, lc.pose_anchor))
+            total = total + pa
+            logs["pose_anchor"] = pa.detach()
         if lc.canonical_cycle > 0:
             # DV/DL read the neutral code as what it was made for: frontal, light straight on
             v0, l0 = g3d.decompose(est.w0)

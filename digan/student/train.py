@@ -450,13 +450,23 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     def averaged():  # the weight average in core for a block (train.ema), else nothing
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
+    anchored = float(cfg.loss.pose_anchor) > 0 or float(cfg.loss.pose_anchor_pitch) > 0
     if cfg.train.inverted_data:
         # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
-        # look in a run folder, which under --force is rank 0's staging folder, not OUT
+        # look in a run folder, which under --force is rank 0's staging folder, not OUT. The
+        # detector's pose anchors first: a missing detector fails before the long inversion
+        anchors = inverted_pose_anchors(cfg, teacher, out, device) if main and anchored else None
         bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, show=show_progress) if main else None
         if distributed:
             bank = dist.all_gather_objects(None if bank is None else bank.cpu())[0]
+            if anchored:
+                anchors = dist.all_gather_objects(None if anchors is None else anchors.cpu())[0]
         obj.code_bank = bank.to(device)
+        if anchored:
+            obj.code_pose = anchors.to(device)
+    elif anchored:
+        raise DiganError("loss.pose_anchor needs train.inverted_data (the real images whose pose it reads); use "
+                         "calibrate-view, or set loss.pose_anchor=0 and loss.pose_anchor_pitch=0")
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -700,15 +710,10 @@ def _mentions_nonfinite(e: BaseException) -> bool:
     return "non-finite" in text or "nan" in text.split() or " inf" in text or "infinity" in text
 
 
-def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
-                       show: bool = False) -> torch.Tensor:
-    """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
-    ``train.inverted_data``, each inverted into the teacher with ``train.inverted_steps`` steps
-    (:func:`digan.student.method.invert_teacher`, as ``bench shape`` inverts). Cached in
-    ``OUT/inverted_codes.pt`` with the folder, count, steps and the teacher's hash; a cache made
-    with other settings is rebuilt. A folder that is missing, empty or not at the teacher's size
-    gives a one-line :class:`DiganError`. ``show``: a progress bar."""
-    from digan.student.method import invert_teacher
+def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[int]]:
+    """(folder, ImageFolderData, indices) of the images ``train.inverted_data`` names: the first
+    ``train.inverted_n`` files (sorted names). A folder that is missing, empty or not at the
+    teacher's size gives a one-line :class:`DiganError`."""
     from digan.teacher.data import ImageFolderData
 
     tc = cfg.train
@@ -722,22 +727,37 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     if not folder.is_dir():
         raise DiganError(f"train.inverted_data (calibrate-view --images): {folder} is not a folder of images; pass the "
                          "teacher's training images (e.g. data/synth64)")
-    size = int(teacher.size) if hasattr(teacher, "size") else None
-    key = {"folder": str(folder.resolve()), "n": n, "steps": steps, "teacher": teacher_tensor_hash(teacher)}
-    cache = out / "inverted_codes.pt"
-    if cache.is_file():
-        c = load_torch(cache, what="inverted code cache")
-        if c.get("key") == key:
-            return c["codes"].to(device)
     try:
         data = ImageFolderData(folder, size=None, mirror=False, cache_gb=0.0)
     except DiganError as e:  # its advice names train-teacher's options; say what this needs
         raise DiganError(f"train.inverted_data (calibrate-view --images): {str(e).split(';')[0]}; pass the teacher's "
                          "training images (e.g. data/synth64)") from None
+    size = int(teacher.size) if hasattr(teacher, "size") else None
     if size is not None and data.size != size:
         raise DiganError(f"train.inverted_data (calibrate-view --images): the images in {folder} are {data.size}x{data.size} px "
                          f"but the teacher makes {size}x{size}; pass images at the teacher's size (its training images)")
-    idx = list(range(min(n, len(data))))
+    return folder, data, list(range(min(n, len(data))))
+
+
+def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
+                       show: bool = False) -> torch.Tensor:
+    """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
+    ``train.inverted_data``, each inverted into the teacher with ``train.inverted_steps`` steps
+    (:func:`digan.student.method.invert_teacher`, as ``bench shape`` inverts). Cached in
+    ``OUT/inverted_codes.pt`` with the folder, count, steps and the teacher's hash; a cache made
+    with other settings is rebuilt. A folder that is missing, empty or not at the teacher's size
+    gives a one-line :class:`DiganError`. ``show``: a progress bar."""
+    from digan.student.method import invert_teacher
+
+    tc = cfg.train
+    folder, data, idx = _inverted_folder(cfg, teacher)
+    steps = int(tc.inverted_steps)
+    key = {"folder": str(folder.resolve()), "n": int(tc.inverted_n), "steps": steps, "teacher": teacher_tensor_hash(teacher)}
+    cache = out / "inverted_codes.pt"
+    if cache.is_file():
+        c = load_torch(cache, what="inverted code cache")
+        if c.get("key") == key:
+            return c["codes"].to(device)
     codes = []
     with progress() if show else _NullProgress() as bar:
         task = bar.add_task("invert", total=len(idx), completed=0, info=f"{folder.name}, {steps} steps")
@@ -749,6 +769,38 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     out.mkdir(parents=True, exist_ok=True)
     save_torch(cache, {"key": key, "codes": bank})
     return bank.to(device)
+
+
+def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: torch.device | str) -> torch.Tensor:
+    """(N,2) head pose (pitch, yaw) in degrees of the images behind :func:`inverted_code_bank`'s
+    codes, read by an off-the-shelf face detector's 5 keypoints (:mod:`digan.faces.pose`;
+    ``train.pose_detector``, an SCRFD ONNX file; None = the default detector); NaN rows where no
+    face was found. The targets of ``loss.pose_anchor`` / ``loss.pose_anchor_pitch``. Cached in
+    ``OUT/pose_anchors.pt`` with the folder, count and the detector file's hash."""
+    from digan.faces.onnx_models import resolve_model
+    from digan.faces.pipeline import FacePipeline
+
+    folder, data, idx = _inverted_folder(cfg, teacher)
+    det = resolve_model("detector", cfg.train.pose_detector, flag="--detector PATH (train.pose_detector)")
+    key = {"folder": str(folder.resolve()), "n": len(idx), "detector": "file:" + sha256_file(det)}
+    cache = out / "pose_anchors.pt"
+    if cache.is_file():
+        c = load_torch(cache, what="pose anchor cache")
+        if c.get("key") == key:
+            return c["angles"].to(device)
+    pipe = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads)
+    angles = []
+    for i in range(0, len(idx), 64):
+        a = pipe.analyze(data.load(idx[i:i + 64]), embed=False)
+        angles.append(torch.from_numpy(np.stack([a.pitch, a.yaw], 1)).float())
+    angles = torch.cat(angles)
+    found = int(torch.isfinite(angles[:, 1]).sum())
+    if found < max(1, len(idx) // 2):
+        raise DiganError(f"loss.pose_anchor: the face detector {det.name} found a face in only {found} of {len(idx)} images "
+                         f"of {folder}; the anchor needs faces it can read (pass other images, or set loss.pose_anchor=0)")
+    out.mkdir(parents=True, exist_ok=True)
+    save_torch(cache, {"key": key, "angles": angles, "found": found})
+    return angles.to(device)
 
 
 @contextlib.contextmanager
