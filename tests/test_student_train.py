@@ -292,6 +292,9 @@ def test_inverted_code_bank_feeds_part_of_each_batch(teacher, tmp_path):
     torch.testing.assert_close(bank, ref)
     assert (tmp_path / "run" / "inverted_codes.pt").is_file()
     torch.testing.assert_close(inverted_code_bank(cfg, teacher, b.core.w_std, tmp_path / "run", "cpu"), bank)  # cached
+    (tmp_path / "run" / "inverted_codes.pt").write_bytes(b"damaged")  # a damaged cache is made again, not an error
+    torch.testing.assert_close(inverted_code_bank(cfg, teacher, b.core.w_std, tmp_path / "run", "cpu"), bank)
+    assert load_torch(tmp_path / "run" / "inverted_codes.pt")["codes"].shape == bank.shape
     more = make_config("tiny", overrides=["train.w_stats_samples=512", f"train.inverted_data={imgs}", "train.inverted_n=4",
                                           "train.inverted_steps=2"])
     assert inverted_code_bank(more, teacher, b.core.w_std, tmp_path / "run", "cpu").shape[0] == 4  # rebuilt

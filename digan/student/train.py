@@ -739,6 +739,18 @@ def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[
     return folder, data, list(range(min(n, len(data))))
 
 
+def _read_cache(path: Path, what: str) -> dict[str, Any]:
+    """The dict in a run folder's cache file, or {} when it is missing or unreadable (a damaged
+    cache is derived data: it is made again, not an error)."""
+    if not path.is_file():
+        return {}
+    try:
+        c = load_torch(path, what=what)
+    except DiganError:
+        return {}
+    return c if isinstance(c, dict) else {}
+
+
 def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
                        show: bool = False) -> torch.Tensor:
     """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
@@ -754,10 +766,9 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     steps = int(tc.inverted_steps)
     key = {"folder": str(folder.resolve()), "n": int(tc.inverted_n), "steps": steps, "teacher": teacher_tensor_hash(teacher)}
     cache = out / "inverted_codes.pt"
-    if cache.is_file():
-        c = load_torch(cache, what="inverted code cache")
-        if c.get("key") == key:
-            return c["codes"].to(device)
+    c = _read_cache(cache, "inverted code cache")
+    if c.get("key") == key and isinstance(c.get("codes"), torch.Tensor):
+        return c["codes"].to(device)
     codes = []
     with progress() if show else _NullProgress() as bar:
         task = bar.add_task("invert", total=len(idx), completed=0, info=f"{folder.name}, {steps} steps")
@@ -784,10 +795,9 @@ def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: t
     det = resolve_model("detector", cfg.train.pose_detector, flag="--detector PATH (train.pose_detector)")
     key = {"folder": str(folder.resolve()), "n": len(idx), "detector": "file:" + sha256_file(det)}
     cache = out / "pose_anchors.pt"
-    if cache.is_file():
-        c = load_torch(cache, what="pose anchor cache")
-        if c.get("key") == key:
-            return c["angles"].to(device)
+    c = _read_cache(cache, "pose anchor cache")
+    if c.get("key") == key and isinstance(c.get("angles"), torch.Tensor):
+        return c["angles"].to(device)
     pipe = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads)
     angles = []
     for i in range(0, len(idx), 64):
