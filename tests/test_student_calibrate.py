@@ -229,6 +229,9 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     (tmp_path / "run" / "pose_anchors.pt").write_bytes(b"damaged")  # a damaged cache is made again
     torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
     assert load_torch(tmp_path / "run" / "pose_anchors.pt")["found"] == 5
+    from digan.utils.io import sha256_file
+
+    assert load_torch(tmp_path / "run" / "pose_anchors.pt")["key"]["detector"] == "file:" + sha256_file(det)
     for i in range(6, 12):  # now most images show no face
         Image.fromarray(np.full((64, 64, 3), 20 * (i - 5), dtype=np.uint8)).save(imgs / f"{i:03d}.png")
     many = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=12", f"train.pose_detector={det}")

@@ -480,7 +480,9 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         write_run_info(out / "run.json", "train", config=cfg, seeds={"train": cfg.train.seed},
                        weights={"teacher": teacher_path if teacher_path else None, "init_from": cfg.train.init_from},
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
-                              "world_size": dist.world_size(), "losses": built.info})
+                              "world_size": dist.world_size(), "losses": built.info,
+                              **({"pose_detector": _read_cache(out / "pose_anchors.pt", "pose anchor cache").get("key", {}).get("detector")}
+                                 if anchored else {})})
     rows = _read_losses(out / "losses.csv", start) if main else []
     shape_eval = None
     if main and cfg.train.eval_data:  # 3D accuracy on held-out heads, OUT/shape_eval.jsonl|csv
