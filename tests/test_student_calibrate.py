@@ -232,6 +232,8 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     from digan.utils.io import sha256_file
 
     assert load_torch(tmp_path / "run" / "pose_anchors.pt")["key"]["detector"] == "file:" + sha256_file(det)
+    with pytest.raises(DiganError, match="read_pose needs the detector"):
+        FacePipeline(align="fixed", recognizer=False).read_pose(np.zeros((1, 64, 64, 3), np.uint8))
     for i in range(6, 12):  # now most images show no face
         Image.fromarray(np.full((64, 64, 3), 20 * (i - 5), dtype=np.uint8)).save(imgs / f"{i:03d}.png")
     many = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=12", f"train.pose_detector={det}")

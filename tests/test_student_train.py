@@ -899,3 +899,52 @@ def test_ema_writes_the_average_leaves_training_unchanged_and_resumes_exactly(te
     torch.save(ck, tmp_path / "ema" / "checkpoint.pt")
     with pytest.raises(DiganError, match="no weight average"):
         train(_cfg(*base, "train.ema=0.5", "train.steps=5"), tmp_path / "ema", teacher=teacher, show_progress=False)
+
+
+def test_pose_anchor_on_samples_reads_every_sample_and_perturbed_image(teacher, tmp_path):
+    """loss.pose_anchor_samples: the pose reader sees the teacher's image of every sampled code
+    and of every perturbed code; with every other term off the objective is exactly the anchor
+    loss of DV's readings against the reader's angles (a missed face left out), and its steps
+    pull DV's angles toward them; train without a detector file is a one-line error naming
+    the setting."""
+    from digan.student.losses import pose_anchor_loss
+
+    want = torch.tensor([6.0, -20.0])
+    seen = []
+
+    def reader(images):
+        seen.append(images.shape[0])
+        out = want.expand(images.shape[0], 2).clone()
+        out[0] = float("nan")  # a missed face
+        return out.numpy()
+
+    b = get_builder("digan")(_cfg("loss.pose_anchor_samples=5", "loss.identity=0"), teacher)
+    b.objective.pose_reader = reader
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    _, logs = b.objective(z)
+    assert seen == [8] and torch.isfinite(logs["pose_anchor_samples"])  # 4 samples + 4 perturbed images
+
+    off = [f"loss.{k}=0" for k in ("rec", "flip", "perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry")]
+    cfg = _cfg("loss.pose_anchor_samples=5", *off)
+    b = get_builder("digan")(cfg, teacher)
+    b.objective.pose_reader = reader
+    g3d, rr = b.core, float(cfg.model.rotation_range)
+    w, _ = sample_teacher(teacher, z, cfg.model.truncation)
+    target = want.expand(4, 2).clone()
+    target[0] = float("nan")
+    total, logs = b.objective(z)
+    ref = 5 * pose_anchor_loss(g3d.decompose(w)[0][:, :2], target / rr, (1.0, 1.0))
+    assert total.item() == pytest.approx(ref.item(), rel=1e-5) and seen[-1] == 4
+    with torch.no_grad():
+        before = (g3d.decompose(w)[0][1:, :2] * rr - want).abs().mean().item()
+    opt = torch.optim.Adam(g3d.view_net.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        b.objective(z)[0].backward()
+        opt.step()
+    with torch.no_grad():
+        after = (g3d.decompose(w)[0][1:, :2] * rr - want).abs().mean().item()
+    assert after < 0.3 * before, (before, after)
+    cfg_t = _cfg("train.steps=1", "loss.pose_anchor_samples=1", f"train.pose_detector={tmp_path / 'no.onnx'}")
+    with pytest.raises(DiganError, match="train.pose_detector=PATH"):
+        train(cfg_t, tmp_path / "run", teacher=teacher, show_progress=False)

@@ -141,3 +141,12 @@ class FacePipeline:
                 est = estimate_pose(kps[ids])
                 yaw[ids], pitch[ids], roll[ids] = est.yaw, est.pitch, est.roll
         return FaceAnalysis(found=found, score=score, kps=kps, embedding=emb, yaw=yaw, pitch=pitch, roll=roll)
+
+    def read_pose(self, images) -> np.ndarray:
+        """(N,2) head pose (pitch, yaw) in degrees of each image from its detected keypoints
+        (:mod:`digan.faces.pose`), NaN rows where no face is found (needs ``align="detector"``)."""
+        if self.align != "detector":
+            raise DiganError("read_pose needs the detector (align='detector'): a fixed alignment has no pose to read")
+        a = self.analyze(images, embed=False, pose=True)
+        return np.stack([a.pitch, a.yaw], 1)
+

@@ -157,6 +157,13 @@ class LossConfig:
     # anchors pitch at all; the keypoints measure both on the image, independently of the model
     pose_anchor: float = 0.0
     pose_anchor_pitch: float = 0.0
+    # the same anchor on the teacher's own samples (0 = paper / LiftedGAN; experimental): the MSE
+    # between DV's (pitch, yaw), both weighted alike, of every sampled code w and of every
+    # perturbed code w' (read with w' detached: it trains DV only) and the detector's reading of
+    # the teacher's images G(w) and G(w'), read on the fly (train.pose_detector). Why: DV reads
+    # sampled codes as its own render fits them, and the cycle loss then teaches M a turn that
+    # DV reads, not one the image shows (bench shape, "M turns G(w) / DV by")
+    pose_anchor_samples: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
     perturb_pitch: float = 15.0  # sampled |pitch| range (deg)

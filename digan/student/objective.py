@@ -121,6 +121,9 @@ class DistillationObjective(nn.Module):
         self.code_bank: torch.Tensor | None = None
         #: (N,2) detector-read (pitch, yaw) in degrees of those images (loss.pose_anchor), or None
         self.code_pose: torch.Tensor | None = None
+        #: images (B,3,S,S) in [-1,1] -> (B,2) detector-read (pitch, yaw) in degrees, NaN where
+        #: no face is found (loss.pose_anchor_samples; a face pipeline's read_pose), or None
+        self.pose_reader: Any = None
 
     @property
     def teacher(self) -> Any:
@@ -232,6 +235,16 @@ class DistillationObjective(nn.Module):
                 wr = L.w_regularizer(w_p, g3d.w_mean, g3d.w_sigma_inv)
                 total = total + lc.w_reg * wr
                 logs["w_reg"] = wr.detach()
+        if lc.pose_anchor_samples > 0 and self.pose_reader is not None:
+            k0 = anchor.shape[0] if anchor is not None else 0  # those codes have their cached anchors
+            preds, imgs = [est.view_raw[k0:, :2]], [target[k0:]]
+            if need_perturb and regen is not None:
+                preds.append(g3d.decompose(w_p.detach())[0][:, :2])
+                imgs.append(regen.detach().clamp(-1, 1))
+            read = torch.as_tensor(self.pose_reader(torch.cat(imgs).detach().cpu()), dtype=w.dtype).to(w.device)
+            ps = lc.pose_anchor_samples * L.pose_anchor_loss(torch.cat(preds), read / float(cfg.model.rotation_range), (1.0, 1.0))
+            total = total + ps
+            logs["pose_anchor_samples"] = ps.detach()
         if anchor is not None and (lc.pose_anchor > 0 or lc.pose_anchor_pitch > 0):
             pa = L.pose_anchor_loss(est.view_raw[:anchor.shape[0], :2], anchor / float(cfg.model.rotation_range),
                                     (lc.pose_anchor_pitch, lc.pose_anchor))

@@ -467,6 +467,12 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     elif anchored:
         raise DiganError("loss.pose_anchor needs train.inverted_data (the real images whose pose it reads); use "
                          "calibrate-view, or set loss.pose_anchor=0 and loss.pose_anchor_pitch=0")
+    if float(cfg.loss.pose_anchor_samples) > 0:  # every rank reads its own samples' pose
+        from digan.faces.onnx_models import resolve_model
+        from digan.faces.pipeline import FacePipeline
+
+        det = resolve_model("detector", cfg.train.pose_detector, flag="--set train.pose_detector=PATH")
+        obj.pose_reader = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads).read_pose
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -803,8 +809,7 @@ def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: t
     pipe = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads)
     angles = []
     for i in range(0, len(idx), 64):
-        a = pipe.analyze(data.load(idx[i:i + 64]), embed=False)
-        angles.append(torch.from_numpy(np.stack([a.pitch, a.yaw], 1)).float())
+        angles.append(torch.from_numpy(pipe.read_pose(data.load(idx[i:i + 64]))).float())
     angles = torch.cat(angles)
     found = int(torch.isfinite(angles[:, 1]).sum())
     if found < max(1, len(idx) // 2):
