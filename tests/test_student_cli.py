@@ -171,6 +171,40 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
 
 
 @pytest.mark.slow
+def test_calibrate_view_with_the_pose_anchor_under_torchrun(teacher_file, tmp_path, face_models, shared_data):
+    """torchrun with 2 gloo processes and the landmark pose anchor on: rank 0 reads the heads'
+    pose with the detector and sends it with the codes; both ranks train with it (the loss is
+    logged), and the run records the detector's hash."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from digan.utils.io import load_torch, sha256_file
+
+    out, _ = _student_and_heads(teacher_file, tmp_path, 1)
+    heads = tmp_path / "photos"
+    heads.mkdir()
+    for i, p in enumerate(sorted((shared_data / "faces" / "celeba_aligned").glob("*.jpg"))[:4]):
+        Image.open(p).convert("RGB").resize((32, 32), Image.BICUBIC).save(heads / f"{i}.png")
+    det = face_models / "det_500m.onnx"
+    cal = tmp_path / "cal"
+    env = dict(os.environ, DIGAN_BENCH_QUIET="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523",
+           "-m", "digan.cli", "calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads),
+           "--out", str(cal), "--steps", "2", "--heads", "4", "--inversion-steps", "1", "--device", "cpu",
+           "--detector", str(det), "-s", "train.batch=2", "-s", "train.w_stats_samples=256", "-s", "train.log_every=1"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    anchors = load_torch(cal / "pose_anchors.pt")
+    assert anchors["angles"].shape == (4, 2) and anchors["found"] >= 2
+    assert "pose_anchor" in (cal / "losses.csv").read_text().splitlines()[0].split(",")
+    assert json.loads((cal / "run.json").read_text())["pose_detector"] == "file:" + sha256_file(det)
+    assert load_torch(cal / "student.pt")["view_calibration"]["loss"]["pose_anchor"] == 10
+
+
+@pytest.mark.slow
 def test_bench_student_prints_and_writes_json(teacher_file, tmp_path):
     out = tmp_path / "bench.json"
     rc = main(["bench", "student", "--presets", "tiny", "--sizes", "32", "--device", "cpu", "--batch", "2", "--repeats", "2",
