@@ -6,11 +6,11 @@
 #                                          DV calibrated the same way)
 # and the two architecture ablations (mlp: KAN -> MLP; plain_conv: partial -> plain conv), kept in
 # runs/ (not bundled; calibrated too). Each run logs SIDE/MAD/roughness on held-out heads during
-# training (--eval-data, a seed no evaluation uses). The view calibration inverts 512 of the
+# training (--eval-data, a seed no evaluation uses). The view calibration inverts the 2,000
 # teacher's own training heads (DATA, seed 0; made here when missing) and anchors DV's yaw and
 # pitch to the pose the face detector (DETECTOR, the demo's SCRFD-500M) reads on them. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
-# minutes per pair, ~7 per pair of calibrations).
+# minutes per pair; each calibration first inverts the 2,000 heads, ~12 minutes on one core).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
