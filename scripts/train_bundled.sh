@@ -10,7 +10,7 @@
 # teacher's own training heads (DATA, seed 0; made here when missing) and anchors DV's yaw and
 # pitch to the pose the face detector (DETECTOR, the demo's SCRFD-500M) reads on them. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
-# minutes per pair; each calibration first inverts the 2,000 heads, ~12 minutes on one core).
+# minutes per pair; the first calibration inverts the 2,000 heads, ~12 minutes on one core).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
@@ -37,11 +37,18 @@ train digan & train liftgan --model liftgan & wait
 train mlp --variant mlp & train plain_conv --variant plain_conv & wait
 
 calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUNS/name_cal
+    # the heads' codes and poses depend on the teacher and the detector, not on the student:
+    # reuse the first calibration's (each cache checks its own key and is remade if it differs)
+    mkdir -p "$RUNS/$1_cal"
+    for f in inverted_codes.pt pose_anchors.pt; do
+        [ -f "$RUNS/$1_cal/$f" ] || [ ! -f "$RUNS/digan_cal/$f" ] || cp "$RUNS/digan_cal/$f" "$RUNS/$1_cal/$f"
+    done
     $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
         --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
 }
-calibrate digan & calibrate liftgan & wait
-calibrate mlp & calibrate plain_conv & wait
+calibrate digan  # inverts the heads (~12 minutes on one core); the others reuse its codes
+calibrate liftgan & calibrate mlp & wait
+calibrate plain_conv
 
 $PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" <<'EOF'
 import sys
