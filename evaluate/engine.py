@@ -69,7 +69,6 @@ __all__ = [
     "method_label",
     "summary_table",
     "summary_markdown",
-    "resolve_device",
     "apply_run_overrides",
 ]
 
@@ -179,19 +178,6 @@ def apply_run_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...] |
         else:
             plain.append(item)
     return apply_overrides(from_dict(RunConfig, d), plain)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else CPU; otherwise the named device.
-
-    An explicit ``cuda`` without a GPU is a user error (one line naming the fix).
-    """
-    d = dist.check_device(device)
-    if d is None:
-        return dist.device_for_rank()
-    if d.type == "cuda" and d.index is None:
-        d = torch.device("cuda", dist.local_rank())
-    return d
 
 
 def method_label(spec: str) -> str:
@@ -536,7 +522,7 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
     _validate_names(cfg)
     distributed = dist.init_distributed()
     main = dist.is_main()
-    device = resolve_device(cfg.device)
+    device = dist.device_for_rank(cfg.device, "--device")
     out = Path(cfg.out).expanduser()
     base_ctx = _base_context(cfg, out, device)
     # every input of every method and metric is checked before the slow work (one line each)

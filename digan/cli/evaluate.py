@@ -196,12 +196,13 @@ def bench_speed_cmd(
     """Print generation speed (faces/s) and peak memory of methods (the ``speed`` metric's protocol)."""
     from digan.cli.common import print_table
     from digan.utils.io import write_json
-    from evaluate.engine import method_label, resolve_device
+    from digan.utils.dist import device_for_rank
+    from evaluate.engine import method_label
     from evaluate.methods import create_method, parse_method_spec
     from evaluate.metrics.base import EvalContext
     from evaluate.metrics.speed import Speed
 
-    dev = resolve_device(device)
+    dev = device_for_rank(device, "--device")
     ctx = EvalContext(out_dir=Path("."), batch_size=batch_size, device=str(dev),
                       yaws=tuple(parse_float_list(yaws, "--yaws")))
     metric = Speed(warmup=warmup, batches=batches, max_seconds=None)

@@ -186,15 +186,6 @@ def _requires_grad(m: nn.Module, flag: bool) -> None:
 # trainer
 # ---------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    dev = dist.check_device(name)
-    if dev is None:
-        return dist.device_for_rank()
-    if dev.type == "cuda" and dist.is_distributed() and dev.index is None:
-        dev = torch.device("cuda", dist.local_rank())
-    return dev
-
-
 class TeacherTrainer:
     """G, D, EMA generator, optimisers, augmentation and the per-iteration update.
 
@@ -502,7 +493,7 @@ def _train_teacher(cfg: TeacherTrainConfig, data_dir: str | Path, out_dir: str |
     out = Path(out_dir)
     distributed = dist.init_distributed()
     rank, world = dist.rank(), dist.world_size()
-    device = resolve_device(cfg.device)
+    device = dist.device_for_rank(cfg.device, "--device")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = ImageFolderData(data_dir, size=cfg.model.size, mirror=cfg.mirror, seed=cfg.seed, cache_gb=cfg.cache_gb)

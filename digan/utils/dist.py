@@ -99,14 +99,17 @@ def check_device(name: str | torch.device, what: str = "--device") -> torch.devi
     return dev
 
 
-def device_for_rank(prefer: str | None = None) -> torch.device:
-    """The device this process should use: ``cuda:LOCAL_RANK`` when CUDA is present, else CPU."""
-    dev = check_device(prefer, "device") if prefer else None
-    if dev is not None:
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank())
-    return torch.device("cpu")
+def device_for_rank(prefer: str | torch.device | None = None, what: str = "device") -> torch.device:
+    """The device this process should use: ``prefer`` when given (checked by :func:`check_device`,
+    ``what`` naming the option in its errors; an index-less ``cuda`` is this rank's GPU,
+    ``cuda:LOCAL_RANK``), else (None, ``""`` or ``auto``) ``cuda:LOCAL_RANK`` when CUDA is present,
+    else CPU."""
+    dev = check_device(prefer, what) if prefer is not None else None
+    if dev is None:
+        return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank())
+    return dev
 
 
 def barrier() -> None:
