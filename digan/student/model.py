@@ -210,11 +210,9 @@ class G3D(nn.Module):
         self.register_buffer("w_sigma_inv", torch.tensor(1.0))
         # the prior DS's residual is added to: the training prior (model.depth_prior_smooth), or in
         # a loaded student the inference prior (model.inference_prior_smooth; use_inference_prior)
-        self._prior_args = (m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent, (m.min_depth, m.max_depth))
-        self.training_prior_smooth = float(getattr(m, "depth_prior_smooth", 0.0) or 0.0)
-        self.register_buffer("prior", self.depth_prior(*self._prior_args, self.training_prior_smooth), persistent=False)
+        self.register_buffer("prior", self.model_prior(m, size, m.depth_prior_smooth), persistent=False)
         self.register_buffer("training_prior", self.prior.clone(), persistent=False)
-        self.prior_smooth = self.training_prior_smooth  # the low-pass of the prior in use (px at 64)
+        self.prior_smooth = float(m.depth_prior_smooth)  # the low-pass of the prior in use (px at 64)
         scale = size / 256.0
         self.blur_radius = m.trans_blur_radius if m.trans_blur_radius is not None else max(1, round(10 * scale))
         self.blur_sigma = m.trans_blur_sigma if m.trans_blur_sigma is not None else max(0.5, 5.66 * scale)
@@ -258,20 +256,27 @@ class G3D(nn.Module):
             prior = gaussian_blur(prior, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
         return prior
 
+    @staticmethod
+    def model_prior(m: Any, size: int, smooth: float = 0.0) -> torch.Tensor:
+        """:meth:`depth_prior` with the settings of the model config ``m`` (``model.depth_prior``,
+        its apex, rim, extent and the depth range) at ``size``, low-passed by ``smooth``."""
+        return G3D.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent,
+                               (m.min_depth, m.max_depth), smooth)
+
     def use_inference_prior(self, on: bool = True, smooth: float | None = None) -> None:
         """From now on add DS's residual to the inference prior: the convex prior low-passed by
         ``smooth`` px at 64 px (default ``model.inference_prior_smooth``; 0 there means the training
         prior). ``on=False``: back to the training prior. :meth:`Student.load` turns it on;
         training never does."""
         m = self.cfg.model
-        sigma = (float(getattr(m, "inference_prior_smooth", 0.0) or 0.0) if smooth is None else float(smooth)) if on else None
+        sigma = (float(m.inference_prior_smooth) if smooth is None else float(smooth)) if on else None
         if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
             raise DiganError(f"inference_prior_smooth must be a finite number >= 0 (px at 64 px; 0 = the sharp prior), got {sigma}")
-        if sigma is None or (smooth is None and sigma == 0) or sigma == self.training_prior_smooth:
+        if sigma is None or (smooth is None and sigma == 0) or sigma == float(m.depth_prior_smooth):
             self.prior.copy_(self.training_prior)
-            self.prior_smooth = self.training_prior_smooth
+            self.prior_smooth = float(m.depth_prior_smooth)
         else:
-            self.prior.copy_(self.depth_prior(*self._prior_args, sigma).to(self.prior))
+            self.prior.copy_(self.model_prior(m, self.size, sigma).to(self.prior))
             self.prior_smooth = sigma
 
     @contextmanager

@@ -143,8 +143,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     c_normal = normals_from_depth(c_depth, scfg.renderer.fov)
     eval_mask = erode_mask(c_mask)
     m = scfg.model
-    prior = G3D.depth_prior(m.depth_prior, size, m.depth_prior_apex, m.depth_prior_rim, m.depth_prior_extent, (m.min_depth, m.max_depth),
-                            m.depth_prior_smooth)
+    prior = G3D.model_prior(m, size, m.depth_prior_smooth)
     renderer = make_renderer(scfg, size)
     perceptual = None
     if scfg.loss.perc > 0:
