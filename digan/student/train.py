@@ -457,10 +457,9 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         # detector's pose anchors first: a missing detector fails before the long inversion
         anchors = inverted_pose_anchors(cfg, teacher, out, device) if main and anchored else None
         bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, show=show_progress) if main else None
-        if distributed:
-            bank = dist.all_gather_objects(None if bank is None else bank.cpu())[0]
-            if anchored:
-                anchors = dist.all_gather_objects(None if anchors is None else anchors.cpu())[0]
+        if distributed:  # rank 0's codes and anchors, in one exchange
+            sent = (bank.cpu(), anchors.cpu() if anchors is not None else None) if main else None
+            bank, anchors = dist.all_gather_objects(sent)[0]
         obj.code_bank = bank.to(device)
         if anchored:
             obj.code_pose = anchors.to(device)
