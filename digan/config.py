@@ -236,12 +236,13 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
     p = Path(path)
     if not p.is_file():
         raise DiganError(f"config file {p} not found; pass an existing .yaml or .json file")
+    from digan.utils.io import read_text
+
+    text = read_text(p, "pass a .yaml or .json config", label=f"config file {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise DiganError(f"config file {p} is not valid YAML/JSON ({str(e).splitlines()[0]}); fix the syntax") from e
-    except UnicodeDecodeError as e:
-        raise DiganError(f"config file {p} is not a text file (byte {e.start} is not UTF-8); pass a .yaml or .json config") from e
     return apply_overrides(from_dict(cls, data), overrides)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from digan.errors import DiganError
-from digan.utils.io import read_json, write_json, write_text
+from digan.utils.io import read_json, read_text, write_json, write_text
 
 __all__ = [
     "Record",
@@ -159,10 +159,7 @@ def load_records(results_dir: str | Path) -> list[Record]:
     records: list[Record] = []
     if p.is_file():
         if p.suffix == ".jsonl":
-            try:
-                lines = p.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                raise DiganError(f"{p} is not a JSON-lines text file (byte {e.start} is not UTF-8); regenerate the results") from e
+            lines = read_text(p, "regenerate the results", "a JSON-lines text file").splitlines()
             for i, line in enumerate(lines):
                 if line.strip():
                     try:

@@ -618,10 +618,9 @@ def read_shape_eval(run_dir: str | Path) -> list[dict[str, Any]]:
     f = p if p.is_file() else p / SHAPE_EVAL_JSONL
     if not f.is_file():
         return []
-    try:
-        lines = f.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DiganError(f"{f} is not a text file (byte {e.start} is not UTF-8); delete the file and resume the run to rebuild it") from e
+    from digan.utils.io import read_text
+
+    lines = read_text(f, "delete the file and resume the run to rebuild it").splitlines()
     rows = []
     for k, line in enumerate(lines, 1):
         if not line.strip():

@@ -25,6 +25,7 @@ from digan.errors import DiganError
 __all__ = [
     "write_bytes",
     "write_text",
+    "read_text",
     "write_json",
     "read_json",
     "save_torch",
@@ -92,6 +93,17 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def read_text(path: str | Path, advice: str, kind: str = "a text file", label: str | None = None) -> str:
+    """The UTF-8 text of ``path``; a file that is not UTF-8 text (a binary given by mistake) is a
+    one-line :class:`DiganError`: ``"{label} is not {kind} (byte N is not UTF-8); {advice}"``
+    (``label`` defaults to the path)."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DiganError(f"{label or p} is not {kind} (byte {e.start} is not UTF-8); {advice}") from e
+
+
 def json_default(o: Any) -> Any:
     """JSON encoder fallback for numpy/torch scalars and arrays, paths and sets."""
     try:
@@ -138,12 +150,11 @@ def read_json(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise DiganError(f"{p} not found; check the path")
+    text = read_text(p, "regenerate it or pass the right file", "a JSON text file")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DiganError(f"{p} is not valid JSON (line {e.lineno}); regenerate or fix the file") from e
-    except UnicodeDecodeError as e:
-        raise DiganError(f"{p} is not a JSON text file (byte {e.start} is not UTF-8); regenerate it or pass the right file") from e
 
 
 def save_torch(path: str | Path, obj: Any) -> Path:
