@@ -198,6 +198,32 @@ def test_pose_anchor_pulls_dv_toward_the_detector_pose(teacher, base, heads, tmp
         train(_cfg("train.steps=1", "loss.pose_anchor=1"), tmp_path / "no_bank", teacher=teacher, show_progress=False)
 
 
+def test_landmark_parallax_trains_the_depth_on_the_inverted_heads(teacher, base, heads, tmp_path, monkeypatch):
+    """loss.landmark_parallax: with the depth net alone trainable, the term (fed keypoints that
+    stand in for the detector's: a nose tip well beside the eyes' midpoint, and a missed face)
+    is logged and falls, and it moves the depth net alone; without train.inverted_data it is a
+    one-line error."""
+    import csv
+
+    import digan.student.train as T
+
+    kp = torch.tensor([[10.0, 12.0], [22.0, 12.0], [19.0, 18.0], [11.0, 23.0], [21.0, 23.0]])
+    want = torch.stack([kp, kp, kp, torch.full_like(kp, float("nan"))])
+    monkeypatch.setattr(T, "inverted_keypoints", lambda cfg, teacher, out, device: want.to(device))
+    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=2, pose_anchor=0, pose_anchor_pitch=0)
+    extra = ["train.batch=4", "train.trainable=[depth_net]", "loss.rec=0.01", "loss.flip=0", "loss.landmark_parallax=1"]
+    res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "cal" / "losses.csv")))
+    lp = [float(r["landmark_parallax"]) for r in rows]
+    assert lp[0] > 0.3 and np.mean(lp[-5:]) < 0.5 * lp[0], lp
+    moved, rest0 = _split(load_torch(base)["state"], "depth_net.")
+    moved1, rest1 = _split(load_torch(res.student_path)["state"], "depth_net.")
+    assert all(torch.equal(rest0[k], rest1[k]) for k in rest0)
+    assert any(not torch.equal(moved[k], moved1[k]) for k in moved)
+    with pytest.raises(DiganError, match="loss.landmark_parallax needs train.inverted_data"):
+        train(_cfg("train.steps=1", "loss.landmark_parallax=1"), tmp_path / "no_bank", teacher=teacher, show_progress=False)
+
+
 def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, tmp_path):
     """The anchors are the landmark pose (pitch, yaw) the face pipeline reads on the first
     inverted_n images, NaN where no face is found; cached with the detector's hash; a folder
@@ -207,8 +233,9 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     from PIL import Image
 
     from digan.faces.pipeline import FacePipeline
-    from digan.student.train import inverted_pose_anchors
+    from digan.student.train import inverted_keypoints, inverted_pose_anchors
     from digan.teacher.data import ImageFolderData
+    from digan.utils.io import save_torch
 
     imgs = tmp_path / "real" / "images"
     imgs.mkdir(parents=True)
@@ -225,6 +252,13 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     assert got.shape == (6, 2) and torch.isnan(got[5]).all() and torch.isfinite(got[:5]).all()
     np.testing.assert_allclose(got[:5].numpy(), np.stack([ref.pitch, ref.yaw], 1)[:5], atol=1e-4)
     assert (tmp_path / "run" / "pose_anchors.pt").is_file()
+    kps = inverted_keypoints(cfg, fake_teacher, tmp_path / "run", "cpu")  # read with the angles, from the cache
+    assert kps.shape == (6, 5, 2) and torch.isnan(kps[5]).all()
+    np.testing.assert_allclose(kps[:5].numpy(), ref.kps[:5], atol=1e-4)
+    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
+    old = load_torch(tmp_path / "run" / "pose_anchors.pt")
+    save_torch(tmp_path / "run" / "pose_anchors.pt", {"key": old["key"], "angles": old["angles"] * 0})  # a cache from before keypoints
+    torch.testing.assert_close(inverted_keypoints(cfg, fake_teacher, tmp_path / "run", "cpu"), kps, equal_nan=True)
     torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
     (tmp_path / "run" / "pose_anchors.pt").write_bytes(b"damaged")  # a damaged cache is made again
     torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)

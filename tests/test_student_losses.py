@@ -253,3 +253,73 @@ def test_discriminator_features_recognizer(tmp_path):
     save_checkpoint(tmp_path / "g.pt", make_checkpoint(g, cfg))
     with pytest.warns(UserWarning, match="identity loss is off"):
         assert build_recognizer("auto", load_teacher(tmp_path / "g.pt", n_mean=64))[0] is None
+
+
+def _landmark_scene(s: int = 33, yaw: float = 25.0, nose: float = -0.03):
+    """A depth map (1,1,S,S) with a nose bump on the centre column, the five landmarks' canonical
+    pixels, and their detector-style keypoints (pixel i spans [i, i+1)) at ``yaw``, projected by
+    the renderer's own camera functions."""
+    from digan.render import MeshRenderer, RendererConfig
+    from digan.render.camera import depth_to_points, project_points, transform_points
+    from digan.render.types import View
+
+    r = MeshRenderer(RendererConfig(image_size=s, backend="torch"))
+    c = (s - 1) // 2
+    yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+    bump = torch.exp(-((xx - c) ** 2 + (yy - (c + 2)) ** 2) / (2 * 2.0 ** 2))
+    flat = torch.full((1, 1, s, s), 1.0)
+    depth = flat + nose * bump[None, None]
+    marks = [(c - 6, c - 4), (c + 6, c - 4), (c, c + 2), (c - 5, c + 7), (c + 5, c + 7)]  # (col, row)
+    view = View.from_angles(yaw)
+    pts = transform_points(depth_to_points(depth, r.config.fov), view, r.config.pivot)
+    uv = project_points(pts, s, r.config.fov)[0]
+    kps = torch.stack([uv[row, col, :2] for col, row in marks])[None] + 0.5
+    return r, depth, flat, view, kps
+
+
+def test_landmark_parallax_loss_is_zero_at_the_true_relief_and_pulls_a_flat_nose_out():
+    from digan.render.types import Light
+
+    r, depth, flat, view, kps = _landmark_scene()
+    albedo, light = torch.zeros(1, 3, *depth.shape[2:]), Light.uniform(1)
+    true = r.render(depth, albedo, view, light)
+    assert L.landmark_parallax_loss(true.grid, true.mask, kps).item() < 0.05  # canonical px (Huber: a miss under 0.3 px)
+    # the same keypoints on a face without its nose: the tip is carried back beside the
+    # midline by relief * tan(yaw) * focal = 0.03 * 0.466 * 183 = 2.56 canonical px (the image
+    # offset relief * sin(yaw), foreshortened by cos(yaw) on the flat face)
+    d = flat.clone().requires_grad_(True)
+    out = r.render(d, albedo, view, light)
+    loss = L.landmark_parallax_loss(out.grid, out.mask, kps)
+    assert loss.item() == pytest.approx(2.56 - 0.5, abs=0.15)  # Huber (1 px)
+    loss.backward()
+    # descending it brings the depth under the seen nose tip toward the camera (smaller z)
+    c = (depth.shape[-1] - 1) // 2
+    g = d.grad[0, 0]
+    assert g[c - 1:c + 6, c - 3:c + 4].sum().item() > 0
+    assert g.abs().sum().item() > 0
+
+
+def test_landmark_parallax_loss_leaves_out_missed_and_off_surface_faces():
+    from digan.render.types import Light
+
+    r, depth, flat, view, kps = _landmark_scene()
+    d = flat.expand(3, -1, -1, -1).clone()
+    out = r.render(d, torch.zeros(3, 3, *d.shape[2:]), View3(view), Light.uniform(3))
+    one = L.landmark_parallax_loss(out.grid[:1], out.mask[:1], kps)
+    missed = kps.clone()
+    missed[0, 2] = float("nan")  # no face found
+    off = kps.clone()
+    off[0, 0, 0] = -5.0  # a landmark off the image: not on the surface
+    both = L.landmark_parallax_loss(out.grid, out.mask, torch.cat([kps, missed, off]))
+    assert both.item() == pytest.approx(one.item(), rel=1e-5)
+    g = out.grid.detach().requires_grad_(True)
+    none = L.landmark_parallax_loss(g, out.mask, torch.full((3, 5, 2), float("nan")))
+    assert none.item() == 0.0
+    none.backward()  # still on the graph
+    assert g.grad is not None
+
+
+def View3(view):
+    from digan.render.types import View
+
+    return View(view.rotation.expand(3, -1), view.translation.expand(3, -1))

@@ -948,3 +948,41 @@ def test_pose_anchor_on_samples_reads_every_sample_and_perturbed_image(teacher, 
     cfg_t = _cfg("train.steps=1", "loss.pose_anchor_samples=1", f"train.pose_detector={tmp_path / 'no.onnx'}")
     with pytest.raises(DiganError, match="train.pose_detector=PATH"):
         train(cfg_t, tmp_path / "run", teacher=teacher, show_progress=False)
+
+
+def test_landmark_parallax_trains_the_depth_alone(teacher):
+    """loss.landmark_parallax: with every other term off, the objective on inverted codes is
+    exactly the landmark loss of the depth's own render at DV's view (keypoints of the codes'
+    images from ``code_kps``), and its gradient reaches the depth only: DV, DL and the T map
+    that carry the keypoints are held."""
+    from digan.student.losses import landmark_parallax_loss
+
+    off = [f"loss.{k}=0" for k in ("rec", "flip", "perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry")]
+    cfg = _cfg("loss.landmark_parallax=2", "train.inverted_fraction=1.0", *off)
+    b = get_builder("digan")(cfg, teacher)
+    g3d, obj = b.core, b.objective
+    bank = sample_teacher(teacher, torch.randn(4, 32, generator=torch.Generator().manual_seed(5)), cfg.model.truncation)[0]
+    s = teacher.size
+    kp = torch.tensor([[s * 0.3, s * 0.4], [s * 0.7, s * 0.4], [s * 0.62, s * 0.58], [s * 0.35, s * 0.75], [s * 0.65, s * 0.75]])
+    obj.code_bank, obj.code_kps = bank, kp.expand(4, 5, 2).clone()
+    with torch.no_grad():  # make the depth vary, so that the render carries the points somewhere
+        for p in g3d.depth_net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(0)
+    total, logs = obj(torch.randn(4, 32))
+    torch.manual_seed(0)
+    torch.randn(4, 32)  # the objective's draws: z, then the codes' pick
+    pick = torch.randint(4, (4,))
+    est = g3d.estimate(bank[pick], teacher)
+    out = g3d.render(est, make_renderer(cfg, s))
+    ref = 2 * landmark_parallax_loss(out.grid, out.mask, kp.expand(4, 5, 2))
+    assert ref.item() > 0 and total.item() == pytest.approx(ref.item(), rel=1e-4)
+    assert logs["landmark_parallax"].item() == pytest.approx(ref.item() / 2, rel=1e-4)
+    g3d.zero_grad()
+    total.backward()
+    grads = {n: p.grad for n, p in g3d.named_parameters()}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("depth_net."))
+    # the depth is read from the canonical code w0 = M(w), so M learns through it as in every term
+    # on the depth; DV, DL and the T map do not
+    depth = ("depth_net.", "compose.")
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if not n.startswith(depth))

@@ -166,6 +166,16 @@ class LossConfig:
     # better than the recipe on two training seeds, M turns no further (README, 3D shape,
     # "Anchoring during training")
     pose_anchor_samples: float = 0.0
+    # landmark parallax (0 = paper / LiftedGAN; experimental): on the codes of inverted real
+    # images (train.inverted_data), the detector's 5 keypoints of the real image (nose tip, eyes,
+    # mouth corners; train.pose_detector) are carried back through the render at DV's view (held,
+    # as is the T map: the term trains the depth alone) to the canonical surface, where a frontal face has its nose
+    # tip below the eyes' midpoint (losses.landmark_parallax_loss). Why: how far a turned face's
+    # nose tip moves against its eyes is the nose's relief times the sine of the turn, measured
+    # on the image, while the teacher's shading and M's turns hold too little of the nose for
+    # DIGAN's image terms to find it. Measured (tuning heads): at 0.3 about neutral, above it the
+    # nose-scale relief grows but the face bends elsewhere and MAD rises (README, 3D shape)
+    landmark_parallax: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
     perturb_pitch: float = 15.0  # sampled |pitch| range (deg)

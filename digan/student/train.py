@@ -451,21 +451,28 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
     anchored = float(cfg.loss.pose_anchor) > 0 or float(cfg.loss.pose_anchor_pitch) > 0
+    landmarked = float(cfg.loss.landmark_parallax) > 0
     if cfg.train.inverted_data:
         # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
         # look in a run folder, which under --force is rank 0's staging folder, not OUT. The
         # detector's pose anchors first: a missing detector fails before the long inversion
         anchors = inverted_pose_anchors(cfg, teacher, out, device) if main and anchored else None
+        kps = inverted_keypoints(cfg, teacher, out, device) if main and landmarked else None
         bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, show=show_progress) if main else None
-        if distributed:  # rank 0's codes and anchors, in one exchange
-            sent = (bank.cpu(), anchors.cpu() if anchors is not None else None) if main else None
-            bank, anchors = dist.all_gather_objects(sent)[0]
+        if distributed:  # rank 0's codes, anchors and keypoints, in one exchange
+            sent = tuple(t.cpu() if t is not None else None for t in (bank, anchors, kps)) if main else None
+            bank, anchors, kps = dist.all_gather_objects(sent)[0]
         obj.code_bank = bank.to(device)
         if anchored:
             obj.code_pose = anchors.to(device)
+        if landmarked:
+            obj.code_kps = kps.to(device)
     elif anchored:
         raise DiganError("loss.pose_anchor needs train.inverted_data (the real images whose pose it reads); use "
                          "calibrate-view, or set loss.pose_anchor=0 and loss.pose_anchor_pitch=0")
+    elif landmarked:
+        raise DiganError("loss.landmark_parallax needs train.inverted_data (the real images whose keypoints it reads); "
+                         "use calibrate-view, or set loss.landmark_parallax=0")
     if float(cfg.loss.pose_anchor_samples) > 0:  # every rank reads its own samples' pose
         from digan.faces.onnx_models import resolve_model
         from digan.faces.pipeline import FacePipeline
@@ -487,7 +494,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
                               "world_size": dist.world_size(), "losses": built.info,
                               **({"pose_detector": _read_cache(out / "pose_anchors.pt", "pose anchor cache").get("key", {}).get("detector")}
-                                 if anchored else {})})
+                                 if anchored or landmarked else {})})
     rows = _read_losses(out / "losses.csv", start) if main else []
     shape_eval = None
     if main and cfg.train.eval_data:  # 3D accuracy on held-out heads, OUT/shape_eval.jsonl|csv
@@ -795,6 +802,20 @@ def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: t
     ``train.pose_detector``, an SCRFD ONNX file; None = the default detector); NaN rows where no
     face was found. The targets of ``loss.pose_anchor`` / ``loss.pose_anchor_pitch``. Cached in
     ``OUT/pose_anchors.pt`` with the folder, count and the detector file's hash."""
+    return _inverted_face_readings(cfg, teacher, out)["angles"].to(device)
+
+
+def inverted_keypoints(cfg: StudentConfig, teacher: Any, out: Path, device: torch.device | str) -> torch.Tensor:
+    """(N,5,2) the detector's 5 keypoints (eyes, nose tip, mouth corners; pixels) of the same
+    images as :func:`inverted_pose_anchors`, read and cached with them; NaN where no face was
+    found. The targets of ``loss.landmark_parallax``."""
+    return _inverted_face_readings(cfg, teacher, out)["kps"].to(device)
+
+
+def _inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[str, torch.Tensor]:
+    """{"angles": (N,2), "kps": (N,5,2)} of :func:`inverted_pose_anchors` /
+    :func:`inverted_keypoints`, from ``OUT/pose_anchors.pt`` or read and cached there; too few
+    faces found is a one-line :class:`DiganError`."""
     from digan.faces.onnx_models import resolve_model
     from digan.faces.pipeline import FacePipeline
 
@@ -803,20 +824,23 @@ def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: t
     key = {"folder": str(folder.resolve()), "n": len(idx), "detector": "file:" + sha256_file(det)}
     cache = out / "pose_anchors.pt"
     c = _read_cache(cache, "pose anchor cache")
-    if c.get("key") == key and isinstance(c.get("angles"), torch.Tensor):
-        return c["angles"].to(device)
+    if c.get("key") == key and all(isinstance(c.get(k), torch.Tensor) for k in ("angles", "kps")):
+        return {"angles": c["angles"], "kps": c["kps"]}
     pipe = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads)
-    angles = []
+    angles, kps = [], []
     for i in range(0, len(idx), 64):
-        angles.append(torch.from_numpy(pipe.read_pose(data.load(idx[i:i + 64]))).float())
-    angles = torch.cat(angles)
+        a = pipe.analyze(data.load(idx[i:i + 64]), embed=False, pose=True)
+        angles.append(torch.from_numpy(np.stack([a.pitch, a.yaw], 1)).float())
+        kps.append(torch.from_numpy(a.kps).float())
+    angles, kps = torch.cat(angles), torch.cat(kps)
     found = int(torch.isfinite(angles[:, 1]).sum())
     if found < max(1, len(idx) // 2):
-        raise DiganError(f"loss.pose_anchor: the face detector {det.name} found a face in only {found} of {len(idx)} images "
-                         f"of {folder}; the anchor needs faces it can read (pass other images, or set loss.pose_anchor=0)")
+        raise DiganError(f"the face detector {det.name} found a face in only {found} of {len(idx)} images of {folder}; "
+                         "loss.pose_anchor and loss.landmark_parallax need faces it can read (pass other images, or set "
+                         "them to 0)")
     out.mkdir(parents=True, exist_ok=True)
-    save_torch(cache, {"key": key, "angles": angles, "found": found})
-    return angles.to(device)
+    save_torch(cache, {"key": key, "angles": angles, "kps": kps, "found": found})
+    return {"angles": angles, "kps": kps}
 
 
 @contextlib.contextmanager
