@@ -145,6 +145,19 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
     assert prov["config"] == ck0["config"] and prov["view_calibration"]["train"]["trainable"] == ["view_net"]
 
 
+def test_model_settings_given_to_a_calibration_are_the_calibrated_students(teacher, base, heads, tmp_path):
+    """calibrate-view --set model.X=...: the calibrated student.pt records the model setting it was
+    calibrated with (here an inference option), and keeps the rest of the student's config."""
+    settings = CalibrationSettings(steps=2, lr=3e-3, fraction=1.0, n=4, inversion_steps=1, pose_anchor=0, pose_anchor_pitch=0)
+    res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings,
+                         overrides=["train.batch=4", "model.flip_average=false"], show_progress=False)
+    ck, ck0 = load_torch(res.student_path), load_torch(base)
+    assert ck0["config"]["model"]["flip_average"] is True and ck["config"]["model"]["flip_average"] is False
+    ck["config"]["model"]["flip_average"] = True
+    assert ck["config"] == ck0["config"]
+    assert Student.load(res.student_path, teacher=teacher).cfg.model.flip_average is False
+
+
 def test_calibration_config_and_its_errors(base, heads, tmp_path):
     # a student trained with --eval-data elsewhere (the bundled ones: data/tune64) calibrates without those heads
     ck = load_torch(base)

@@ -152,15 +152,26 @@ def calibrate_view(student: str | Path, images: str | Path, out: str | Path, *, 
 def _record_calibration(path: Path, base: dict[str, Any], base_path: Path, cfg: StudentConfig) -> None:
     """The calibrated ``student.pt`` carries the student's own config (the model and the objective
     it was trained with: what ``Student.load``, ``bench objective-fit`` and a later fine-tuning
-    read), and the calibration beside it under ``view_calibration`` (the run's train and loss
+    read; model settings the calibration was given override the student's), and the calibration
+    beside it under ``view_calibration`` (the run's train and loss
     settings and the sha256 of the student it started from). The run folder's ``config.json`` and
     ``checkpoint.pt`` keep the calibration's config, so the run resumes as any other."""
+    import copy
+
     from digan.config import to_dict
+    from digan.student.train import load_config_from_checkpoint
     from digan.utils.io import load_torch, save_torch, sha256_file
 
     ck = load_torch(path, what="calibrated student")
     run_cfg = to_dict(cfg)
-    ck["config"] = base["config"]
+    ck["config"] = copy.deepcopy(base["config"])
+    # model settings the calibration was given (--set model.X=...: e.g. an inference option) are
+    # the calibrated student's: without them it would be evaluated as another model than it was
+    # calibrated as
+    own = to_dict(load_config_from_checkpoint(base, base_path))["model"]
+    changed = {k: v for k, v in run_cfg["model"].items() if own.get(k) != v}
+    if changed:
+        ck["config"].setdefault("model", {}).update(changed)
     ck["view_calibration"] = {"from": {"path": str(base_path), "sha256": "file:" + sha256_file(base_path), "steps": base.get("step")},
                               "train": run_cfg["train"], "loss": run_cfg["loss"], "steps": ck.get("step")}
     save_torch(path, ck)
