@@ -63,10 +63,14 @@ def _teacher_args(images, out):
     ("train.w_stats_samples=0", "train.w_stats_samples must be at least 1"),
     ("train.betas=[1.5,0.9]", "train.betas must be two numbers in [0, 1)"),
     ("train.seed=99999999999999999999", "train.seed must be in 0..2**62-1"),
+    ("loss.rec=-5", "loss.rec must be a non-negative finite number (got -5.0"),
+    ("loss.landmark_parallax=nan", "loss.landmark_parallax must be a non-negative finite number (got nan"),
+    ("loss.pose_anchor=-1", "loss.pose_anchor must be a non-negative finite number"),
+    ("loss.perturb_translation=inf", "loss.perturb_translation must be a finite number"),
 ])
 def test_student_training_numbers_are_checked_before_any_output(tmp_path, capsys, setting, expect):
     line = _error_line(capsys, main([*TRAIN, "--set", setting, "--out", str(tmp_path / "run")]))
-    assert expect in line and "--set train." in line, line
+    assert expect in line and "--set " + setting.split("=")[0].split(".")[0] + "." in line, line
     assert not (tmp_path / "run").exists()
 
 

@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
+import math
 import os
 import random
 import time
@@ -63,7 +65,7 @@ from digan.utils.images import make_grid, save_png
 from digan.utils.io import load_torch, nonfinite_tensors, save_torch, sha256_file, state_dict_hash, write_text
 from digan.utils.progress import progress
 from digan.utils.provenance import write_run_info
-from digan.student.config import StudentConfig
+from digan.student.config import LossConfig, StudentConfig
 from digan.student.registry import get_builder
 
 __all__ = ["CKPT_FORMAT", "TrainResult", "WeightAverage", "train", "read_student_checkpoint", "hold_untrained", "load_state_checked", "load_teacher", "teacher_hash", "teacher_tensor_hash", "teacher_matches", "resume_key", "checkpoint_payload", "package_student"]
@@ -382,6 +384,17 @@ def _check_numbers(cfg: StudentConfig) -> None:
                            "[0.9,0.999]")
     if t.eval_every is not None and int(t.eval_every) < 1:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
+    # the loss weights and sampling ranges: a negative weight would maximise its term and a NaN
+    # one poison the loss, while "> 0" tests that switch terms on would silently read both as off
+    defaults = LossConfig()
+    for f in dataclasses.fields(LossConfig):
+        v = getattr(cfg.loss, f.name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        signed = f.name == "perturb_translation"  # a coefficient: data may shift either way
+        if not math.isfinite(float(v)) or (not signed and float(v) < 0):
+            raise DiganError(f"loss.{f.name} must be a {'' if signed else 'non-negative '}finite number (got {v}; 0 turns a "
+                             f"term off); e.g. --set loss.{f.name}={getattr(defaults, f.name)}")
 
 
 def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path | None, force: bool,
