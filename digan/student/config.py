@@ -173,8 +173,10 @@ class LossConfig:
     # tip below the eyes' midpoint (losses.landmark_parallax_loss). Why: how far a turned face's
     # nose tip moves against its eyes is the nose's relief times the sine of the turn, measured
     # on the image, while the teacher's shading and M's turns hold too little of the nose for
-    # DIGAN's image terms to find it. Measured (tuning heads): at 0.3 about neutral, above it the
-    # nose-scale relief grows but the face bends elsewhere and MAD rises (README, 3D shape)
+    # DIGAN's image terms to find it. Measured (README, 3D shape, "Landmark parallax"): in
+    # training at 0.3 (with train.inverted_data and the pose anchor) better than without on two
+    # seeds and the first side views with a brow and a nose bump, but against the bundle a trade
+    # (MAD 0.0-0.4 deg worse on held-out heads); above 0.3 the face bends and MAD rises
     landmark_parallax: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
