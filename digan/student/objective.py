@@ -259,9 +259,9 @@ class DistillationObjective(nn.Module):
             # a term on the depth alone: the view and the T map that carry the keypoints are held
             # (else DV and T bend to fit them: measured, MAD 24.7 -> 38-39 deg in training)
             k = kps.shape[0]
-            on_depth = dataclasses.replace(est.detach(), depth=est.depth)
+            on_depth = dataclasses.replace(est.detach(), depth=est.depth).index(slice(0, k))
             lo = g3d.render(on_depth, renderer)
-            lp = L.landmark_parallax_loss(lo.grid[:k], lo.mask[:k], kps)
+            lp = L.landmark_parallax_loss(lo.grid, lo.mask, kps)
             total = total + lc.landmark_parallax * lp
             logs["landmark_parallax"] = lp.detach()
         if lc.canonical_cycle > 0:
