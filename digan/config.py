@@ -180,6 +180,21 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
+def check_finite_numbers(cfg: Any, prefix: str, non_negative: dict[str, Any], signed: dict[str, Any] | None = None,
+                         hint: str = "") -> None:
+    """One-line :class:`DiganError` unless each field of ``non_negative`` is finite and >= 0
+    (``lr`` > 0) and each of ``signed`` finite. The dicts map a field to the example the message
+    gives; ``prefix`` is the fields' ``--set`` path; ``hint`` is added after the value read."""
+    import math
+
+    for name, example in {**non_negative, **(signed or {})}.items():
+        v = float(getattr(cfg, name))
+        sign = "" if name in (signed or {}) else "positive " if name == "lr" else "non-negative "
+        if not math.isfinite(v) or (sign and v < 0) or (name == "lr" and v == 0):
+            raise DiganError(f"{prefix}{name} must be a {sign}finite number (got {getattr(cfg, name)}{hint}); "
+                             f"e.g. --set {prefix}{name}={example}")
+
+
 def check_training_numbers(cfg: Any, prefix: str, non_negative: dict[str, str], at_least_one: dict[str, Any],
                            betas_example: str) -> None:
     """One-line :class:`DiganError` for the numbers of a training config (student ``train`` or
@@ -189,11 +204,7 @@ def check_training_numbers(cfg: Any, prefix: str, non_negative: dict[str, str], 
     gives; ``prefix`` is the fields' ``--set`` path (``"train."`` or ``""``)."""
     import math
 
-    for name, example in non_negative.items():
-        v = float(getattr(cfg, name))
-        if not math.isfinite(v) or v < 0 or (name == "lr" and v == 0):
-            raise DiganError(f"{prefix}{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number "
-                             f"(got {getattr(cfg, name)}); e.g. --set {prefix}{name}={example}")
+    check_finite_numbers(cfg, prefix, non_negative)
     for name, example in at_least_one.items():
         if int(getattr(cfg, name)) < 1:
             raise DiganError(f"{prefix}{name} must be at least 1 (got {getattr(cfg, name)}); e.g. --set {prefix}{name}={example}")

@@ -192,7 +192,8 @@ def test_pose_anchor_pulls_dv_toward_the_detector_pose(teacher, base, heads, tmp
     import digan.student.train as T
 
     want = torch.tensor([[8.0, -25.0], [8.0, -25.0], [8.0, -25.0], [float("nan"), float("nan")]])
-    monkeypatch.setattr(T, "inverted_pose_anchors", lambda cfg, teacher, out, device: want.to(device))
+    monkeypatch.setattr(T, "inverted_face_readings",
+                        lambda cfg, teacher, out: {"angles": want, "kps": torch.full((4, 5, 2), float("nan")), "detector": None})
     settings = CalibrationSettings(steps=40, lr=3e-3, fraction=1.0, n=4, inversion_steps=2)
     extra = ["train.batch=4", "loss.flip=0", "loss.rec=0.1", "loss.pose_anchor=20", "loss.pose_anchor_pitch=20"]
     res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
@@ -222,7 +223,8 @@ def test_landmark_parallax_trains_the_depth_on_the_inverted_heads(teacher, base,
 
     kp = torch.tensor([[10.0, 12.0], [22.0, 12.0], [19.0, 18.0], [11.0, 23.0], [21.0, 23.0]])
     want = torch.stack([kp, kp, kp, torch.full_like(kp, float("nan"))])
-    monkeypatch.setattr(T, "inverted_keypoints", lambda cfg, teacher, out, device: want.to(device))
+    monkeypatch.setattr(T, "inverted_face_readings",
+                        lambda cfg, teacher, out: {"angles": torch.full((4, 2), float("nan")), "kps": want, "detector": None})
     settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=2, pose_anchor=0, pose_anchor_pitch=0)
     extra = ["train.batch=4", "train.trainable=[depth_net]", "loss.rec=0.01", "loss.flip=0", "loss.landmark_parallax=1"]
     res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
@@ -246,7 +248,7 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     from PIL import Image
 
     from digan.faces.pipeline import FacePipeline
-    from digan.student.train import inverted_keypoints, inverted_pose_anchors
+    from digan.student.train import inverted_face_readings, inverted_keypoints, inverted_pose_anchors
     from digan.teacher.data import ImageFolderData
     from digan.utils.io import save_torch
 
@@ -279,6 +281,7 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     from digan.utils.io import sha256_file
 
     assert load_torch(tmp_path / "run" / "pose_anchors.pt")["key"]["detector"] == "file:" + sha256_file(det)
+    assert inverted_face_readings(cfg, fake_teacher, tmp_path / "run")["detector"] == "file:" + sha256_file(det)
     with pytest.raises(DiganError, match="read_pose needs the detector"):
         FacePipeline(align="fixed", recognizer=False).read_pose(np.zeros((1, 64, 64, 3), np.uint8))
     for i in range(6, 12):  # now most images show no face

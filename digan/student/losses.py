@@ -180,7 +180,7 @@ def landmark_parallax_loss(grid: torch.Tensor, mask: torch.Tensor, kps: torch.Te
     of the synthetic tuning heads, the detector's mouth midpoint lies 0.95 px to one side of the
     nose tip on average, the eyes' midpoint 0.01 px. Zero, still on ``grid``'s graph, when no
     face counts."""
-    b, s = grid.shape[0], grid.shape[1]
+    s = grid.shape[1]
     ok = torch.isfinite(kps).all(-1).all(-1)
     pts = (torch.nan_to_num(kps).to(grid.dtype) - 0.5) / (s - 1) * 2 - 1  # align_corners=True
     pts = pts.unsqueeze(1)  # (B,1,5,2)

@@ -47,7 +47,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import math
 import os
 import random
 import time
@@ -386,15 +385,13 @@ def _check_numbers(cfg: StudentConfig) -> None:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
     # the loss weights and sampling ranges: a negative weight would maximise its term and a NaN
     # one poison the loss, while "> 0" tests that switch terms on would silently read both as off
+    from digan.config import check_finite_numbers
+
     defaults = LossConfig()
-    for f in dataclasses.fields(LossConfig):
-        v = getattr(cfg.loss, f.name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        signed = f.name == "perturb_translation"  # a coefficient: data may shift either way
-        if not math.isfinite(float(v)) or (not signed and float(v) < 0):
-            raise DiganError(f"loss.{f.name} must be a {'' if signed else 'non-negative '}finite number (got {v}; 0 turns a "
-                             f"term off); e.g. --set loss.{f.name}={getattr(defaults, f.name)}")
+    numbers = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(LossConfig)
+               if isinstance(getattr(cfg.loss, f.name), (int, float)) and not isinstance(getattr(cfg.loss, f.name), bool)}
+    signed = {k: numbers.pop(k) for k in ("perturb_translation",)}  # a coefficient: data may shift either way
+    check_finite_numbers(cfg.loss, "loss.", numbers, signed, hint="; 0 turns a term off")
 
 
 def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path | None, force: bool,
@@ -465,12 +462,14 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
 
     anchored = float(cfg.loss.pose_anchor) > 0 or float(cfg.loss.pose_anchor_pitch) > 0
     landmarked = float(cfg.loss.landmark_parallax) > 0
+    readings = None  # the detector's readings of the inverted heads (rank 0, when a term needs them)
     if cfg.train.inverted_data:
         # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
         # look in a run folder, which under --force is rank 0's staging folder, not OUT. The
         # detector's pose anchors first: a missing detector fails before the long inversion
-        anchors = inverted_pose_anchors(cfg, teacher, out, device) if main and anchored else None
-        kps = inverted_keypoints(cfg, teacher, out, device) if main and landmarked else None
+        readings = inverted_face_readings(cfg, teacher, out) if main and (anchored or landmarked) else None
+        anchors = readings["angles"] if readings is not None and anchored else None
+        kps = readings["kps"] if readings is not None and landmarked else None
         bank = inverted_code_bank(cfg, teacher, core.w_std, out, device, show=show_progress) if main else None
         if distributed:  # rank 0's codes, anchors and keypoints, in one exchange
             sent = tuple(t.cpu() if t is not None else None for t in (bank, anchors, kps)) if main else None
@@ -506,8 +505,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                        weights={"teacher": teacher_path if teacher_path else None, "init_from": cfg.train.init_from},
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
                               "world_size": dist.world_size(), "losses": built.info,
-                              **({"pose_detector": _read_cache(out / "pose_anchors.pt", "pose anchor cache").get("key", {}).get("detector")}
-                                 if anchored or landmarked else {})})
+                              **({"pose_detector": readings["detector"]} if readings is not None else {})})
     rows = _read_losses(out / "losses.csv", start) if main else []
     shape_eval = None
     if main and cfg.train.eval_data:  # 3D accuracy on held-out heads, OUT/shape_eval.jsonl|csv
@@ -815,20 +813,21 @@ def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: t
     ``train.pose_detector``, an SCRFD ONNX file; None = the default detector); NaN rows where no
     face was found. The targets of ``loss.pose_anchor`` / ``loss.pose_anchor_pitch``. Cached in
     ``OUT/pose_anchors.pt`` with the folder, count and the detector file's hash."""
-    return _inverted_face_readings(cfg, teacher, out)["angles"].to(device)
+    return inverted_face_readings(cfg, teacher, out)["angles"].to(device)
 
 
 def inverted_keypoints(cfg: StudentConfig, teacher: Any, out: Path, device: torch.device | str) -> torch.Tensor:
     """(N,5,2) the detector's 5 keypoints (eyes, nose tip, mouth corners; pixels) of the same
     images as :func:`inverted_pose_anchors`, read and cached with them; NaN where no face was
     found. The targets of ``loss.landmark_parallax``."""
-    return _inverted_face_readings(cfg, teacher, out)["kps"].to(device)
+    return inverted_face_readings(cfg, teacher, out)["kps"].to(device)
 
 
-def _inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[str, torch.Tensor]:
-    """{"angles": (N,2), "kps": (N,5,2)} of :func:`inverted_pose_anchors` /
-    :func:`inverted_keypoints`, from ``OUT/pose_anchors.pt`` or read and cached there; too few
-    faces found is a one-line :class:`DiganError`."""
+def inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[str, Any]:
+    """``{"angles": (N,2), "kps": (N,5,2), "detector": "file:SHA256"}``: what
+    :func:`inverted_pose_anchors` and :func:`inverted_keypoints` return, read in one pass (on the
+    CPU), with the hash of the detector file that read them; from ``OUT/pose_anchors.pt`` or read
+    and cached there. Too few faces found is a one-line :class:`DiganError`."""
     from digan.faces.onnx_models import resolve_model
     from digan.faces.pipeline import FacePipeline
 
@@ -838,7 +837,7 @@ def _inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict
     cache = out / "pose_anchors.pt"
     c = _read_cache(cache, "pose anchor cache")
     if c.get("key") == key and all(isinstance(c.get(k), torch.Tensor) for k in ("angles", "kps")):
-        return {"angles": c["angles"], "kps": c["kps"]}
+        return {"angles": c["angles"], "kps": c["kps"], "detector": key["detector"]}
     pipe = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads)
     angles, kps = [], []
     for i in range(0, len(idx), 64):
@@ -853,7 +852,7 @@ def _inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict
                          "them to 0)")
     out.mkdir(parents=True, exist_ok=True)
     save_torch(cache, {"key": key, "angles": angles, "kps": kps, "found": found})
-    return {"angles": angles, "kps": kps}
+    return {"angles": angles, "kps": kps, "detector": key["detector"]}
 
 
 @contextlib.contextmanager
