@@ -122,8 +122,17 @@ def _run_summary(res) -> dict[str, str]:
     latest 3D evaluation, the output folder and the student file."""
     return {"steps": f"{res.steps} (resumed from {res.resumed_from})" if res.resumed_from else f"step {res.steps}",
             "time": f"{res.seconds:.0f} s", **{f"loss {k}": f"{v:.4g}" for k, v in res.last_losses.items()},
+            **_inverted_heads_line(res.inverted_heads),
             **_last_shape_eval(res.out_dir),
             "output": str(res.out_dir), "student": str(res.student_path) if res.student_path.is_file() else "(not finished)"}
+
+
+def _inverted_heads_line(heads: Optional[dict[str, int]]) -> dict[str, str]:
+    """The summary's line for the inverted heads a run used (none without inverted data)."""
+    if not heads:
+        return {}
+    used, asked = heads["used"], heads["asked"]
+    return {"inverted heads": str(used) if used >= asked else f"{used} (the folder holds {used}; {asked} asked)"}
 
 
 def _last_shape_eval(run_dir: Path) -> dict[str, str]:

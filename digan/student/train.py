@@ -87,6 +87,9 @@ class TrainResult:
     last_losses: dict[str, float]
     student_path: Path
     best: dict[str, Any] | None = None  # best.json's content with train.keep_best (None: off or none yet)
+    # heads of train.inverted_data used (the first train.inverted_n files, fewer when the folder
+    # holds fewer) and the count asked; None without inverted data
+    inverted_heads: dict[str, int] | None = None
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Any:
@@ -463,6 +466,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     anchored = float(cfg.loss.pose_anchor) > 0 or float(cfg.loss.pose_anchor_pitch) > 0
     landmarked = float(cfg.loss.landmark_parallax) > 0
     readings = None  # the detector's readings of the inverted heads (rank 0, when a term needs them)
+    inverted_heads = None
     if cfg.train.inverted_data:
         # rank 0 inverts (or reads its cache) and sends the codes to the other ranks: they never
         # look in a run folder, which under --force is rank 0's staging folder, not OUT. The
@@ -475,6 +479,12 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             sent = tuple(t.cpu() if t is not None else None for t in (bank, anchors, kps)) if main else None
             bank, anchors, kps = dist.all_gather_objects(sent)[0]
         obj.code_bank = bank.to(device)
+        inverted_heads = {"used": int(bank.shape[0]), "asked": int(cfg.train.inverted_n)}
+        if main and inverted_heads["used"] < inverted_heads["asked"]:
+            import warnings
+
+            warnings.warn(f"train.inverted_data holds {inverted_heads['used']} images, fewer than the {inverted_heads['asked']} "
+                          f"asked (train.inverted_n, calibrate-view --heads): all {inverted_heads['used']} are used", stacklevel=2)
         if anchored:
             obj.code_pose = anchors.to(device)
         if landmarked:
@@ -505,7 +515,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                        weights={"teacher": teacher_path if teacher_path else None, "init_from": cfg.train.init_from},
                        extra={"teacher_hash": thash, "model": cfg.model.name, "resumed_from": start,
                               "world_size": dist.world_size(), "losses": built.info,
-                              **({"pose_detector": readings["detector"]} if readings is not None else {})})
+                              **({"pose_detector": readings["detector"]} if readings is not None else {}),
+                              **({"inverted_heads": inverted_heads} if inverted_heads is not None else {})})
     rows = _read_losses(out / "losses.csv", start) if main else []
     shape_eval = None
     if main and cfg.train.eval_data:  # 3D accuracy on held-out heads, OUT/shape_eval.jsonl|csv
@@ -633,7 +644,8 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         _refuse_nonfinite({"state": final["state"]}, step)
         save_torch(student_path, final)
     dist.barrier()
-    return TrainResult(out, step, start, time.time() - t0, last, student_path, best.info if best is not None else None)
+    return TrainResult(out, step, start, time.time() - t0, last, student_path, best.info if best is not None else None,
+                       inverted_heads)
 
 
 class WeightAverage:
