@@ -109,7 +109,8 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
     cfg = json.loads((tmp_path / "cal" / "config.json").read_text())
     assert cfg["train"]["trainable"] == ["view_net"] and cfg["train"]["init_from"] == str(base)
     assert cfg["train"]["inverted_data"] == str(heads) and cfg["train"]["inverted_fraction"] == 1.0
-    assert all(cfg["loss"][k] == 0 for k in ("perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry"))
+    assert all(cfg["loss"][k] == 0 for k in ("perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry",
+                                             "landmark_parallax"))
     assert cfg["loss"]["rec"] > 0
     from digan.utils.io import sha256_file
 
@@ -162,8 +163,12 @@ def test_calibration_config_and_its_errors(base, heads, tmp_path):
     # a student trained with --eval-data elsewhere (the bundled ones: data/tune64) calibrates without those heads
     ck = load_torch(base)
     ck["config"]["train"]["eval_data"] = str(tmp_path / "not_here")
+    # and one trained with the landmark parallax (the bundled ones): a term that trains the
+    # depth, which a calibration holds, is off in the calibration
+    ck["config"]["loss"]["landmark_parallax"] = 0.3
     torch.save(ck, tmp_path / "with_eval.pt")
-    assert calibration_config(tmp_path / "with_eval.pt", heads).train.eval_data is None
+    held = calibration_config(tmp_path / "with_eval.pt", heads)
+    assert held.train.eval_data is None and held.loss.landmark_parallax == 0
     cfg = calibration_config(base, heads, CalibrationSettings(steps=7, lr=1e-4, fraction=0.25))
     own = load_torch(base)["config"]
     assert cfg.train.steps == 7 and cfg.train.lr == 1e-4 and cfg.train.inverted_fraction == 0.25

@@ -20,8 +20,9 @@ that starts from the student's weights (``train.init_from``) with its own config
   in training, so DV keeps reading those;
 * the loss is the reconstruction with its flip term (the render at DV's view against the
   teacher's image of the code), DIGAN's ``loss.rec`` and ``loss.flip``; the perturbation,
-  cycle, identity, w, albedo and canonical terms are off (they train M, the depth or the
-  albedo, which are held here, or DV on perturbed codes, which a reconstruction never reads);
+  cycle, identity, w, albedo, canonical and landmark-parallax terms are off (they train M, the
+  depth or the albedo, which are held here, or DV on perturbed codes, which a reconstruction
+  never reads);
 * plus a landmark pose anchor (``loss.pose_anchor`` / ``loss.pose_anchor_pitch``, weight 10
   each; 0 turns it off): on the inverted heads, DV's yaw and pitch are pulled toward the pose
   an off-the-shelf face detector's 5 keypoints give for the image itself
@@ -54,7 +55,7 @@ __all__ = ["CALIBRATION_OVERRIDES", "CalibrationSettings", "calibration_config",
 CALIBRATION_OVERRIDES: list[str] = [
     "train.trainable=[view_net]",
     "loss.perturb=0", "loss.cycle=0", "loss.identity=0", "loss.w_reg=0", "loss.albedo=0",
-    "loss.canonical_symmetry=0", "loss.canonical_cycle=0", "loss.cycle_image=0",
+    "loss.canonical_symmetry=0", "loss.canonical_cycle=0", "loss.cycle_image=0", "loss.landmark_parallax=0",
     "train.depth_warmup=0", "train.ema=0", "train.ema_start=null", "train.lr_decay=none",
     "train.keep_best=null", "train.code_noise=0",
 ]
