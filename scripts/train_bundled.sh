@@ -6,11 +6,15 @@
 #                                          DV calibrated the same way)
 # and the two architecture ablations (mlp: KAN -> MLP; plain_conv: partial -> plain conv), kept in
 # runs/ (not bundled; calibrated too). Each run logs SIDE/MAD/roughness on held-out heads during
-# training (--eval-data, a seed no evaluation uses). The view calibration inverts the 2,000
-# teacher's own training heads (DATA, seed 0; made here when missing) and anchors DV's yaw and
-# pitch to the pose the face detector (DETECTOR, the demo's SCRFD-500M) reads on them. Runs resume when the
-# script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
-# minutes per pair; the first calibration inverts the 2,000 heads, ~12 minutes on one core).
+# training (--eval-data, a seed no evaluation uses). Every model trains on the same recipe
+# (sixteenth session; README "Landmark parallax"): half of each batch codes of 512 of the
+# teacher's own training heads (DATA, seed 0; made here when missing) inverted into the teacher,
+# DV's yaw and pitch on them anchored to the pose the face detector (DETECTOR, the demo's
+# SCRFD-500M) reads from their 5 keypoints, and the depth asked to put the nose tip between the
+# eyes on the canonical surface (loss.landmark_parallax=0.3). The view calibration (1,200 steps)
+# inverts all 2,000 of those heads with the same anchor. Runs resume when the script is rerun;
+# two trainings run side by side on a 2-core machine, one thread each (~20-30 minutes per pair;
+# the first calibration inverts the 2,000 heads, ~12 minutes on one core).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
@@ -23,13 +27,17 @@ TUNE=${TUNE:-data/tune64}  # seed 5: tuning/monitoring only; README numbers use 
 DATA=${DATA:-data/synth64}  # the teacher's training heads (seed 0): the view calibration's images
 DETECTOR=${DETECTOR:-../shared/data/face-models/det_500m.onnx}  # the pose anchor's keypoints
 STEPS_ARG=${STEPS:+--steps $STEPS}
+# the training recipe every model shares (the tiny preset plus these)
+RECIPE="--set train.inverted_data=$DATA --set train.pose_detector=$DETECTOR --set loss.pose_anchor=10 \
+--set loss.pose_anchor_pitch=10 --set loss.landmark_parallax=0.3"
+CAL_STEPS=1200
 
 [ -d "$TUNE" ] || $BIN data synth --out "$TUNE" --n 200 --size 64 --seed 5
 [ -d "$DATA" ] || $BIN data synth --out "$DATA" --n 2000 --size 64 --seed 0
 
 train() {  # name, extra args...
     local name=$1; shift
-    $BIN train --teacher tiny --preset tiny --threads 1 --out "$RUNS/$name" --eval-data "$TUNE" $STEPS_ARG "$@" \
+    $BIN train --teacher tiny --preset tiny --threads 1 --out "$RUNS/$name" --eval-data "$TUNE" $STEPS_ARG $RECIPE "$@" \
         > "$RUNS/$name.log" 2>&1
 }
 mkdir -p "$RUNS"
@@ -44,18 +52,18 @@ calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUN
         [ -f "$RUNS/$1_cal/$f" ] || [ ! -f "$RUNS/digan_cal/$f" ] || cp "$RUNS/digan_cal/$f" "$RUNS/$1_cal/$f"
     done
     $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
-        --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
+        --steps $CAL_STEPS --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
 }
 calibrate digan  # inverts the heads (~12 minutes on one core); the others reuse its codes
 calibrate liftgan & calibrate mlp & wait
 calibrate plain_conv
 
-$PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" <<'EOF'
+$PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" "$RECIPE" "$CAL_STEPS" <<'EOF'
 import sys
 from digan.student.train import package_student
-runs, tune, steps, detector = sys.argv[1:5]
-base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []))
-cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --eval-data {tune} --detector {detector} --student "
+runs, tune, steps, detector, recipe, cal_steps = sys.argv[1:7]
+base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []) + [recipe])
+cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --steps {cal_steps} --eval-data {tune} --detector {detector} --student "
 for name, dest, cmd in (
     ("digan", "digan/assets/tiny_student_64_base.pt", base),
     ("digan_cal", "digan/assets/tiny_student_64.pt", cal + "digan/assets/tiny_student_64_base.pt"),
