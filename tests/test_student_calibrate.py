@@ -253,7 +253,7 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     from PIL import Image
 
     from digan.faces.pipeline import FacePipeline
-    from digan.student.train import inverted_face_readings, inverted_keypoints, inverted_pose_anchors
+    from digan.student.train import inverted_face_readings
     from digan.teacher.data import ImageFolderData
     from digan.utils.io import save_torch
 
@@ -266,22 +266,29 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     det = str(face_models / "det_500m.onnx")
     cfg = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=6", f"train.pose_detector={det}")
     fake_teacher = SimpleNamespace(size=64)
-    got = inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu")
+
+    def inverted_pose_anchors(*a):
+        return inverted_face_readings(*a)["angles"]
+
+    def inverted_keypoints(*a):
+        return inverted_face_readings(*a)["kps"]
+
+    got = inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run")
     ref = FacePipeline(detector=det, recognizer=False).analyze(ImageFolderData(imgs, mirror=False, cache_gb=0).load(list(range(6))),
                                                                embed=False)
     assert got.shape == (6, 2) and torch.isnan(got[5]).all() and torch.isfinite(got[:5]).all()
     np.testing.assert_allclose(got[:5].numpy(), np.stack([ref.pitch, ref.yaw], 1)[:5], atol=1e-4)
     assert (tmp_path / "run" / "pose_anchors.pt").is_file()
-    kps = inverted_keypoints(cfg, fake_teacher, tmp_path / "run", "cpu")  # read with the angles, from the cache
+    kps = inverted_keypoints(cfg, fake_teacher, tmp_path / "run")  # read with the angles, from the cache
     assert kps.shape == (6, 5, 2) and torch.isnan(kps[5]).all()
     np.testing.assert_allclose(kps[:5].numpy(), ref.kps[:5], atol=1e-4)
-    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
+    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run"), got, equal_nan=True)
     old = load_torch(tmp_path / "run" / "pose_anchors.pt")
     save_torch(tmp_path / "run" / "pose_anchors.pt", {"key": old["key"], "angles": old["angles"] * 0})  # a cache from before keypoints
-    torch.testing.assert_close(inverted_keypoints(cfg, fake_teacher, tmp_path / "run", "cpu"), kps, equal_nan=True)
-    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
+    torch.testing.assert_close(inverted_keypoints(cfg, fake_teacher, tmp_path / "run"), kps, equal_nan=True)
+    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run"), got, equal_nan=True)
     (tmp_path / "run" / "pose_anchors.pt").write_bytes(b"damaged")  # a damaged cache is made again
-    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run", "cpu"), got, equal_nan=True)
+    torch.testing.assert_close(inverted_pose_anchors(cfg, fake_teacher, tmp_path / "run"), got, equal_nan=True)
     assert load_torch(tmp_path / "run" / "pose_anchors.pt")["found"] == 5
     from digan.utils.io import sha256_file
 
@@ -293,4 +300,4 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
         Image.fromarray(np.full((64, 64, 3), 20 * (i - 5), dtype=np.uint8)).save(imgs / f"{i:03d}.png")
     many = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=12", f"train.pose_detector={det}")
     with pytest.raises(DiganError, match="found a face in only 5 of 12 images"):
-        inverted_pose_anchors(many, fake_teacher, tmp_path / "run2", "cpu")
+        inverted_pose_anchors(many, fake_teacher, tmp_path / "run2")

@@ -819,27 +819,20 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     return bank.to(device)
 
 
-def inverted_pose_anchors(cfg: StudentConfig, teacher: Any, out: Path, device: torch.device | str) -> torch.Tensor:
-    """(N,2) head pose (pitch, yaw) in degrees of the images behind :func:`inverted_code_bank`'s
-    codes, read by an off-the-shelf face detector's 5 keypoints (:mod:`digan.faces.pose`;
-    ``train.pose_detector``, an SCRFD ONNX file; None = the default detector); NaN rows where no
-    face was found. The targets of ``loss.pose_anchor`` / ``loss.pose_anchor_pitch``. Cached in
-    ``OUT/pose_anchors.pt`` with the folder, count and the detector file's hash."""
-    return inverted_face_readings(cfg, teacher, out)["angles"].to(device)
-
-
-def inverted_keypoints(cfg: StudentConfig, teacher: Any, out: Path, device: torch.device | str) -> torch.Tensor:
-    """(N,5,2) the detector's 5 keypoints (eyes, nose tip, mouth corners; pixels) of the same
-    images as :func:`inverted_pose_anchors`, read and cached with them; NaN where no face was
-    found. The targets of ``loss.landmark_parallax``."""
-    return inverted_face_readings(cfg, teacher, out)["kps"].to(device)
-
-
 def inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[str, Any]:
-    """``{"angles": (N,2), "kps": (N,5,2), "detector": "file:SHA256"}``: what
-    :func:`inverted_pose_anchors` and :func:`inverted_keypoints` return, read in one pass (on the
-    CPU), with the hash of the detector file that read them; from ``OUT/pose_anchors.pt`` or read
-    and cached there. Too few faces found is a one-line :class:`DiganError`."""
+    """What an off-the-shelf face detector (``train.pose_detector``, an SCRFD ONNX file; None =
+    the default detector) reads on the images behind :func:`inverted_code_bank`'s codes, in one
+    pass on the CPU: ``{"angles": (N,2), "kps": (N,5,2), "detector": "file:SHA256"}``.
+
+    * ``angles``: head pose (pitch, yaw) in degrees from the 5 keypoints
+      (:mod:`digan.faces.pose`), the targets of ``loss.pose_anchor`` / ``loss.pose_anchor_pitch``;
+    * ``kps``: the 5 keypoints (eyes, nose tip, mouth corners; pixels), the targets of
+      ``loss.landmark_parallax``;
+    * ``detector``: the hash of the detector file that read them.
+
+    NaN rows where no face was found. Cached in ``OUT/pose_anchors.pt`` with the folder, count
+    and the detector file's hash (a cache without keypoints, or another key, is read again).
+    Too few faces found is a one-line :class:`DiganError`."""
     from digan.faces.onnx_models import resolve_model
     from digan.faces.pipeline import FacePipeline
 
