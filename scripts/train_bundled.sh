@@ -11,10 +11,11 @@
 # teacher's own training heads (DATA, seed 0; made here when missing) inverted into the teacher,
 # DV's yaw and pitch on them anchored to the pose the face detector (DETECTOR, the demo's
 # SCRFD-500M) reads from their 5 keypoints, and the depth asked to put the nose tip between the
-# eyes on the canonical surface (loss.landmark_parallax=0.3). The view calibration (1,200 steps)
-# inverts all 2,000 of those heads with the same anchor. Runs resume when the script is rerun;
-# two trainings run side by side on a 2-core machine, one thread each (~20-30 minutes per pair;
-# the first calibration inverts the 2,000 heads, ~12 minutes on one core).
+# eyes on the canonical surface (loss.landmark_parallax=0.3). The view calibration (its defaults:
+# 1,200 steps; all 2,000 of those heads and their mirror images, since the seventeenth session)
+# inverts them with the same anchor. Runs resume when the script is rerun; two trainings run
+# side by side on a 2-core machine, one thread each (~20-30 minutes per pair; the first
+# calibration inverts the 4,000 images, ~18 minutes on one core).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
@@ -54,7 +55,7 @@ calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUN
     $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
         --steps $CAL_STEPS --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
 }
-calibrate digan  # inverts the heads (~12 minutes on one core); the others reuse its codes
+calibrate digan  # inverts the heads (~18 minutes on one core); the others reuse its codes
 calibrate liftgan & calibrate mlp & wait
 calibrate plain_conv
 

@@ -117,7 +117,7 @@ def test_calibrate_view_trains_dv_alone_on_inverted_heads(teacher, base, heads, 
     run = json.loads((tmp_path / "cal" / "run.json").read_text())
     assert run["weights"]["init_from"] == "file:" + sha256_file(base)  # which student was calibrated, by hash
     bank = load_torch(tmp_path / "cal" / "inverted_codes.pt")["codes"]
-    assert bank.shape == (4, 32)
+    assert bank.shape == (8, 32)  # 4 heads, then their mirrors (train.inverted_mirror, the default)
 
     ck, ck0 = load_torch(res.student_path), load_torch(base)
     assert ck["config"] == ck0["config"]  # the student's own model and objective, not the calibration's
@@ -199,7 +199,7 @@ def test_pose_anchor_pulls_dv_toward_the_detector_pose(teacher, base, heads, tmp
     want = torch.tensor([[8.0, -25.0], [8.0, -25.0], [8.0, -25.0], [float("nan"), float("nan")]])
     monkeypatch.setattr(T, "inverted_face_readings",
                         lambda cfg, teacher, out: {"angles": want, "kps": torch.full((4, 5, 2), float("nan")), "detector": None})
-    settings = CalibrationSettings(steps=40, lr=3e-3, fraction=1.0, n=4, inversion_steps=2)
+    settings = CalibrationSettings(steps=40, lr=3e-3, fraction=1.0, n=4, inversion_steps=2, mirror=False)
     extra = ["train.batch=4", "loss.flip=0", "loss.rec=0.1", "loss.pose_anchor=20", "loss.pose_anchor_pitch=20"]
     res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
     bank = load_torch(tmp_path / "cal" / "inverted_codes.pt")["codes"][:3]
@@ -230,7 +230,8 @@ def test_landmark_parallax_trains_the_depth_on_the_inverted_heads(teacher, base,
     want = torch.stack([kp, kp, kp, torch.full_like(kp, float("nan"))])
     monkeypatch.setattr(T, "inverted_face_readings",
                         lambda cfg, teacher, out: {"angles": torch.full((4, 2), float("nan")), "kps": want, "detector": None})
-    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=2, pose_anchor=0, pose_anchor_pitch=0)
+    settings = CalibrationSettings(steps=30, lr=3e-3, fraction=1.0, n=4, inversion_steps=2, pose_anchor=0, pose_anchor_pitch=0,
+                                   mirror=False)
     extra = ["train.batch=4", "train.trainable=[depth_net]", "loss.rec=0.01", "loss.flip=0", "loss.landmark_parallax=1"]
     res = calibrate_view(base, heads, tmp_path / "cal", teacher=teacher, settings=settings, overrides=extra, show_progress=False)
     rows = list(csv.DictReader(open(tmp_path / "cal" / "losses.csv")))
@@ -301,3 +302,69 @@ def test_inverted_pose_anchors_are_the_detector_pose(face_models, shared_data, t
     many = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=12", f"train.pose_detector={det}")
     with pytest.raises(DiganError, match="found a face in only 5 of 12 images"):
         inverted_pose_anchors(many, fake_teacher, tmp_path / "run2")
+
+
+def test_inverted_mirror_adds_each_heads_mirror(teacher, base, heads, tmp_path):
+    """train.inverted_mirror (calibrate-view --mirror-heads): the bank holds the codes of the
+    first n heads, then those of the same heads mirrored, each the inversion of that image (the
+    same inversion, run here on the flipped pixels by hand); the run records n heads used, and
+    mirrored; a bank cached without mirrors is not taken for one with them."""
+    from digan.student.method import invert_teacher
+    from digan.teacher.data import ImageFolderData
+
+    assert CalibrationSettings().mirror is True  # the default since the seventeenth session
+    settings = CalibrationSettings(steps=2, lr=3e-3, fraction=1.0, n=3, inversion_steps=2, pose_anchor=0, pose_anchor_pitch=0,
+                                   mirror=False)
+    assert calibration_config(base, heads, settings).train.inverted_mirror is False
+    plain = calibrate_view(base, heads, tmp_path / "plain", teacher=teacher, settings=settings, overrides=["train.batch=4"],
+                           show_progress=False)
+    assert plain.inverted_heads == {"used": 3, "asked": 3}
+    settings.mirror = True
+    assert calibration_config(base, heads, settings).train.inverted_mirror is True
+    res = calibrate_view(base, heads, tmp_path / "mir", teacher=teacher, settings=settings, overrides=["train.batch=4"],
+                         show_progress=False)
+    assert res.inverted_heads == {"used": 3, "asked": 3, "mirrored": True}
+    assert json.loads((tmp_path / "mir" / "run.json").read_text())["inverted_heads"]["mirrored"] is True
+    bank = load_torch(tmp_path / "mir" / "inverted_codes.pt")["codes"]
+    x = ImageFolderData(heads / "images", mirror=False, cache_gb=0).load([0, 1, 2])
+    want = invert_teacher(teacher, torch.cat([x, x.flip(3)]), Student.load(base, teacher=teacher).g3d.w_std, 2)
+    assert bank.shape == (6, 32)
+    torch.testing.assert_close(bank, want)
+    assert not torch.allclose(bank[:3], bank[3:], atol=1e-3)  # the mirrors are other images
+    torch.testing.assert_close(load_torch(tmp_path / "plain" / "inverted_codes.pt")["codes"], bank[:3], atol=1e-4, rtol=1e-4)
+    # a cache without mirrors in the mirrored run's folder is made again, with them
+    (tmp_path / "mir" / "inverted_codes.pt").write_bytes((tmp_path / "plain" / "inverted_codes.pt").read_bytes())
+    from digan.student.train import inverted_code_bank
+
+    cfg = calibration_config(base, heads, settings)
+    assert inverted_code_bank(cfg, teacher, Student.load(base, teacher=teacher).g3d.w_std, tmp_path / "mir", "cpu").shape == (6, 32)
+
+
+def test_inverted_mirror_reads_the_mirrored_photos(face_models, shared_data, tmp_path):
+    """With train.inverted_mirror the detector reads each photo and then its mirror: the mirror's
+    rows are the pipeline's readings of the flipped pixels, whose yaw is about the photo's,
+    negated (a flip turns the head the other way)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from digan.faces.pipeline import FacePipeline
+    from digan.student.train import inverted_face_readings
+    from digan.teacher.data import ImageFolderData
+
+    imgs = tmp_path / "real" / "images"
+    imgs.mkdir(parents=True)
+    for i, p in enumerate(sorted((shared_data / "faces" / "celeba_aligned").glob("*.jpg"))[:4]):
+        Image.open(p).convert("RGB").resize((64, 64), Image.BICUBIC).save(imgs / f"{i:03d}.png")
+    det = str(face_models / "det_500m.onnx")
+    cfg = _cfg(f"train.inverted_data={imgs.parent}", "train.inverted_n=3", f"train.pose_detector={det}", "train.inverted_mirror=true")
+    got = inverted_face_readings(cfg, SimpleNamespace(size=64), tmp_path / "run")
+    x = ImageFolderData(imgs, mirror=False, cache_gb=0).load([0, 1, 2])
+    pipe = FacePipeline(detector=det, recognizer=False)
+    ref, flip = pipe.analyze(x, embed=False), pipe.analyze(x.flip(3), embed=False)
+    assert got["angles"].shape == (6, 2) and got["kps"].shape == (6, 5, 2)
+    np.testing.assert_allclose(got["angles"][:3].numpy(), np.stack([ref.pitch, ref.yaw], 1), atol=1e-4)
+    np.testing.assert_allclose(got["angles"][3:].numpy(), np.stack([flip.pitch, flip.yaw], 1), atol=1e-4)
+    np.testing.assert_allclose(got["kps"][3:].numpy(), flip.kps, atol=1e-4)
+    assert np.abs(got["angles"][3:, 1].numpy() + ref.yaw).max() < 6.0
+    assert load_torch(tmp_path / "run" / "pose_anchors.pt")["key"]["mirror"] is True

@@ -117,8 +117,8 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
                "--steps", "2", "--heads", "2", "--inversion-steps", "1", "--pose-anchor", "0", "--pose-anchor-pitch", "0",
                "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
     text = capsys.readouterr().out
-    assert rc == 0 and "view calibration" in text and re.search(r"inverted heads: 2\n", text)
-    assert json.loads((cal / "run.json").read_text())["inverted_heads"] == {"used": 2, "asked": 2}
+    assert rc == 0 and "view calibration" in text and re.search(r"inverted heads: 2 and their mirrors\n", text)
+    assert json.loads((cal / "run.json").read_text())["inverted_heads"] == {"used": 2, "asked": 2, "mirrored": True}
     # more heads asked than the folder holds: all are used, and the summary, a warning and
     # run.json say so (it used to pass in silence, recording only the count asked)
     with pytest.warns(UserWarning, match="holds 3 images, fewer than the 9 asked"):
@@ -126,7 +126,14 @@ def test_calibrate_view_through_the_cli(teacher_file, tmp_path, capsys):
                    "--steps", "1", "--heads", "9", "--inversion-steps", "1", "--pose-anchor", "0", "--pose-anchor-pitch", "0",
                    "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
     assert rc == 0 and "3 (the folder holds 3; 9 asked)" in capsys.readouterr().out
-    assert json.loads((tmp_path / "cal9" / "run.json").read_text())["inverted_heads"] == {"used": 3, "asked": 9}
+    assert json.loads((tmp_path / "cal9" / "run.json").read_text())["inverted_heads"] == {"used": 3, "asked": 9, "mirrored": True}
+    # --no-mirror-heads: only the heads themselves are inverted, and the summary says so
+    rc = main(["calibrate-view", "--student", str(out / "student.pt"), "--images", str(heads), "--out", str(tmp_path / "calm"),
+               "--steps", "1", "--heads", "2", "--inversion-steps", "1", "--pose-anchor", "0", "--pose-anchor-pitch", "0",
+               "--no-mirror-heads", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"])
+    assert rc == 0 and re.search(r"inverted heads: 2\n", capsys.readouterr().out)
+    assert load_torch(tmp_path / "calm" / "inverted_codes.pt")["codes"].shape[0] == 2
+    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("depth_net."))
     assert json.loads((cal / "config.json").read_text())["train"]["trainable"] == ["view_net"]

@@ -83,6 +83,7 @@ def calibrate_view_cmd(
     fraction: float = typer.Option(_CAL.fraction, "--fraction", min=0.0, max=1.0, help="Share of each batch from the inverted heads (the rest: teacher samples)."),
     n: int = typer.Option(_CAL.n, "--heads", min=1, help="Heads inverted (the first N files). (Not --n: torchrun would take that for its own options.)"),
     inversion_steps: int = typer.Option(_CAL.inversion_steps, "--inversion-steps", min=0, help="Teacher inversion steps per head (bench shape: 60)."),
+    mirror: bool = typer.Option(_CAL.mirror, "--mirror-heads/--no-mirror-heads", help="Also invert each head's left-right mirror (twice the codes; a reconstruction reads both)."),
     seed: int = typer.Option(_CAL.seed, "--seed", help="Seed of the batches."),
     pose_anchor: float = typer.Option(_CAL.pose_anchor, "--pose-anchor", min=0.0, help="Weight pulling DV's yaw toward the face detector's landmark yaw of each inverted head (0 = off)."),
     pose_anchor_pitch: float = typer.Option(_CAL.pose_anchor_pitch, "--pose-anchor-pitch", min=0.0, help="The same for pitch (0 = off)."),
@@ -98,7 +99,7 @@ def calibrate_view_cmd(
     from digan.utils import dist
 
     settings = CalibrationSettings(steps=steps, lr=lr, fraction=fraction, n=n, inversion_steps=inversion_steps, seed=seed,
-                                   pose_anchor=pose_anchor, pose_anchor_pitch=pose_anchor_pitch,
+                                   pose_anchor=pose_anchor, pose_anchor_pitch=pose_anchor_pitch, mirror=mirror,
                                    detector=str(detector) if detector is not None else None)
     res = calibrate_view(student, images, out, teacher=teacher, settings=settings, overrides=_run_overrides(overrides, device, threads),
                          eval_data=eval_data, force=force)
@@ -132,7 +133,8 @@ def _inverted_heads_line(heads: Optional[dict[str, int]]) -> dict[str, str]:
     if not heads:
         return {}
     used, asked = heads["used"], heads["asked"]
-    return {"inverted heads": str(used) if used >= asked else f"{used} (the folder holds {used}; {asked} asked)"}
+    line = str(used) if used >= asked else f"{used} (the folder holds {used}; {asked} asked)"
+    return {"inverted heads": line + (" and their mirrors" if heads.get("mirrored") else "")}
 
 
 def _last_shape_eval(run_dir: Path) -> dict[str, str]:

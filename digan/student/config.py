@@ -304,6 +304,12 @@ class TrainConfig:
     inverted_n: int = 512
     inverted_steps: int = 60
     inverted_fraction: float = 0.5
+    # also invert each of those images' left-right mirror (the bank, and the detector's readings,
+    # then hold 2 x inverted_n heads: the images, then their mirrors). Why: a reconstruction
+    # averages an image's estimate with its mirror's (model.flip_average), so DV reads the codes
+    # of mirrored heads as often as those of the heads; the mirrors double the heads DV is
+    # calibrated on at no cost in images. Not in DIGAN or LiftedGAN (README, 3D shape).
+    inverted_mirror: bool = False
     # the SCRFD face detector (.onnx) whose keypoints give loss.pose_anchor's targets; None = the
     # default detector (digan.faces.onnx_models.resolve_model)
     pose_detector: Optional[str] = None

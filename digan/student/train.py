@@ -88,8 +88,9 @@ class TrainResult:
     student_path: Path
     best: dict[str, Any] | None = None  # best.json's content with train.keep_best (None: off or none yet)
     # heads of train.inverted_data used (the first train.inverted_n files, fewer when the folder
-    # holds fewer) and the count asked; None without inverted data
-    inverted_heads: dict[str, int] | None = None
+    # holds fewer) and the count asked (and "mirrored": True with train.inverted_mirror); None
+    # without inverted data
+    inverted_heads: dict[str, Any] | None = None
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Any:
@@ -479,7 +480,9 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             sent = tuple(t.cpu() if t is not None else None for t in (bank, anchors, kps)) if main else None
             bank, anchors, kps = dist.all_gather_objects(sent)[0]
         obj.code_bank = bank.to(device)
-        inverted_heads = {"used": int(bank.shape[0]), "asked": int(cfg.train.inverted_n)}
+        mirrored = 2 if cfg.train.inverted_mirror else 1  # the bank holds each head's mirror too
+        inverted_heads = {"used": int(bank.shape[0]) // mirrored, "asked": int(cfg.train.inverted_n),
+                          **({"mirrored": True} if mirrored == 2 else {})}
         if main and inverted_heads["used"] < inverted_heads["asked"]:
             import warnings
 
@@ -749,8 +752,9 @@ def _mentions_nonfinite(e: BaseException) -> bool:
 
 def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[int]]:
     """(folder, ImageFolderData, indices) of the images ``train.inverted_data`` names: the first
-    ``train.inverted_n`` files (sorted names). A folder that is missing, empty or not at the
-    teacher's size gives a one-line :class:`DiganError`."""
+    ``train.inverted_n`` files (sorted names), then, with ``train.inverted_mirror``, the same
+    files mirrored (:meth:`ImageFolderData.load`'s indices from ``len(data)`` on). A folder that
+    is missing, empty or not at the teacher's size gives a one-line :class:`DiganError`."""
     from digan.teacher.data import ImageFolderData
 
     tc = cfg.train
@@ -765,7 +769,7 @@ def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[
         raise DiganError(f"train.inverted_data (calibrate-view --images): {folder} is not a folder of images; pass the "
                          "teacher's training images (e.g. data/synth64)")
     try:
-        data = ImageFolderData(folder, size=None, mirror=False, cache_gb=0.0)
+        data = ImageFolderData(folder, size=None, mirror=bool(tc.inverted_mirror), cache_gb=0.0)
     except DiganError as e:  # its advice names train-teacher's options; say what this needs
         raise DiganError(f"train.inverted_data (calibrate-view --images): {str(e).split(';')[0]}; pass the teacher's "
                          "training images (e.g. data/synth64)") from None
@@ -773,7 +777,8 @@ def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[
     if size is not None and data.size != size:
         raise DiganError(f"train.inverted_data (calibrate-view --images): the images in {folder} are {data.size}x{data.size} px "
                          f"but the teacher makes {size}x{size}; pass images at the teacher's size (its training images)")
-    return folder, data, list(range(min(n, len(data))))
+    first = list(range(min(n, len(data))))
+    return folder, data, first + ([len(data) + i for i in first] if tc.inverted_mirror else [])
 
 
 def _read_cache(path: Path, what: str) -> dict[str, Any]:
@@ -802,6 +807,8 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     folder, data, idx = _inverted_folder(cfg, teacher)
     steps = int(tc.inverted_steps)
     key = {"folder": str(folder.resolve()), "n": int(tc.inverted_n), "steps": steps, "teacher": teacher_tensor_hash(teacher)}
+    if tc.inverted_mirror:  # keys of caches made before the option stay valid
+        key["mirror"] = True
     cache = out / "inverted_codes.pt"
     c = _read_cache(cache, "inverted code cache")
     if c.get("key") == key and isinstance(c.get("codes"), torch.Tensor):
@@ -839,6 +846,8 @@ def inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[
     folder, data, idx = _inverted_folder(cfg, teacher)
     det = resolve_model("detector", cfg.train.pose_detector, flag="--detector PATH (train.pose_detector)")
     key = {"folder": str(folder.resolve()), "n": len(idx), "detector": "file:" + sha256_file(det)}
+    if cfg.train.inverted_mirror:
+        key["mirror"] = True
     cache = out / "pose_anchors.pt"
     c = _read_cache(cache, "pose anchor cache")
     if c.get("key") == key and all(isinstance(c.get(k), torch.Tensor) for k in ("angles", "kps")):
