@@ -53,7 +53,7 @@ calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUN
         [ -f "$RUNS/$1_cal/$f" ] || [ ! -f "$RUNS/digan_cal/$f" ] || cp "$RUNS/digan_cal/$f" "$RUNS/$1_cal/$f"
     done
     $BIN calibrate-view --student "$RUNS/$1/student.pt" --images "$DATA" --out "$RUNS/$1_cal" --threads 1 \
-        --steps $CAL_STEPS --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
+        --steps $CAL_STEPS --mirror-heads --eval-data "$TUNE" --detector "$DETECTOR" > "$RUNS/$1_cal.log" 2>&1
 }
 calibrate digan  # inverts the heads (~18 minutes on one core); the others reuse its codes
 calibrate liftgan & calibrate mlp & wait
@@ -64,7 +64,7 @@ import sys
 from digan.student.train import package_student
 runs, tune, steps, detector, recipe, cal_steps = sys.argv[1:7]
 base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []) + [recipe])
-cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --steps {cal_steps} --eval-data {tune} --detector {detector} --student "
+cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --steps {cal_steps} --mirror-heads --eval-data {tune} --detector {detector} --student "
 for name, dest, cmd in (
     ("digan", "digan/assets/tiny_student_64_base.pt", base),
     ("digan_cal", "digan/assets/tiny_student_64.pt", cal + "digan/assets/tiny_student_64_base.pt"),
