@@ -111,7 +111,7 @@ def test_report_has_inversion_psnr_and_roughness_per_face(tmp_path):
     assert all(np.isfinite(v) and v > 0 for v in r.values())
 
 
-def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
+def test_bench_shape_cli_fits_80_columns(tmp_path, capsys, face_models):
     import json
 
     from digan.cli import main
@@ -137,10 +137,19 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys):
     # the bundled student averages each image's estimate with its mirror image's (model.flip_average)
     assert rep["flip_average"] is True and any(ln.startswith("inversions") and "2 steps, image and mirror, averaged" in ln for ln in lines)
     rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "-n", "3", "--relight-faces", "0",
-               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "one.json"), "--single-inversion"])
+               "--inversion-steps", "2", "--threads", "1", "--out", str(tmp_path / "one.json"), "--single-inversion",
+               "--detector", str(face_models / "det_500m.onnx")])
     assert rc in (0, None)
-    assert json.loads((tmp_path / "one.json").read_text())["flip_average"] is False
-    assert any(ln.startswith("inversions") and "one per image" in ln for ln in capsys.readouterr().out.splitlines())
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["flip_average"] is False
+    out = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith("inversions") and "one per image" in ln for ln in out)
+    # --detector: the landmark yaw of the photos and of the teacher's images, in the JSON and the lines
+    assert one["landmark_yaw"]["detector"] == "det_500m.onnx" and one["landmark_yaw"]["n_faces"] == 3
+    assert any(ln.startswith(("landmark yaw photo / G(w)", "landmark yaw (detector)")) for ln in out)
+    assert max(len(ln) for ln in out if ln.strip()) <= 80
+    rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--detector", str(tmp_path / "no.onnx")])
+    assert rc == 2 and "face detector model not found" in capsys.readouterr().err
     # a figure path that is not a PNG stops before any work, with the fix
     rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--figure", str(tmp_path / "side.jpg")])
     assert rc == 2 and "give a .png path" in capsys.readouterr().err
@@ -452,3 +461,47 @@ def test_true_head_references_score_the_ground_truth_at_dv_pose(tmp_path, monkey
     # a set without canonical depths: no ground-truth references, the rest stands
     rep = reconstruction_report(st, {k: v for k, v in gt.items() if k != "canonical_depth"}, yaw, 2, render_fit=False, flip_average=False)
     assert "true_head" not in rep and "mean_true_head" not in rep and np.isfinite(rep["student"]["mad"])
+
+
+def test_landmark_yaw_check_says_whose_yaw_dv_follows(tmp_path, face_models):
+    """bench shape --detector: the detector's yaw of the photos and of the 'teacher images' (here
+    the photos mirrored: a flip negates the turn) scored against the true yaw as the pipeline
+    reads them; a DV whose error is a multiple of the photos' reading error follows the photos
+    exactly (+1) and the mirrors as much as their residuals agree; images with no face are
+    flagged as too few, with NaN numbers; the report's lines fit 80 columns."""
+    from digan.data.synth import generate_synth
+    from digan.faces.pipeline import FacePipeline
+    from digan.student.diagnostics import landmark_yaw_check, load_eval_faces, pose_agreement
+
+    generate_synth(tmp_path / "gt", n=12, size=64, seed=11)
+    gt, yaw = load_eval_faces(tmp_path / "gt", 12, 64)
+    det = face_models / "det_500m.onnx"
+    pipe = FacePipeline(detector=str(det), recognizer=False)
+    y_photo = pipe.analyze(gt["image"], embed=False).yaw
+    y_flip = pipe.analyze(gt["image"].flip(3), embed=False).yaw
+    ok = np.isfinite(y_photo) & np.isfinite(y_flip)
+    assert ok.sum() >= 10  # the synthetic heads are faces the detector reads
+
+    def res(y):
+        a, b = np.polyfit(yaw[ok], y[ok], 1)
+        return y - (a * yaw + b)
+
+    r_photo = np.where(ok, res(np.nan_to_num(y_photo)), 0.0)
+    dv = yaw + 3.0 * r_photo  # DV's error: three times the photo reading's
+    rep = landmark_yaw_check(gt["image"], gt["image"].flip(3), dv, yaw, det)
+    assert rep["found"] == int(ok.sum()) and not rep["too_few"]
+    want = pose_agreement(y_photo[ok], yaw[ok])
+    assert rep["photo"]["corr"] == pytest.approx(want["corr"]) and rep["photo"]["slope"] == pytest.approx(want["slope"])
+    assert rep["photo"]["corr"] > 0.9 and rep["teacher_image"]["slope"] < -0.8  # the mirrors turn the other way
+    assert rep["dv_follows"]["photo"] == pytest.approx(1.0, abs=1e-9)
+    want_mirror = np.corrcoef(res(np.nan_to_num(y_flip))[ok], r_photo[ok])[0, 1]
+    assert rep["dv_follows"]["teacher_image"] == pytest.approx(want_mirror, abs=1e-9)
+    blank = torch.zeros_like(gt["image"])  # no face anywhere
+    none = landmark_yaw_check(gt["image"], blank, dv, yaw, det)
+    assert none["too_few"] and none["found"] == 0 and np.isnan(none["photo"]["corr"]) and np.isnan(none["dv_follows"]["photo"])
+    from digan.student.diagnostics import _landmark_lines
+
+    lines = _landmark_lines(rep) + _landmark_lines(none)
+    assert lines[0][0] == "landmark yaw photo / G(w)" and "too few faces found (0 of 12)" in lines[-1][1]
+    assert lines[1][1].startswith("photo's +1.00, G(w)'s")
+    assert all(len(f"{a:28s} {b}") <= 80 for a, b in lines)

@@ -261,6 +261,7 @@ def bench_shape_cmd(
     figure_faces: int = typer.Option(6, "--figure-faces", min=3, help="Heads in --figure."),
     single_inversion: bool = typer.Option(False, "--single-inversion", help="Invert each image only, not also its mirror (the paper's inference; default: the student's model.flip_average)."),
     prior_smooth: Optional[float] = typer.Option(None, "--prior-smooth", min=0.0, help="Low-pass of the convex depth prior at inference, px at 64 px (default: the student's model.inference_prior_smooth; 0 = the sharp prior it was trained on)."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="SCRFD face detector (.onnx, or a file name in the model folders): also read the landmark yaw of each photo and of the teacher's image of its code, and which of the two DV's yaw error follows."),
     threads: Optional[int] = _ThreadsOption,
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
@@ -281,11 +282,17 @@ def bench_shape_cmd(
         raise DiganError(f"--figure {figure}: give a .png path (a .pdf is written beside it)")
     if threads:
         torch.set_num_threads(threads)
+    det = None
+    if detector is not None:  # a missing file fails here, before the inversions
+        from digan.faces.onnx_models import resolve_model
+
+        det = resolve_model("detector", detector)
     st = _load_student_any(student, teacher)
     if prior_smooth is not None:
         st.g3d.use_inference_prior(True, prior_smooth)
     flip = False if single_inversion else None
-    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip)
+    rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip,
+                            detector=det)
     for line in shape_report_lines(rep):
         console.print(line, highlight=False)
     if out:

@@ -61,7 +61,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
@@ -160,6 +160,46 @@ def compose_rotation_gain(student: Student, w: torch.Tensor, light_raw: torch.Te
     ok = np.isfinite(cal["corr"]) and cal["corr"] >= 0.3 and cal["slope"] > 0
     return {"image": float(img / cal["slope"]) if ok else float("nan"), "dv": pose_agreement(np.concatenate(dv), ys_a)["slope"],
             "calibration_corr": float(cal["corr"])}
+
+
+def _residual(y: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``y`` minus its least-squares line on ``true`` (what the angle gets wrong beyond a scale)."""
+    a, b = np.polyfit(true, y, 1)
+    return y - (a * true + b)
+
+
+def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_yaw: np.ndarray, true_yaw: np.ndarray,
+                       detector: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """Where DV's yaw error comes from, read by a face detector independent of the student
+    (:mod:`digan.faces.pose`: the head pose of its 5 keypoints). The detector reads the yaw of
+    each ``photo`` and of the teacher's image of the photo's inverted code (``teacher_images``);
+    both are scored against ``true_yaw`` (``photo``, ``teacher_image``: ``corr``, ``slope``,
+    ``found``), and DV's residual (its yaw minus its line on the true yaw) is correlated with
+    each of theirs (``dv_follows``). A DV that follows the teacher's image and not the photo reads
+    what the inversion shows: its error is the inversion's, and no calibration of DV against the
+    photos can remove it (README, 3D shape: "Where DV's yaw is lost"). Faces the detector misses
+    on either image are left out; with fewer than 3 (or under half the faces) left, the numbers
+    are NaN and ``too_few`` is True (flagged, not reported as a result)."""
+    from digan.faces.pipeline import FacePipeline
+
+    pipe = FacePipeline(detector=str(detector), recognizer=False, threads=threads)
+    y_photo = pipe.analyze(photos.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
+    y_inv = pipe.analyze(teacher_images.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
+    dv, true = np.asarray(dv_yaw, dtype=np.float64), np.asarray(true_yaw, dtype=np.float64)
+    ok = np.isfinite(y_photo) & np.isfinite(y_inv) & np.isfinite(dv)
+    n, found = len(true), int(ok.sum())
+    out: dict[str, Any] = {"detector": Path(str(detector)).name, "n_faces": n, "found": found,
+                           "too_few": bool(found < max(3, (n + 1) // 2))}
+    nan = {"corr": float("nan"), "slope": float("nan")}
+    if out["too_few"]:
+        return {**out, "photo": dict(nan), "teacher_image": dict(nan), "dv_follows": {"photo": float("nan"), "teacher_image": float("nan")}}
+    t = true[ok]
+    out["photo"] = pose_agreement(y_photo[ok], t)
+    out["teacher_image"] = pose_agreement(y_inv[ok], t)
+    r_dv = _residual(dv[ok], t)
+    out["dv_follows"] = {k: pose_agreement(_residual(y[ok], t), r_dv)["corr"] for k, y in (("photo", y_photo), ("teacher_image", y_inv))}
+    out["per_face"] = {"photo_yaw": [float(v) for v in y_photo], "teacher_image_yaw": [float(v) for v in y_inv]}
+    return out
 
 
 def _at_yaw(view: Any, yaw: float | np.ndarray) -> Any:
@@ -287,7 +327,8 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
 
 
 def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int,
-                          w: torch.Tensor | None = None, render_fit: bool = True, flip_average: bool | None = None) -> dict[str, Any]:
+                          w: torch.Tensor | None = None, render_fit: bool = True, flip_average: bool | None = None,
+                          detector: str | Path | None = None) -> dict[str, Any]:
     """Invert each ground-truth image into the teacher, estimate and render the face at its
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
@@ -317,7 +358,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     ``render_fit=False`` skips ``render_fit_yaw`` and ``fit_pose`` (62 renders; the evaluation
     during training does not log them). ``flip_average``: :meth:`Student.reconstruct`'s (default:
     the student's ``model.flip_average``); the report records it. The teacher's image (PSNR, the
-    render-fit target) is that of the image's own code.
+    render-fit target) is that of the image's own code. ``detector``: an SCRFD face detector
+    (.onnx); with it, ``landmark_yaw`` (:func:`landmark_yaw_check`: whose yaw DV's error follows,
+    the photo's or the teacher's image of its code).
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
@@ -351,6 +394,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     fit_yaw = render_fit_yaw(s, e2, inv_img) if render_fit else None  # the yaw the reconstruction loss asks of DV here
     if fit_yaw is not None:
         out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
+    if detector is not None:
+        out["landmark_yaw"] = landmark_yaw_check(gt["image"], inv_img, pred_yaw, true_yaw, detector)
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -468,9 +513,11 @@ def profile_views(student: Student, synth_dir: str | Path, n_faces: int = 6, yaw
 
 
 def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24, inversion_steps: int = 60,
-                      n_samples: int = 64, seed: int = 123, relight_faces: int = 16, flip_average: bool | None = None) -> dict[str, Any]:
+                      n_samples: int = 64, seed: int = 123, relight_faces: int = 16, flip_average: bool | None = None,
+                      detector: str | Path | None = None) -> dict[str, Any]:
     """The report described in the module docstring, for ``n_faces`` images of ``synth_dir``
-    (inverted with ``inversion_steps`` steps; ``flip_average`` as :func:`reconstruction_report`)
+    (inverted with ``inversion_steps`` steps; ``flip_average`` and ``detector`` as
+    :func:`reconstruction_report`)
     and ``n_samples`` teacher samples of ``seed``; with
     ``relight_faces`` > 0 also :func:`teacher_relighting` on that many of its identities."""
     s, g = student, student.g3d
@@ -484,7 +531,7 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
     out["relief_std"] = float(masked_std(est.depth, fg).mean())
     out["asymmetry"] = {"canonical": _asym(est.canonical.clamp(-1, 1)), "teacher": _asym(teacher_img)}
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
-    out.update(reconstruction_report(s, gt, true_yaw, inversion_steps, flip_average=flip_average))
+    out.update(reconstruction_report(s, gt, true_yaw, inversion_steps, flip_average=flip_average, detector=detector))
     if relight_faces > 0:
         try:
             out["teacher_relighting"] = teacher_relighting(s, synth_dir, relight_faces, inversion_steps=inversion_steps)
@@ -495,6 +542,17 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
 
 def _f(v: float, fmt: str) -> str:
     return format(v, fmt) if v is not None and np.isfinite(v) else "n/a"
+
+
+def _landmark_lines(ly: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's (label, value) rows for :func:`landmark_yaw_check`'s result."""
+    if ly["too_few"]:
+        return [("landmark yaw (detector)", f"too few faces found ({ly['found']} of {ly['n_faces']})")]
+    ph, ti, fo = ly["photo"], ly["teacher_image"], ly["dv_follows"]
+    return [("landmark yaw photo / G(w)", f"corr {_f(ph['corr'], '+.2f')} / {_f(ti['corr'], '+.2f')}, "
+                                          f"slope {_f(ph['slope'], '+.2f')} / {_f(ti['slope'], '+.2f')}"),
+            ("DV yaw error follows", f"photo's {_f(fo['photo'], '+.2f')}, G(w)'s {_f(fo['teacher_image'], '+.2f')} "
+                                     f"({ly['found']} faces)")]
 
 
 def shape_report_lines(rep: dict[str, Any]) -> list[str]:
@@ -519,6 +577,8 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         fy = rep["render_fit_yaw"]
         rows.append(("render-fit yaw vs true yaw", f"corr {_f(fy['corr'], '+.2f')}, slope {_f(fy['slope'], '+.2f')} "
                                                    f"(DV reads {_f(fy['dv_slope'], '.2f')}x it)"))
+    if "landmark_yaw" in rep:
+        rows += _landmark_lines(rep["landmark_yaw"])
     rows += [
         ("asymmetry G(w0) / teacher", f"{rep['asymmetry']['canonical']:.3f} / {rep['asymmetry']['teacher']:.3f}"),
         ("ambient / diffuse", f"{rep['light']['ambient']:.2f} / {rep['light']['diffuse']:.2f}"),
