@@ -796,7 +796,8 @@ def _read_cache(path: Path, what: str) -> dict[str, Any]:
 def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, out: Path, device: torch.device | str,
                        show: bool = False) -> torch.Tensor:
     """(N,D) style codes of the first ``train.inverted_n`` images (sorted file names) of the folder
-    ``train.inverted_data``, each inverted into the teacher with ``train.inverted_steps`` steps
+    ``train.inverted_data`` (then of the same images mirrored, with ``train.inverted_mirror``: N is
+    twice the heads), each inverted into the teacher with ``train.inverted_steps`` steps
     (:func:`digan.student.method.invert_teacher`, as ``bench shape`` inverts). Cached in
     ``OUT/inverted_codes.pt`` with the folder, count, steps and the teacher's hash; a cache made
     with other settings is rebuilt. A folder that is missing, empty or not at the teacher's size
@@ -828,7 +829,8 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
 
 def inverted_face_readings(cfg: StudentConfig, teacher: Any, out: Path) -> dict[str, Any]:
     """What an off-the-shelf face detector (``train.pose_detector``, an SCRFD ONNX file; None =
-    the default detector) reads on the images behind :func:`inverted_code_bank`'s codes, in one
+    the default detector) reads on the images behind :func:`inverted_code_bank`'s codes (the
+    mirrors' rows read on the mirror images themselves), in one
     pass on the CPU: ``{"angles": (N,2), "kps": (N,5,2), "detector": "file:SHA256"}``.
 
     * ``angles``: head pose (pitch, yaw) in degrees from the 5 keypoints
