@@ -175,7 +175,7 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
            "--pose-anchor", "0", "--pose-anchor-pitch", "0", "-s", "train.batch=2", "-s", "train.w_stats_samples=256"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4
+    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 8  # 4 heads and their mirrors (the default)
     a, b = load_torch(out / "student.pt")["state"], load_torch(cal / "student.pt")["state"]
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("depth_net.", "light_net.", "compose.")))
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("view_net."))
@@ -185,7 +185,7 @@ def test_calibrate_view_under_torchrun(teacher_file, tmp_path):
     (cal / "inverted_codes.pt").write_bytes(b"not a torch file")
     p = subprocess.run([*cmd, "--force"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 4
+    assert load_torch(cal / "inverted_codes.pt")["codes"].shape[0] == 8
 
 
 @pytest.mark.slow
@@ -216,7 +216,8 @@ def test_calibrate_view_with_the_pose_anchor_under_torchrun(teacher_file, tmp_pa
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     anchors = load_torch(cal / "pose_anchors.pt")
-    assert anchors["angles"].shape == (4, 2) and anchors["found"] >= 2
+    assert anchors["angles"].shape == (8, 2) and anchors["found"] >= 4  # the 4 photos, then their mirrors
+    assert anchors["key"]["mirror"] is True
     assert "pose_anchor" in (cal / "losses.csv").read_text().splitlines()[0].split(",")
     assert json.loads((cal / "run.json").read_text())["pose_detector"] == "file:" + sha256_file(det)
     assert load_torch(cal / "student.pt")["view_calibration"]["loss"]["pose_anchor"] == 10
