@@ -169,12 +169,12 @@ def _residual(y: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_yaw: np.ndarray, true_yaw: np.ndarray,
-                       detector: str | Path, threads: int | None = None) -> dict[str, Any]:
+                       detector: str | Path) -> dict[str, Any]:
     """Where DV's yaw error comes from, read by a face detector independent of the student
     (:mod:`digan.faces.pose`: the head pose of its 5 keypoints). The detector reads the yaw of
     each ``photo`` and of the teacher's image of the photo's inverted code (``teacher_images``);
-    both are scored against ``true_yaw`` (``photo``, ``teacher_image``: ``corr``, ``slope``,
-    ``found``), and DV's residual (its yaw minus its line on the true yaw) is correlated with
+    both are scored against ``true_yaw`` (``photo``, ``teacher_image``: ``corr``, ``slope``; on
+    the ``found`` faces read on both), and DV's residual (its yaw minus its line on the true yaw) is correlated with
     each of theirs (``dv_follows``). A DV that follows the teacher's image and not the photo reads
     what the inversion shows: its error is the inversion's, and no calibration of DV against the
     photos can remove it (README, 3D shape: "Where DV's yaw is lost"). Faces the detector misses
@@ -182,7 +182,7 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     are NaN and ``too_few`` is True (flagged, not reported as a result)."""
     from digan.faces.pipeline import FacePipeline
 
-    pipe = FacePipeline(detector=str(detector), recognizer=False, threads=threads)
+    pipe = FacePipeline(detector=str(detector), recognizer=False)
     y_photo = pipe.analyze(photos.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
     y_inv = pipe.analyze(teacher_images.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
     dv, true = np.asarray(dv_yaw, dtype=np.float64), np.asarray(true_yaw, dtype=np.float64)

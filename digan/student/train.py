@@ -480,9 +480,9 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             sent = tuple(t.cpu() if t is not None else None for t in (bank, anchors, kps)) if main else None
             bank, anchors, kps = dist.all_gather_objects(sent)[0]
         obj.code_bank = bank.to(device)
-        mirrored = 2 if cfg.train.inverted_mirror else 1  # the bank holds each head's mirror too
-        inverted_heads = {"used": int(bank.shape[0]) // mirrored, "asked": int(cfg.train.inverted_n),
-                          **({"mirrored": True} if mirrored == 2 else {})}
+        mirrored = bool(cfg.train.inverted_mirror)  # the bank holds each head's mirror too
+        inverted_heads = {"used": int(bank.shape[0]) // (2 if mirrored else 1), "asked": int(cfg.train.inverted_n),
+                          **({"mirrored": True} if mirrored else {})}
         if main and inverted_heads["used"] < inverted_heads["asked"]:
             import warnings
 
