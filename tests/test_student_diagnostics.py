@@ -147,6 +147,10 @@ def test_bench_shape_cli_fits_80_columns(tmp_path, capsys, face_models):
     # --detector: the landmark yaw of the photos and of the teacher's images, in the JSON and the lines
     assert one["landmark_yaw"]["detector"] == "det_500m.onnx" and one["landmark_yaw"]["n_faces"] == 3
     assert any(ln.startswith(("landmark yaw photo / G(w)", "landmark yaw (detector)")) for ln in out)
+    # ... and how much yaw the inversion keeps for the photos and for the teacher's own faces
+    ts = one["landmark_yaw"]["teacher_samples"]
+    assert ts["n_faces"] == 3 and ts["inversion_steps"] == 2 and np.isfinite(ts["psnr"])
+    assert any(ln.startswith("yaw kept by inversion") and "G's own" in ln for ln in out)
     assert max(len(ln) for ln in out if ln.strip()) <= 80
     rc = main(["bench", "shape", "--student", str(BUNDLED_STUDENT), "--data", str(tmp_path / "gt"), "--detector", str(tmp_path / "no.onnx")])
     assert rc == 2 and "face detector model not found" in capsys.readouterr().err
@@ -502,6 +506,41 @@ def test_landmark_yaw_check_says_whose_yaw_dv_follows(tmp_path, face_models):
     from digan.student.diagnostics import _landmark_lines
 
     lines = _landmark_lines(rep) + _landmark_lines(none)
-    assert lines[0][0] == "landmark yaw photo / G(w)" and "too few faces found (0 of 12)" in lines[-1][1]
+    assert lines[0][0] == "landmark yaw photo / G(w)" and "too few faces found (0 of 12)" in _landmark_lines(none)[0][1]
+    # no teacher samples in a direct call; the photos' kept yaw is the mirrors' (negated)
+    assert rep["kept"]["slope"] < -0.8 and lines[2][1].startswith(f"photo {rep['kept']['corr']:+.2f} (")
+    assert lines[2][1].endswith("G's own n/a") and lines[-1] == ("yaw kept by inversion", "photo too few found, G's own n/a")
     assert lines[1][1].startswith("photo's +1.00, G(w)'s")
     assert all(len(f"{a:28s} {b}") <= 80 for a, b in lines)
+
+
+def test_yaw_kept_scores_found_faces_and_flags_too_few():
+    """yaw_kept: corr and slope of the inverted images' yaw on the sources' (closed form: an exact
+    half-scale copy has corr 1, slope 0.5), over the faces read on both; too few read -> NaN, flagged."""
+    from digan.student.diagnostics import yaw_kept
+
+    src = np.array([-30.0, -10.0, 0.0, 12.0, 25.0, np.nan])
+    back = np.array([-15.0, -5.0, 0.0, 6.0, np.nan, 3.0])
+    k = yaw_kept(src, back)
+    assert k["found"] == 4 and not k["too_few"]
+    assert k["corr"] == pytest.approx(1.0) and k["slope"] == pytest.approx(0.5)
+    few = yaw_kept(src, np.array([1.0, np.nan, np.nan, np.nan, 2.0, 3.0]))
+    assert few["found"] == 2 and few["too_few"] and np.isnan(few["corr"]) and np.isnan(few["slope"])
+
+
+def test_inversion_pose_ceiling_tells_a_working_inversion_from_a_stalled_one(face_models):
+    """The teacher's own faces, inverted back as a photo is: with the inversion's steps they come
+    back nearly whole and the detector reads the same yaw (the optimiser can keep a pose); with
+    one step the codes stay near the mean face, the yaw is lost and the check says so."""
+    from digan.student.diagnostics import inversion_pose_ceiling
+    from digan.student.method import BUNDLED_STUDENT
+
+    torch.manual_seed(0)
+    st = Student.load(BUNDLED_STUDENT, device="cpu")
+    det = face_models / "det_500m.onnx"
+    good = inversion_pose_ceiling(st, 8, 60, det, seed=3)
+    assert good["found"] >= 6 and not good["too_few"] and good["source_yaw_std"] > 5
+    assert good["psnr"] > 30 and good["corr"] > 0.95 and 0.8 < good["slope"] < 1.2
+    stalled = inversion_pose_ceiling(st, 8, 1, det, seed=3)
+    assert stalled["psnr"] < good["psnr"] - 10
+    assert stalled["too_few"] or abs(stalled["slope"]) < 0.5

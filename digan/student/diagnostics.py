@@ -61,7 +61,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
@@ -179,7 +179,10 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     what the inversion shows: its error is the inversion's, and no calibration of DV against the
     photos can remove it (README, 3D shape: "Where DV's yaw is lost"). Faces the detector misses
     on either image are left out; with fewer than 3 (or under half the faces) left, the numbers
-    are NaN and ``too_few`` is True (flagged, not reported as a result)."""
+    are NaN and ``too_few`` is True (flagged, not reported as a result). ``kept``
+    (:func:`yaw_kept`): how much of the photo's landmark yaw the teacher's image keeps, beside
+    :func:`inversion_pose_ceiling`'s for the teacher's own faces; ``psnr_whole``: the mean PSNR
+    of the teacher's images against the photos over the whole image, as that check measures it."""
     from digan.faces.pipeline import FacePipeline
 
     pipe = FacePipeline(detector=str(detector), recognizer=False)
@@ -189,7 +192,8 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     ok = np.isfinite(y_photo) & np.isfinite(y_inv) & np.isfinite(dv)
     n, found = len(true), int(ok.sum())
     out: dict[str, Any] = {"detector": Path(str(detector)).name, "n_faces": n, "found": found,
-                           "too_few": bool(found < max(3, (n + 1) // 2))}
+                           "too_few": _too_few(found, n), "kept": yaw_kept(y_photo, y_inv),
+                           "psnr_whole": _mean(_psnr_whole(teacher_images, photos))}
     nan = {"corr": float("nan"), "slope": float("nan")}
     if out["too_few"]:
         return {**out, "photo": dict(nan), "teacher_image": dict(nan), "dv_follows": {"photo": float("nan"), "teacher_image": float("nan")}}
@@ -200,6 +204,56 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     out["dv_follows"] = {k: pose_agreement(_residual(y[ok], t), r_dv)["corr"] for k, y in (("photo", y_photo), ("teacher_image", y_inv))}
     out["per_face"] = {"photo_yaw": [float(v) for v in y_photo], "teacher_image_yaw": [float(v) for v in y_inv]}
     return out
+
+
+def _too_few(found: int, n: int) -> bool:
+    """Too few faces read for a detector-based number to be a result: under 3, or under half."""
+    return bool(found < max(3, (n + 1) // 2))
+
+
+def _psnr_whole(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of (B,3,H,W) images in [-1, 1] over every pixel (:func:`masked_psnr`)."""
+    a, b = a.detach().clamp(-1, 1).cpu(), b.detach().clamp(-1, 1).cpu()
+    return masked_psnr(a, b, torch.ones_like(a[:, :1]))
+
+
+def yaw_kept(source_yaw: np.ndarray, inverted_yaw: np.ndarray) -> dict[str, Any]:
+    """How much of each source image's landmark yaw (degrees, NaN where the detector found no
+    face) its inversion's teacher image keeps: ``corr`` and ``slope`` (:func:`pose_agreement`) of
+    ``inverted_yaw`` on ``source_yaw`` over the ``found`` faces read on both; NaN and
+    ``too_few`` when fewer than 3 (or under half) are."""
+    a, b = np.asarray(source_yaw, dtype=np.float64), np.asarray(inverted_yaw, dtype=np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    out: dict[str, Any] = {"found": int(ok.sum()), "too_few": _too_few(int(ok.sum()), len(a))}
+    agree = {"corr": float("nan"), "slope": float("nan")} if out["too_few"] else pose_agreement(b[ok], a[ok])
+    return {**agree, **out}
+
+
+def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str | Path, seed: int = 0,
+                           lr: float = 0.05) -> dict[str, Any]:
+    """Can the inversion itself keep a face's pose? ``n`` of the teacher's own faces (codes of
+    ``seed``, untruncated), their images inverted back into the teacher exactly as a photo is
+    (:func:`~digan.student.method.invert_teacher`, ``steps`` at ``lr``), and the detector's yaw
+    of each re-inverted image against the original's (:func:`yaw_kept`), with the mean PSNR
+    (``psnr``, whole image). These faces lie on the teacher's image manifold by construction,
+    so when they come back whole (PSNR far above the photos', yaw kept at corr ~1) while the
+    photos' inversions lose yaw, the optimiser is not the limit: the photos lie off what the
+    teacher can draw, and only a better teacher moves DV's yaw further (README, 3D shape:
+    "Where DV's yaw is lost"). A low ceiling instead points at the inversion (steps, lr)."""
+    from digan.faces.pipeline import FacePipeline
+    from digan.student.method import invert_teacher
+
+    with torch.no_grad():
+        src = student.teacher_image(student.style(student.latents(int(n), int(seed)), psi=1.0))
+    back_w = invert_teacher(student.teacher, src, student.g3d.w_std, int(steps), float(lr))
+    with torch.no_grad():
+        back = student.teacher_image(back_w)
+    pipe = FacePipeline(detector=str(detector), recognizer=False)
+    y_src = pipe.analyze(src.cpu(), embed=False, pose=True).yaw
+    y_back = pipe.analyze(back.cpu(), embed=False, pose=True).yaw
+    return {"n_faces": int(n), "seed": int(seed), "inversion_steps": int(steps), "psnr": _mean(_psnr_whole(back, src)),
+            "source_yaw_std": float(np.nanstd(y_src)) if np.isfinite(y_src).any() else float("nan"),
+            **yaw_kept(y_src, y_back)}
 
 
 def _at_yaw(view: Any, yaw: float | np.ndarray) -> Any:
@@ -360,7 +414,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     the student's ``model.flip_average``); the report records it. The teacher's image (PSNR, the
     render-fit target) is that of the image's own code. ``detector``: an SCRFD face detector
     (.onnx); with it, ``landmark_yaw`` (:func:`landmark_yaw_check`: whose yaw DV's error follows,
-    the photo's or the teacher's image of its code).
+    the photo's or the teacher's image of its code), with ``teacher_samples``
+    (:func:`inversion_pose_ceiling`: as many of the teacher's own faces, inverted back the same way).
     """
     from evaluate.methods import Rendered
     from dataclasses import replace
@@ -396,6 +451,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
     if detector is not None:
         out["landmark_yaw"] = landmark_yaw_check(gt["image"], inv_img, pred_yaw, true_yaw, detector)
+        out["landmark_yaw"]["teacher_samples"] = inversion_pose_ceiling(s, n, inversion_steps, detector)
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
@@ -546,13 +602,29 @@ def _f(v: float, fmt: str) -> str:
 
 def _landmark_lines(ly: dict[str, Any]) -> list[tuple[str, str]]:
     """The report's (label, value) rows for :func:`landmark_yaw_check`'s result."""
+    rows = _kept_lines(ly)
     if ly["too_few"]:
-        return [("landmark yaw (detector)", f"too few faces found ({ly['found']} of {ly['n_faces']})")]
+        return [("landmark yaw (detector)", f"too few faces found ({ly['found']} of {ly['n_faces']})")] + rows
     ph, ti, fo = ly["photo"], ly["teacher_image"], ly["dv_follows"]
     return [("landmark yaw photo / G(w)", f"corr {_f(ph['corr'], '+.2f')} / {_f(ti['corr'], '+.2f')}, "
                                           f"slope {_f(ph['slope'], '+.2f')} / {_f(ti['slope'], '+.2f')}"),
             ("DV yaw error follows", f"photo's {_f(fo['photo'], '+.2f')}, G(w)'s {_f(fo['teacher_image'], '+.2f')} "
-                                     f"({ly['found']} faces)")]
+                                     f"({ly['found']} faces)")] + rows
+
+
+def _kept_lines(ly: dict[str, Any]) -> list[tuple[str, str]]:
+    """The "yaw kept by inversion" row: :func:`yaw_kept` of the photos and of the teacher's own
+    faces (``teacher_samples``), each with its whole-image PSNR; absent in older reports."""
+    def one(k: dict[str, Any] | None, psnr: float) -> str:
+        if k is None:
+            return "n/a"
+        return f"{_f(k['corr'], '+.2f')} ({_f(psnr, '.1f')} dB)" if not k["too_few"] else "too few found"
+
+    if "kept" not in ly:
+        return []
+    ts = ly.get("teacher_samples")
+    return [("yaw kept by inversion", f"photo {one(ly['kept'], ly['psnr_whole'])}, G's own "
+                                      f"{one(ts, ts['psnr'] if ts else float('nan'))}")]
 
 
 def shape_report_lines(rep: dict[str, Any]) -> list[str]:
