@@ -197,6 +197,37 @@ def test_canonical_cycle_term(teacher):
     assert "canonical_cycle" not in get_builder("digan")(_cfg("loss.identity=0"), teacher).objective(torch.randn(2, 32))[1]
 
 
+def test_view_shift_term(teacher):
+    """loss.view_shift: mean over the batch of DV's squared raw (tx, ty), added to the total with
+    its weight; its gradient reaches DV alone; not computed at 0 (paper default)."""
+    on = get_builder("digan")(_cfg("loss.identity=0", "loss.view_shift=3"), teacher).objective
+    torch.manual_seed(0)
+    off = get_builder("digan")(_cfg("loss.identity=0"), teacher).objective
+    off.g3d.load_state_dict(on.g3d.state_dict())
+    z = torch.randn(3, 32)
+    torch.manual_seed(3)
+    total, logs = on(z, keep=True)
+    t = on.last["est"].view.translation[:, :2] / 0.1  # raw units: xy_translation_range = 0.1
+    assert logs["view_shift"].item() == pytest.approx((t ** 2).sum(1).mean().item(), rel=1e-5)
+    assert logs["view_shift"].item() > 0
+    torch.manual_seed(3)
+    total0, logs0 = off(z)
+    assert "view_shift" not in logs0
+    assert total.item() == pytest.approx(total0.item() + 3 * logs["view_shift"].item(), rel=1e-5)
+    # only DV's weights feel it: the two objectives' gradients (same weights, same draws) differ
+    # on DV and nowhere else
+    def grads(obj):
+        torch.manual_seed(3)
+        tot, _ = obj(z)
+        params = [*obj.g3d.view_net.parameters(), *obj.g3d.depth_net.parameters()]
+        return torch.autograd.grad(tot, params, allow_unused=True)
+
+    n_view = len(list(on.g3d.view_net.parameters()))
+    diff = [(a if a is not None else 0) - (b if b is not None else 0) for a, b in zip(grads(on), grads(off))]
+    assert max(float(torch.as_tensor(d).abs().max()) for d in diff[:n_view]) > 1e-6
+    assert max(float(torch.as_tensor(d).abs().max()) for d in diff[n_view:]) < 1e-6
+
+
 def test_canonical_symmetry_term_and_perturbation_translation(teacher):
     from digan.student.objective import perturbation
 

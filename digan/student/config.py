@@ -178,6 +178,14 @@ class LossConfig:
     # seeds and the first side views with a brow and a nose bump, but against the bundle a trade
     # (MAD 0.0-0.4 deg worse on held-out heads); above 0.3 the face bends and MAD rises
     landmark_parallax: float = 0.0
+    # DV's sideways shift (0 = paper / LiftedGAN; experimental): ``view_shift`` x the mean over
+    # the batch of DV's squared raw x and y translation (raw units: model.xy_translation_range
+    # is 1). Why: on the synthetic heads (crops that do not shift with yaw) the bundled DV shifts
+    # each face sideways against its yaw (corr -0.96, twice the truth's spread): a flat face's
+    # features sweep too little on a turn, and the shift makes up for it in the render. Held
+    # near 0, the render can make up for it only with relief (README, 3D shape, "sideways shift").
+    # Not for crops that shift with the head's turn (FFHQ: see perturb_translation)
+    view_shift: float = 0.0
     albedo_pool: int = 4
     albedo_filter: Literal["laplacian", "blur_residual"] = "laplacian"
     perturb_pitch: float = 15.0  # sampled |pitch| range (deg)

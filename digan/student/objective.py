@@ -41,6 +41,10 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * ``canonical_cycle`` (x ``loss.canonical_cycle``, 0 in the paper): the cycle loss on w0 itself,
   DL(w0) = (a, b, 0, 0) and DV(w0) rotation = 0. Not in DIGAN or LiftedGAN (experimental).
 
+* ``view_shift`` (x ``loss.view_shift``, 0 in the paper): mean squared raw (tx, ty) of DV's
+  view of every code; keeps DV from shifting a face sideways where the render needs relief
+  (see LossConfig). Not in DIGAN or LiftedGAN (experimental).
+
 A term whose weight is 0 is not computed (this is how the ablations switch terms off).
 """
 
@@ -264,6 +268,10 @@ class DistillationObjective(nn.Module):
             lp = L.landmark_parallax_loss(lo.grid, lo.mask, kps)
             total = total + lc.landmark_parallax * lp
             logs["landmark_parallax"] = lp.detach()
+        if lc.view_shift > 0:
+            vs = est.view_raw[:, 3:5].pow(2).sum(1).mean()
+            total = total + lc.view_shift * vs
+            logs["view_shift"] = vs.detach()
         if lc.canonical_cycle > 0:
             # DV/DL read the neutral code as what it was made for: frontal, light straight on
             v0, l0 = g3d.decompose(est.w0)
