@@ -18,6 +18,19 @@ from digan.student.testing import random_teacher
 pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pytest.mark.filterwarnings("ignore:no torch face recogniser")]
 
 
+def test_shift_agreement_closed_forms():
+    from digan.student.diagnostics import shift_agreement
+
+    yaw = np.array([-30.0, -10.0, 0.0, 5.0, 25.0])
+    true_tx = np.array([0.001, -0.002, 0.0, 0.003, -0.001])
+    a = shift_agreement(-0.0002 * yaw, yaw, true_tx)  # a shift that follows the yaw alone
+    assert a["per_10deg"] == pytest.approx(-0.002) and a["corr_yaw"] == pytest.approx(-1.0)
+    assert a["pred_std"] == pytest.approx(0.0002 * yaw.std()) and a["true_std"] == pytest.approx(true_tx.std())
+    b = shift_agreement(true_tx, yaw, true_tx)  # the true shift read exactly
+    assert b["corr_true"] == pytest.approx(1.0) and b["per_10deg"] == pytest.approx(10 * np.polyfit(yaw, true_tx, 1)[0])
+    assert "true_std" not in shift_agreement(true_tx, yaw)
+
+
 def test_pose_agreement_closed_forms():
     t = np.array([-30.0, -10.0, 0.0, 5.0, 25.0])
     a = pose_agreement(2 * t + 3, t)
@@ -462,6 +475,10 @@ def test_true_head_references_score_the_ground_truth_at_dv_pose(tmp_path, monkey
     text = "\n".join(shape_report_lines({**rep, "inversion_steps": 2, "asymmetry": {"canonical": 0.1, "teacher": 0.1},
                                          "light": {"ambient": 0.5, "diffuse": 0.5}, "relief_std": 0.01}))
     assert "mean GT head, DV pose" in text and "DV pitch vs true pitch" in text
+    # the view was given no shift: none follows the yaw; the truth's spread is the set's own
+    assert rep["shift"]["per_10deg"] == 0 and rep["shift"]["pred_std"] == 0
+    assert rep["shift"]["true_std"] == pytest.approx(float(gt["translation"][:, 0].double().std(unbiased=False)))
+    assert "DV x shift vs DV yaw" in text and "+0.0000/10 deg" in text
     # a set without canonical depths: no ground-truth references, the rest stands
     rep = reconstruction_report(st, {k: v for k, v in gt.items() if k != "canonical_depth"}, yaw, 2, render_fit=False, flip_average=False)
     assert "true_head" not in rep and "mean_true_head" not in rep and np.isfinite(rep["student"]["mad"])

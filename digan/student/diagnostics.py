@@ -33,7 +33,9 @@ usual failure modes of 3D lifting on a set made by ``digan-bench data synth``:
   the same pixels; a ratio far above 1 is shredded or rippled depth that SIDE/MAD average out;
 * **pose or shape**: SIDE/MAD of the same estimate rendered at the true rotation (DV's
   translation kept, scored on that render's pixels): the part of the error a perfect pose would
-  remove; what is left is the depth's; and DV's pitch against the true pitch (as for the yaw);
+  remove; what is left is the depth's; DV's pitch against the true pitch (as for the yaw); and
+  DV's sideways shift against its own yaw (:func:`shift_agreement`: the heads' crops do not
+  shift with the turn, so a shift that follows DV's yaw is the view making up for the shape);
 * **how good one head could be** (ground truth, not a method; when the set has its heads'
   canonical depths): each face's own true canonical depth at DV's pose (a perfect shape with the
   student's pose: the floor of the rest of the pipeline), and the mean true canonical depth of
@@ -61,7 +63,7 @@ import torch
 from digan.errors import DiganError
 from digan.student.inference import Student
 
-__all__ = ["pose_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "shift_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
@@ -76,6 +78,23 @@ def pose_agreement(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     corr = float((tc * pc).sum() / denom) if denom > 0 else float("nan")
     slope = float((tc * pc).sum() / (tc**2).sum()) if (tc**2).sum() > 0 else float("nan")
     return {"corr": corr, "slope": slope}
+
+
+def shift_agreement(pred_tx: np.ndarray, pred_yaw: np.ndarray, true_tx: np.ndarray | None = None) -> dict[str, float]:
+    """DV's sideways shift against its own yaw: ``per_10deg`` (least-squares slope of the x
+    translation on the yaw, per 10 degrees), ``corr_yaw``, ``pred_std`` and, with the true x
+    translations, ``true_std`` and ``corr_true``. The synthetic heads' crops do not shift with
+    the yaw (their tx is uniform and independent of it), so a shift that follows the yaw is the
+    view making up for a face whose features sweep too little on a turn (README, 3D shape,
+    "sideways shift"): it places even the true shape off the head."""
+    tx = np.asarray(pred_tx, dtype=np.float64)
+    a = pose_agreement(tx, np.asarray(pred_yaw, dtype=np.float64))
+    out = {"per_10deg": a["slope"] * 10, "corr_yaw": a["corr"], "pred_std": float(tx.std())}
+    if true_tx is not None:
+        t = np.asarray(true_tx, dtype=np.float64)
+        out["true_std"] = float(t.std())
+        out["corr_true"] = pose_agreement(tx, t)["corr"] if t.std() > 0 else float("nan")
+    return out
 
 
 def light_agreement(pred: Any, true: torch.Tensor) -> dict[str, float]:
@@ -364,8 +383,8 @@ def _prior_depth(g: Any, n: int) -> torch.Tensor:
 def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """The first ``n_faces`` heads of a ``digan-bench data synth`` set as a ground-truth batch
     (``image``, ``depth``, ``normal``, ``mask``, ``light``: ambient, diffuse, dx, dy; ``rotation``:
-    pitch, yaw, roll in degrees; ``canonical_depth``: the head's frontal depth, when the set has
-    it; CPU float)
+    pitch, yaw, roll in degrees; ``translation``: tx, ty, tz in camera units and
+    ``canonical_depth``: the head's frontal depth, when the set has them; CPU float)
     and their true yaws (degrees).
     At least 3 faces, at the student's ``size``; otherwise a one-line :class:`DiganError`."""
     data = _open_synth(synth_dir, size)
@@ -373,7 +392,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
-    keys = ("image", "depth", "normal", "mask", "light", "rotation") + (("canonical_depth",) if "canonical_depth" in items[0] else ())
+    keys = ("image", "depth", "normal", "mask", "light", "rotation") + tuple(k for k in ("translation", "canonical_depth") if k in items[0])
     gt = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in keys}
     if gt["image"].shape[-1] != size:
         raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
@@ -443,6 +462,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         if true_pitch.std() > 0:
             out["pitch"] = {**pose_agreement(pred_pitch, true_pitch), "true_pitch_std": float(true_pitch.std()),
                             "pred_pitch_std": float(pred_pitch.std())}
+    out["shift"] = shift_agreement(e2.view.translation[:, 0].cpu().numpy(), pred_yaw,
+                                   gt["translation"][:, 0].numpy() if "translation" in gt else None)
     out["light_agreement"] = light_agreement(e2.light, gt["light"])
     out["compose_gain"] = compose_rotation_gain(s, wi.detach(), e2.light_raw, gt["image"], true_yaw)
     out["code_spread"] = code_spread(s, wi.detach())
@@ -676,6 +697,10 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         pt = rep["pitch"]
         rows.append(("DV pitch vs true pitch", f"corr {_f(pt['corr'], '+.2f')}, slope {_f(pt['slope'], '+.2f')}; "
                                                f"spread {pt['pred_pitch_std']:.1f} vs {pt['true_pitch_std']:.1f} deg"))
+    if "shift" in rep:
+        sh = rep["shift"]
+        true_part = f"; std {sh['pred_std']:.4f} vs {sh['true_std']:.4f}" if "true_std" in sh else ""
+        rows.append(("DV x shift vs DV yaw", f"{sh['per_10deg']:+.4f}/10 deg, corr {_f(sh['corr_yaw'], '+.2f')}{true_part}"))
     if "fit_pose" in rep:
         fp = rep["fit_pose"]
         rows.append(("SIDE / MAD at render-fit yaw", f"{fp['side'] * 100:.3f}e-2 / {fp['mad']:.1f} deg"))
