@@ -11,10 +11,10 @@
 # teacher's own training heads (DATA, seed 0; made here when missing) inverted into the teacher,
 # DV's yaw and pitch on them anchored to the pose the face detector (DETECTOR, the demo's
 # SCRFD-500M) reads from their 5 keypoints, and the depth asked to put the nose tip between the
-# eyes on the canonical surface (loss.landmark_parallax=0.3), and DV's sideways shift held near 0
-# (loss.view_shift=100, nineteenth session; README "Sideways shift"). The view calibration (its defaults:
-# 1,200 steps; all 2,000 of those heads and their mirror images, since the seventeenth session)
-# inverts them with the same anchor. Runs resume when the script is rerun; two trainings run
+# eyes on the canonical surface (loss.landmark_parallax=0.3); since the nineteenth session DV's
+# sideways shift is held near 0 (loss.view_shift=10; README "Holding the shift in training").
+# The view calibration (its defaults: 1,200 steps; all 2,000 of those heads and their mirror
+# images, since the seventeenth session) inverts them with the same anchor. Runs resume when the script is rerun; two trainings run
 # side by side on a 2-core machine, one thread each (~20-30 minutes per pair; the first
 # calibration inverts the 4,000 images, ~18 minutes on one core).
 #
@@ -31,7 +31,7 @@ DETECTOR=${DETECTOR:-../shared/data/face-models/det_500m.onnx}  # the pose ancho
 STEPS_ARG=${STEPS:+--steps $STEPS}
 # the training recipe every model shares (the tiny preset plus these)
 RECIPE="--set train.inverted_data=$DATA --set train.pose_detector=$DETECTOR --set loss.pose_anchor=10 \
---set loss.pose_anchor_pitch=10 --set loss.landmark_parallax=0.3 --set loss.view_shift=100"
+--set loss.pose_anchor_pitch=10 --set loss.landmark_parallax=0.3 --set loss.view_shift=10"
 CAL_STEPS=1200
 
 [ -d "$TUNE" ] || $BIN data synth --out "$TUNE" --n 200 --size 64 --seed 5
