@@ -14,9 +14,9 @@
 # eyes on the canonical surface (loss.landmark_parallax=0.3); since the nineteenth session DV's
 # sideways shift is held near 0 (loss.view_shift=10; README "Holding the shift in training").
 # The view calibration (its defaults: 1,200 steps; all 2,000 of those heads and their mirror
-# images, since the seventeenth session) inverts them with the same anchor. Runs resume when the script is rerun; two trainings run
-# side by side on a 2-core machine, one thread each (~20-30 minutes per pair; the first
-# calibration inverts the 4,000 images, ~18 minutes on one core).
+# images, since the seventeenth session) inverts them with the same anchor. Runs resume when the
+# script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
+# minutes per pair; the first calibration inverts the 4,000 images, ~18 minutes on one core).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)

@@ -183,7 +183,8 @@ class LossConfig:
     # is 1). Why: on the synthetic heads (crops that do not shift with yaw) the bundled DV shifts
     # each face sideways against its yaw (corr -0.96, twice the truth's spread): a flat face's
     # features sweep too little on a turn, and the shift makes up for it in the render. Held
-    # near 0, the render can make up for it only with relief (README, 3D shape, "sideways shift").
+    # near 0, the render can make up for it only with its depth and texture (README, 3D shape,
+    # "Holding the shift in training").
     # Not for crops that shift with the head's turn (FFHQ: see perturb_translation)
     view_shift: float = 0.0
     albedo_pool: int = 4
