@@ -561,3 +561,36 @@ def test_inversion_pose_ceiling_tells_a_working_inversion_from_a_stalled_one(fac
     stalled = inversion_pose_ceiling(st, 8, 1, det, seed=3)
     assert stalled["psnr"] < good["psnr"] - 10
     assert stalled["too_few"] or abs(stalled["slope"]) < 0.5
+
+
+def test_shape_report_with_a_detector_opens_it_once(tmp_path, face_models, monkeypatch):
+    """bench shape --detector: the landmark check of the photos and the inversion ceiling of the
+    teacher's own faces share one ONNX session; an open FaceDetector passed to the check gives
+    the same readings as its file, and the report names the file either way."""
+    from digan.data.synth import generate_synth
+    from digan.faces import detector as detmod
+    from digan.student.diagnostics import landmark_yaw_check, load_eval_faces, reconstruction_report
+    from digan.student.method import BUNDLED_STUDENT
+
+    generate_synth(tmp_path / "gt", n=6, size=64, seed=12)
+    gt, yaw = load_eval_faces(tmp_path / "gt", 6, 64)
+    det = face_models / "det_500m.onnx"
+    opened = []
+    real_init = detmod.FaceDetector.__init__
+
+    def counting_init(self, *a, **k):
+        opened.append(1)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(detmod.FaceDetector, "__init__", counting_init)
+    st = Student.load(BUNDLED_STUDENT, device="cpu")
+    rep = reconstruction_report(st, gt, yaw, 2, render_fit=False, detector=det)
+    assert len(opened) == 1
+    ly = rep["landmark_yaw"]
+    assert ly["detector"] == "det_500m.onnx" and ly["n_faces"] == 6 and ly["teacher_samples"]["n_faces"] == 6
+    opened.clear()
+    open_det = detmod.FaceDetector(det)
+    a = landmark_yaw_check(gt["image"], gt["image"].flip(3), yaw, yaw, open_det)
+    b = landmark_yaw_check(gt["image"], gt["image"].flip(3), yaw, yaw, det)
+    assert len(opened) == 2 and a["detector"] == b["detector"] == "det_500m.onnx"
+    assert a["per_face"] == b["per_face"] and a["found"] == b["found"] >= 3

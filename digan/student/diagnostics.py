@@ -55,13 +55,16 @@ fixed seeds; the report is a JSON-ready dict.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from digan.errors import DiganError
 from digan.student.inference import Student
+
+if TYPE_CHECKING:
+    from digan.faces.detector import FaceDetector
 
 __all__ = ["pose_agreement", "shift_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
@@ -188,7 +191,7 @@ def _residual(y: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_yaw: np.ndarray, true_yaw: np.ndarray,
-                       detector: str | Path) -> dict[str, Any]:
+                       detector: str | Path | FaceDetector) -> dict[str, Any]:
     """Where DV's yaw error comes from, read by a face detector independent of the student
     (:mod:`digan.faces.pose`: the head pose of its 5 keypoints). The detector reads the yaw of
     each ``photo`` and of the teacher's image of the photo's inverted code (``teacher_images``);
@@ -201,16 +204,16 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     are NaN and ``too_few`` is True (flagged, not reported as a result). ``kept``
     (:func:`yaw_kept`): how much of the photo's landmark yaw the teacher's image keeps, beside
     :func:`inversion_pose_ceiling`'s for the teacher's own faces; ``psnr_whole``: the mean PSNR
-    of the teacher's images against the photos over the whole image, as that check measures it."""
-    from digan.faces.pipeline import FacePipeline
-
-    pipe = FacePipeline(detector=str(detector), recognizer=False)
+    of the teacher's images against the photos over the whole image, as that check measures it.
+    ``detector``: the .onnx file, or a :class:`~digan.faces.detector.FaceDetector` already open
+    (:func:`reconstruction_report` opens one for this and :func:`inversion_pose_ceiling`)."""
+    pipe, det_path = _pose_pipeline(detector)
     y_photo = pipe.analyze(photos.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
     y_inv = pipe.analyze(teacher_images.clamp(-1, 1).cpu(), embed=False, pose=True).yaw
     dv, true = np.asarray(dv_yaw, dtype=np.float64), np.asarray(true_yaw, dtype=np.float64)
     ok = np.isfinite(y_photo) & np.isfinite(y_inv) & np.isfinite(dv)
     n, found = len(true), int(ok.sum())
-    out: dict[str, Any] = {"detector": Path(str(detector)).name, "n_faces": n, "found": found,
+    out: dict[str, Any] = {"detector": det_path.name, "n_faces": n, "found": found,
                            "too_few": _too_few(found, n), "kept": yaw_kept(y_photo, y_inv),
                            "psnr_whole": _mean(_psnr_whole(teacher_images, photos))}
     nan = {"corr": float("nan"), "slope": float("nan")}
@@ -223,6 +226,17 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     out["dv_follows"] = {k: pose_agreement(_residual(y[ok], t), r_dv)["corr"] for k, y in (("photo", y_photo), ("teacher_image", y_inv))}
     out["per_face"] = {"photo_yaw": [float(v) for v in y_photo], "teacher_image_yaw": [float(v) for v in y_inv]}
     return out
+
+
+def _pose_pipeline(detector: str | Path | FaceDetector) -> tuple[Any, Path]:
+    """A detection-and-pose :class:`~digan.faces.pipeline.FacePipeline` on ``detector`` (a path,
+    or a :class:`~digan.faces.detector.FaceDetector` whose ONNX session is reused), and the
+    detector file's path."""
+    from digan.faces.detector import FaceDetector
+    from digan.faces.pipeline import FacePipeline
+
+    det = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
+    return FacePipeline(detector=det, recognizer=False), Path(det.path)
 
 
 def _too_few(found: int, n: int) -> bool:
@@ -248,7 +262,7 @@ def yaw_kept(source_yaw: np.ndarray, inverted_yaw: np.ndarray) -> dict[str, Any]
     return {**agree, **out}
 
 
-def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str | Path, seed: int = 0,
+def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str | Path | FaceDetector, seed: int = 0,
                            lr: float = 0.05) -> dict[str, Any]:
     """Can the inversion itself keep a face's pose? ``n`` of the teacher's own faces (codes of
     ``seed``, untruncated), their images inverted back into the teacher exactly as a photo is
@@ -259,7 +273,6 @@ def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str |
     photos' inversions lose yaw, the optimiser is not the limit: the photos lie off what the
     teacher can draw, and only a better teacher moves DV's yaw further (README, 3D shape:
     "Where DV's yaw is lost"). A low ceiling instead points at the inversion (steps, lr)."""
-    from digan.faces.pipeline import FacePipeline
     from digan.student.method import invert_teacher
 
     with torch.no_grad():
@@ -267,7 +280,7 @@ def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str |
     back_w = invert_teacher(student.teacher, src, student.g3d.w_std, int(steps), float(lr))
     with torch.no_grad():
         back = student.teacher_image(back_w)
-    pipe = FacePipeline(detector=str(detector), recognizer=False)
+    pipe, _ = _pose_pipeline(detector)
     y_src = pipe.analyze(src.cpu(), embed=False, pose=True).yaw
     y_back = pipe.analyze(back.cpu(), embed=False, pose=True).yaw
     return {"n_faces": int(n), "seed": int(seed), "inversion_steps": int(steps), "psnr": _mean(_psnr_whole(back, src)),
@@ -401,7 +414,7 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
 
 def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_yaw: np.ndarray, inversion_steps: int,
                           w: torch.Tensor | None = None, render_fit: bool = True, flip_average: bool | None = None,
-                          detector: str | Path | None = None) -> dict[str, Any]:
+                          detector: str | Path | FaceDetector | None = None) -> dict[str, Any]:
     """Invert each ground-truth image into the teacher, estimate and render the face at its
     predicted view, and score it (one owner of this pass: ``bench shape`` and the evaluation
     during training both call it).
@@ -470,9 +483,12 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     fit_yaw = render_fit_yaw(s, e2, inv_img) if render_fit else None  # the yaw the reconstruction loss asks of DV here
     if fit_yaw is not None:
         out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
-    if detector is not None:
-        out["landmark_yaw"] = landmark_yaw_check(gt["image"], inv_img, pred_yaw, true_yaw, detector)
-        out["landmark_yaw"]["teacher_samples"] = inversion_pose_ceiling(s, n, inversion_steps, detector)
+    if detector is not None:  # one ONNX session for both checks
+        from digan.faces.detector import FaceDetector
+
+        det = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
+        out["landmark_yaw"] = landmark_yaw_check(gt["image"], inv_img, pred_yaw, true_yaw, det)
+        out["landmark_yaw"]["teacher_samples"] = inversion_pose_ceiling(s, n, inversion_steps, det)
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
     out["teacher_inversion_l1"] = float((inv_img - gt["image"]).abs().mean())
     psnr_t, psnr_s = masked_psnr(inv_img, gt["image"], gt["mask"]), masked_psnr(image, gt["image"], gt["mask"])
