@@ -293,6 +293,11 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     lines = shape_report_lines(full)
     assert any(line.startswith("face form kept by teacher") for line in lines)
     assert any(line.startswith("DV input spread inv./train") for line in lines)
+    # the tiny preset's M starts as the identity: an untrained student's w0 is its w
+    assert full["neutral_code"]["ratio"] == pytest.approx(1.0) and full["neutral_code"]["own"] == 1.0
+    assert f"{'neutral code w0 vs w':28s} spread 1.00x, nearest its own w: 4 of 4" in lines
+    older = {k: v for k, v in full.items() if k != "neutral_code"}  # a report written before it existed
+    assert not any(line.startswith("neutral code") for line in shape_report_lines(older))
     assert any(line.startswith("render-fit yaw vs true yaw") for line in lines)
     assert any(line.startswith("SIDE / MAD at render-fit yaw") for line in lines)
     assert len(full["per_face"]["fit_yaw"]) == 3 and np.isfinite(full["render_fit_yaw"]["dv_slope"])
@@ -594,3 +599,26 @@ def test_shape_report_with_a_detector_opens_it_once(tmp_path, face_models, monke
     b = landmark_yaw_check(gt["image"], gt["image"].flip(3), yaw, yaw, det)
     assert len(opened) == 2 and a["detector"] == b["detector"] == "det_500m.onnx"
     assert a["per_face"] == b["per_face"] and a["found"] == b["found"] >= 3
+
+
+def test_neutral_code_spread_tells_a_kept_identity_from_a_collapsed_one():
+    """Closed forms: w0 = w keeps everything (ratio 1, every face nearest its own code); w0 =
+    half-way to the mean has ratio 0.5; w0 = w plus a little noise keeps every face; w0 = the mean plus a tiny
+    shared jitter is the collapse (ratio ~0, own at chance); bad shapes get a one-line error;
+    the report prints it within 80 columns."""
+    from digan.student.diagnostics import neutral_code_spread
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(32, 16, generator=g) * 2 + 1
+    same = neutral_code_spread(w, w.clone())
+    assert same["ratio"] == pytest.approx(1.0) and same["own"] == 1.0 and same["n"] == 32
+    half = neutral_code_spread(w, 0.5 * (w - w.mean(0)) + w.mean(0))
+    assert half["ratio"] == pytest.approx(0.5)  # (pulled to the mean, some land nearer a central face)
+    near = neutral_code_spread(w, w + 0.05 * torch.randn(32, 16, generator=g))
+    assert near["ratio"] == pytest.approx(1.0, abs=0.05) and near["own"] == 1.0
+    one = neutral_code_spread(w, w.mean(0).expand(32, -1) + 1e-3 * torch.randn(32, 16, generator=g))
+    assert one["ratio"] < 0.01 and one["own"] <= 4 / 32
+    for a, b in ((w[:1], w[:1]), (w, w[:, :8]), (w[0], w[0])):  # one face, unequal shapes, no batch
+        with pytest.raises(DiganError, match="neutral_code_spread needs"):
+            neutral_code_spread(a, b)
+

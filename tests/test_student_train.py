@@ -100,7 +100,14 @@ def test_symmetric_depth_is_the_mirror_average_of_the_residual(teacher):
 
 
 def test_variants_table_and_ablation_switches(teacher):
-    assert set(VARIANTS) == {"full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv"}
+    assert set(VARIANTS) == {"full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv", "residual_compose"}
+    # residual_compose: M starts as the identity (w0 = w), for LiftGAN too, whose own M is plain
+    for model in ("digan", "liftgan"):
+        c = make_config("tiny", "residual_compose", ["train.w_stats_samples=256"], model=model)
+        g = get_builder(model)(c, teacher).core
+        w = torch.randn(3, 32)
+        assert c.model.compose_residual and torch.equal(g.neutral_code(w, torch.zeros(3, 4), torch.zeros(3, 6)), w)
+    assert not make_config("tiny", model="liftgan").model.compose_residual
     cfg = _cfg()
     b = get_builder("digan")(make_config("tiny", "no_flip", ["train.w_stats_samples=256"]), teacher)
     _, logs = b.objective(torch.randn(2, 32))

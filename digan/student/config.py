@@ -368,6 +368,10 @@ VARIANTS: dict[str, list[str]] = {
     "no_albedo": ["loss.albedo=0"],
     "mlp": ["model.use_kan=false"],
     "plain_conv": ["model.partial_conv=false"],
+    # M as w0 = w + M(...), its last layer zero at the start (M starts as the identity): the tiny
+    # preset's DIGAN already has it; LiftedGAN's M is not residual, and at the tiny budget the
+    # LiftGAN student's M sent every code to one face (README, "The LiftGAN student's one face")
+    "residual_compose": ["model.compose_residual=true"],
 }
 
 #: presets: name -> overrides

@@ -66,7 +66,7 @@ from digan.student.inference import Student
 if TYPE_CHECKING:
     from digan.faces.detector import FaceDetector
 
-__all__ = ["pose_agreement", "shift_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
+__all__ = ["pose_agreement", "shift_agreement", "light_agreement", "yaw_moment", "compose_rotation_gain", "code_spread", "GAIN_YAWS", "landmark_yaw_check", "inversion_pose_ceiling", "neutral_code_spread", "yaw_kept", "masked_std", "masked_psnr", "load_eval_faces", "reconstruction_report", "shape_diagnostics", "shape_report_lines",
            "relighting_fit", "teacher_relighting", "RELIGHT_AMBIENT_DIFFUSE", "RELIGHT_RATIOS", "RELIGHT_DIRECTIONS",
            "SHAPE_EVAL_JSONL", "SHAPE_EVAL_CSV", "SHAPE_EVAL_COLUMNS", "shape_eval_row", "read_shape_eval", "TrainingShapeEval"]
 
@@ -151,6 +151,23 @@ def code_spread(student: Student, w: torch.Tensor, n_ref: int = 1024, seed: int 
         b = float(vn.standardise(ref).pow(2).mean().sqrt())
     return {"inverted": a, "trained": b, "ratio": a / b if b > 0 else float("nan"),
             "truncation": float(student.cfg.model.truncation)}
+
+
+def neutral_code_spread(w: torch.Tensor, w0: torch.Tensor) -> dict[str, float]:
+    """Does the neutral code ``w0 = M(w, L0, 0)`` (B,D) keep each face's identity? ``ratio``: the
+    mean per-dimension std of ``w0`` over the faces against that of ``w`` (1 = as varied; a
+    collapsed M, which sends every code near one face, scores near 0); ``own``: the fraction of
+    faces whose ``w0`` lies nearer their own ``w`` than any other face's (1/B by chance).
+    ``G(w0)`` is the texture every render shows, so a low ratio means one face for all: on the
+    nineteenth session's bundle DIGAN scores 0.98 / 1.00, the LiftGAN student 0.21 (README,
+    "The LiftGAN student's one face")."""
+    w, w0 = w.detach().double().cpu(), w0.detach().double().cpu()
+    if w.ndim != 2 or w.shape != w0.shape or w.shape[0] < 2:
+        raise DiganError(f"neutral_code_spread needs two (B, D) batches of the same shape, B >= 2; got {tuple(w.shape)} and {tuple(w0.shape)}")
+    sw = float(w.std(0).mean())
+    ratio = float(w0.std(0).mean()) / sw if sw > 0 else float("nan")
+    own = float((torch.cdist(w0, w).argmin(1) == torch.arange(w.shape[0])).double().mean())
+    return {"ratio": ratio, "own": own, "n": int(w.shape[0])}
 
 
 def compose_rotation_gain(student: Student, w: torch.Tensor, light_raw: torch.Tensor, images: torch.Tensor,
@@ -622,6 +639,7 @@ def shape_diagnostics(student: Student, synth_dir: str | Path, n_faces: int = 24
     out["light"] = {"ambient": float(est.light.ambient.mean()), "diffuse": float(est.light.diffuse.mean()),
                     "direction_std": [float(v) for v in est.light.direction.std(0)]}
     out["relief_std"] = float(masked_std(est.depth, fg).mean())
+    out["neutral_code"] = neutral_code_spread(w, est.w0)
     out["asymmetry"] = {"canonical": _asym(est.canonical.clamp(-1, 1)), "teacher": _asym(teacher_img)}
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     out.update(reconstruction_report(s, gt, true_yaw, inversion_steps, flip_average=flip_average, detector=detector))
@@ -697,6 +715,12 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         ("DV input spread inv./train", f"{_f(cs['inverted'], '.2f')} / {_f(cs['trained'], '.2f')} (psi {cs['truncation']:g}): "
                                        f"{_f(cs['ratio'], '.2f')}x"),
         ("relief (depth std)", f"{rep['relief_std']:.4f}"),
+    ]
+    if "neutral_code" in rep:  # reports written before the twentieth session lack it
+        nc = rep["neutral_code"]
+        rows.append(("neutral code w0 vs w", f"spread {_f(nc['ratio'], '.2f')}x, nearest its own w: "
+                                             f"{round(nc['own'] * nc['n'])} of {nc['n']}"))
+    rows += [
         ("PSNR inversion / render", f"{_f(ps['teacher'], '.1f')} / {_f(ps['student'], '.1f')} dB (mean, in GT mask)"),
     ]
     for name, label in (("student", "student"), ("flat_plane", "flat plane"), ("prior_only", "prior, frontal"),
