@@ -15,6 +15,9 @@ DS convolutions               partial convolutions         plain ``nn.Conv2d`` (
 DS normalisation order        GroupNorm before each conv   conv -> GroupNorm -> ReLU (``depth_norm=post``)
 DS output conv init           zero (flat start depth)      PyTorch default, a random start field
                                                            (``depth_zero_init=false``)
+compose net M                 plain MLP (paper); residual  plain MLP, w0 = M(w, L0, 0);
+                              in the ``tiny`` preset       residual in ``tiny`` too (see
+                                                           :data:`LIFTGAN_TINY`)
 albedo regulariser filter     Laplacian (paper)            grey albedo minus Gaussian blur
                                                            (``loss.albedo_filter=blur_residual``)
 normals from depth            exact unit normals           ``n / (|n| + 1e-7)``, 0.3 % short at
@@ -89,14 +92,19 @@ LIFTGAN_DEFAULTS: list[str] = [
 
 #: on top of the ``tiny`` preset (narrow networks and the step budget, shared with DIGAN so the
 #: two compare at equal budget): undo the preset's DIGAN-only schedule, so LiftGAN keeps
-#: LiftedGAN's loss weights (flip 0.8, no canonical-symmetry loss), its plain compose net, no
-#: depth warm-up, its diffuse range [0, 1] and its perturbed lights (permuted batch lights). The data-dependent perturbation ranges of ``tiny`` (|yaw| <= 30, no yaw-tied
-#: translation for the synthetic crops) are kept: they describe the data, not the method.
+#: LiftedGAN's loss weights (flip 0.8, no canonical-symmetry loss), no depth warm-up, its diffuse
+#: range [0, 1] and its perturbed lights (permuted batch lights). The data-dependent
+#: perturbation ranges of ``tiny`` (|yaw| <= 30, no yaw-tied translation for the synthetic
+#: crops) are kept: they describe the data, not the method. So is the preset's residual compose
+#: net (``model.compose_residual=true``: M starts as the identity, w0 = w), since the twentieth
+#: session: with LiftedGAN's plain M, 1,200 steps were too few for M to learn to pass a face
+#: through, and every code came out as one face (neutral code spread 0.23x, 1 of 64 nearest its
+#: own w; README "The LiftGAN student's one face"). ``--set model.compose_residual=false`` gives
+#: LiftedGAN's plain M back; the ``paper`` preset (50,000 steps) keeps it.
 LIFTGAN_TINY: list[str] = [
     "loss.flip=0.8",
     "loss.canonical_symmetry=0",
     "train.depth_warmup=0",
-    "model.compose_residual=false",
     "model.light_diffuse_range=[0.0,1.0]",
     "loss.perturb_light=permute",
 ]

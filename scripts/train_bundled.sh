@@ -13,6 +13,8 @@
 # SCRFD-500M) reads from their 5 keypoints, and the depth asked to put the nose tip between the
 # eyes on the canonical surface (loss.landmark_parallax=0.3); since the nineteenth session DV's
 # sideways shift is held near 0 (loss.view_shift=10; README "Holding the shift in training").
+# Since the twentieth session LiftGAN's compose net is residual in the tiny preset, as DIGAN's
+# (baselines.liftgan.LIFTGAN_TINY; README "The LiftGAN student's one face").
 # The view calibration (its defaults: 1,200 steps; all 2,000 of those heads and their mirror
 # images, since the seventeenth session) inverts them with the same anchor. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
