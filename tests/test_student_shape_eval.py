@@ -88,6 +88,9 @@ def test_training_logs_shape_rows_and_resumes_without_duplicates(teacher, synth,
             assert r[k] is not None and math.isfinite(r[k]), (r["step"], k)
         assert r["n_faces"] == 4 and r["inversion_steps"] == 2 and 0 <= r["mad"] <= 180 and -1 <= r["yaw_corr"] <= 1
         assert r["roughness_ratio"] == pytest.approx(r["roughness"] / r["roughness_gt"])
+        assert 0 < r["w0_spread"] < 2 and 0 <= r["w0_own"] <= 1
+    # the tiny preset's residual M starts as the identity: at step 0 every w0 is its own w
+    assert rows[0]["w0_spread"] == pytest.approx(1.0) and rows[0]["w0_own"] == 1.0
     # the prior and the faces do not change during training; its scores do only through the
     # student's pixels they are measured on (the render's coverage), so they stay close
     assert [r["prior_roughness"] for r in rows] == pytest.approx([rows[0]["prior_roughness"]] * 3, rel=0.05)

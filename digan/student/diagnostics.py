@@ -778,10 +778,12 @@ SHAPE_EVAL_CSV = "shape_eval.csv"
 #: heads' mean true head at DV's pose: ground truth, when the set has canonical depths), MAD at
 #: the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV yaw vs true yaw,
 #: DV's pitch correlation with the true pitch, the depth detail correlation
-#: (depth_detail_agreement), inversion PSNR (dB)
+#: (depth_detail_agreement), inversion PSNR (dB), and the neutral code's spread and own-face
+#: fraction over 64 teacher samples (:func:`neutral_code_spread`: a compose net collapsing to one
+#: face shows here)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
                       "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "pitch_corr", "detail_corr", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
-                      "n_faces", "inversion_steps", "eval_seconds")
+                      "w0_spread", "w0_own", "n_faces", "inversion_steps", "eval_seconds")
 
 
 def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")) -> dict[str, Any]:
@@ -801,7 +803,8 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"], "pitch_corr": rep.get("pitch", {}).get("corr", float("nan")),
         "detail_corr": rep.get("detail", {}).get("corr", float("nan")),
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
-        "psnr_student": rep["psnr"]["student"], "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
+        "psnr_student": rep["psnr"]["student"], "w0_spread": rep.get("neutral_code", {}).get("ratio", float("nan")),
+        "w0_own": rep.get("neutral_code", {}).get("own", float("nan")), "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
         "eval_seconds": round(float(seconds), 3),
     }
     return {k: (v if isinstance(v, int) or (v is not None and np.isfinite(v)) else None) for k, v in vals.items()}
@@ -894,6 +897,9 @@ class TrainingShapeEval:
         try:
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), g3d.inference_prior_used():
                 rep = reconstruction_report(self.student, self.gt, self.true_yaw, self.inversion_steps, render_fit=False)
+                w = self.student.style(self.student.latents(64, seed=123))  # as bench shape's samples
+                with torch.no_grad():
+                    rep["neutral_code"] = neutral_code_spread(w, self.student.estimate(w).w0)
         finally:
             g3d.train(was)
         row = shape_eval_row(step, rep, time.time() - t0)
