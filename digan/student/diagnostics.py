@@ -245,14 +245,20 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     return out
 
 
-def _pose_pipeline(detector: str | Path | FaceDetector) -> tuple[Any, Path]:
-    """A detection-and-pose :class:`~digan.faces.pipeline.FacePipeline` on ``detector`` (a path,
-    or a :class:`~digan.faces.detector.FaceDetector` whose ONNX session is reused), and the
-    detector file's path."""
+def _open_detector(detector: str | Path | FaceDetector) -> FaceDetector:
+    """``detector`` itself when it is an open :class:`~digan.faces.detector.FaceDetector` (its
+    ONNX session reused), else the detector opened from that file."""
     from digan.faces.detector import FaceDetector
+
+    return detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
+
+
+def _pose_pipeline(detector: str | Path | FaceDetector) -> tuple[Any, Path]:
+    """A detection-and-pose :class:`~digan.faces.pipeline.FacePipeline` on ``detector``
+    (:func:`_open_detector`), and the detector file's path."""
     from digan.faces.pipeline import FacePipeline
 
-    det = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
+    det = _open_detector(detector)
     return FacePipeline(detector=det, recognizer=False), Path(det.path)
 
 
@@ -501,9 +507,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     if fit_yaw is not None:
         out["render_fit_yaw"] = {**pose_agreement(fit_yaw, true_yaw), "dv_slope": pose_agreement(pred_yaw, fit_yaw)["slope"]}
     if detector is not None:  # one ONNX session for both checks
-        from digan.faces.detector import FaceDetector
-
-        det = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
+        det = _open_detector(detector)
         out["landmark_yaw"] = landmark_yaw_check(gt["image"], inv_img, pred_yaw, true_yaw, det)
         out["landmark_yaw"]["teacher_samples"] = inversion_pose_ceiling(s, n, inversion_steps, det)
     out["reconstruction_l1"] = float((image - gt["image"]).abs().mean())
