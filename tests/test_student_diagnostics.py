@@ -604,8 +604,8 @@ def test_shape_report_with_a_detector_opens_it_once(tmp_path, face_models, monke
 def test_neutral_code_spread_tells_a_kept_identity_from_a_collapsed_one():
     """Closed forms: w0 = w keeps everything (ratio 1, every face nearest its own code); w0 =
     half-way to the mean has ratio 0.5; w0 = w plus a little noise keeps every face; w0 = the mean plus a tiny
-    shared jitter is the collapse (ratio ~0, own at chance); bad shapes get a one-line error;
-    the report prints it within 80 columns."""
+    shared jitter is the collapse (ratio ~0, own at chance); bad shapes get a one-line error
+    (the report's line is checked in test_teacher_relighting_real_pair_is_explained_by_its_normals)."""
     from digan.student.diagnostics import neutral_code_spread
 
     g = torch.Generator().manual_seed(0)
