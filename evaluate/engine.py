@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -70,6 +71,7 @@ __all__ = [
     "summary_table",
     "summary_markdown",
     "apply_run_overrides",
+    "apply_record_floors",
 ]
 
 DEFAULT_METRICS = ["fid", "kid", "identity", "pose", "side", "mad", "speed"]
@@ -100,6 +102,9 @@ class RunConfig:
     preset: name of the preset this config came from (informational).
     min_detection_rate: identity/pose numbers computed from fewer detected views than this
         fraction (``stats.detection_rate``) get status ``warn``: too few detections to be a result.
+    min_turn: identity numbers whose rotated views turned less than this fraction of the asked
+        yaw from the frontal view (``stats.turn``, landmark yaw) get status ``warn``: a face that
+        hardly turns keeps its identity, which is not identity across poses (0 turns it off).
     """
 
     methods: list[str] = field(default_factory=lambda: ["digan"])
@@ -119,12 +124,14 @@ class RunConfig:
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     preset: str = ""
     min_detection_rate: float = 0.5
+    min_turn: float = 0.5
 
 
 #: RunConfig fields that do not change which numbers a results folder holds (not compared when
 #: a second run goes into the same folder, see :func:`check_same_run`); the detection floor only
 #: sets statuses, which are re-derived from the stored stats on resume
-_RUN_IDENTITY_IGNORED = ("out", "force", "device", "batch_size", "cache_dir", "preset", "min_detection_rate")
+_RUN_IDENTITY_IGNORED = ("out", "force", "device", "batch_size", "cache_dir", "preset", "min_detection_rate",
+                         "min_turn")
 
 
 @dataclass
@@ -480,33 +487,66 @@ def from_dict_loose(d: dict[str, Any]) -> dict[str, Any]:
     return to_dict(from_dict(RunConfig, {k: v for k, v in d.items() if k in known}))
 
 
-def apply_detection_floor(records: list[Record], floor: float) -> bool:
-    """Set ``stats.detection_rate`` (detected / (detected + missed) views) on records that count
-    missed detections (identity, pose), and status ``warn`` when it is below ``floor``: a number
-    from a handful of detected faces is not a result. Returns True when a status changed."""
+def _own_reason(reason: str) -> bool:
+    """Whether a warn reason is one :func:`apply_record_floors` wrote (and may rewrite)."""
+    return (reason.startswith("only ") and "detected face" in reason) or reason.startswith("renders turn only")
+
+
+def apply_record_floors(records: list[Record], min_detection_rate: float, min_turn: float = 0.0) -> bool:
+    """Statuses from two floors, re-derived from the stored stats (so a resumed run follows a
+    changed floor):
+
+    * records that count missed detections (identity, pose) get ``stats.detection_rate``
+      (detected / (detected + missed) views) and status ``warn`` when it is below
+      ``min_detection_rate``: a number from a handful of detected faces is not a result;
+    * records with ``stats.turn`` (identity: how far the rotated views turned from the frontal
+      ones, as a fraction of the asked yaw) get ``warn`` when it is below ``min_turn``: a render
+      that hardly turns keeps its identity for free, so the number is not identity across poses.
+
+    Other records are left alone. Returns True when a status changed."""
     changed = False
     for r in records:
         st = r.stats if isinstance(r.stats, dict) else {}
-        if r.status not in ("ok", "warn") or "missed" not in st or "n" not in st:
+        if r.status not in ("ok", "warn"):
             continue
-        try:
-            n, missed = int(st["n"]), int(st["missed"])
-        except (TypeError, ValueError):
+        reasons: list[str] = []
+        measured = False
+        if "missed" in st and "n" in st:
+            try:
+                n, missed = int(st["n"]), int(st["missed"])
+            except (TypeError, ValueError):
+                n = missed = 0
+            if n + missed > 0:
+                measured = True
+                rate = n / (n + missed)
+                st["detection_rate"] = rate
+                if rate < min_detection_rate:
+                    reasons.append(f"only {n} of {n + missed} views had a detected face ({100 * rate:.0f}% < "
+                                   f"{100 * min_detection_rate:.0f}%, set by min_detection_rate): too few to be a result")
+        turn = st.get("turn")
+        if isinstance(turn, (int, float)) and not isinstance(turn, bool) and math.isfinite(turn):
+            measured = True
+            if turn < min_turn:
+                reasons.append(f"renders turn only {turn:.2f}x the asked yaw (< {min_turn:g}, set by min_turn): "
+                               "a face that hardly turns keeps its identity, so this is not identity across poses")
+        if not measured:
             continue
-        if n + missed <= 0:
-            continue
-        rate = n / (n + missed)
-        st["detection_rate"] = rate
-        status = "warn" if rate < floor else "ok"
+        if r.status == "warn" and not _own_reason(r.reason):
+            continue  # a metric's own warning stays
+        status = "warn" if reasons else "ok"
         if status != r.status:
             changed = True
         r.status = status
-        if status == "warn":
-            r.reason = (f"only {n} of {n + missed} views had a detected face ({100 * rate:.0f}% < "
-                        f"{100 * floor:.0f}%, set by min_detection_rate): too few to be a result")
-        elif r.reason.startswith("only ") and "detected face" in r.reason:
+        if reasons:
+            r.reason = "; ".join(reasons)
+        elif _own_reason(r.reason):
             r.reason = ""
     return changed
+
+
+def apply_detection_floor(records: list[Record], floor: float) -> bool:
+    """:func:`apply_record_floors` with the detection floor only (no turn floor)."""
+    return apply_record_floors(records, floor, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,8 +653,8 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
                 if action == "skip":
                     it.action = "skip (resume)"
                     old_recs = [Record.from_dict(d) for d in stored or []]
-                    if apply_detection_floor(old_recs, cfg.min_detection_rate) and main:
-                        write_records(rpath, old_recs)  # the floor changed: statuses follow it
+                    if apply_record_floors(old_recs, cfg.min_detection_rate, cfg.min_turn) and main:
+                        write_records(rpath, old_recs)  # a floor changed: statuses follow it
                     all_records.extend(old_recs)
                     continue
                 it.action = {"run": "run", "rerun": "rerun (config changed)", "force": "rerun (--force)"}[action]
@@ -662,7 +702,7 @@ def run_benchmark(cfg: RunConfig, *, echo: bool = True) -> list[Record]:
                     recs, label=label, variant=variant, metric=metric, metric_name=it.metric, ctx=ctx,
                     method_info=info, weights=whash, chash=chash, versions=versions,
                 )
-                apply_detection_floor(recs, cfg.min_detection_rate)
+                apply_record_floors(recs, cfg.min_detection_rate, cfg.min_turn)
                 if main:
                     write_records(rpath, recs)
                 all_records.extend(recs)

@@ -187,13 +187,85 @@ def test_identity_matches_independent_computation(tmp_path, face_models, heads, 
     # turning faces keep their identity better at 15 than at 30 degrees
     assert by["yaw=15"].value > by["yaw=30"].value and by["yaw=-15"].value > by["yaw=-30"].value
     assert 0.3 < ov.value < 0.99
+    # how far each view turned: an independent landmark-pose reading of the same images
+    from digan.faces.detector import FaceDetector
+    from digan.faces.pose import estimate_pose
+    from digan.utils.images import to_uint8
+
+    det = FaceDetector(face_models / "det_500m.onnx", threads=2)
+
+    def yaws(images):
+        faces = det.detect_best(to_uint8(images))
+        out = np.full(len(faces), np.nan)
+        ids = [i for i, f in enumerate(faces) if f is not None]
+        out[ids] = estimate_pose(np.stack([faces[i].kps for i in ids])).yaw
+        return out
+
+    y0 = yaws(heads[(0.0, 0.0)])
+    num = den = 0.0
+    for p, y in views[1:]:
+        d = yaws(heads[(p, y)]) - y0
+        d = d[np.isfinite(d)]
+        assert by[f"yaw={y:g}"].stats["turn"] == pytest.approx(d.mean() / y, abs=1e-6)
+        num, den = num + y * d.sum(), den + y * y * len(d)
+    assert ov.stats["turn"] == pytest.approx(num / den, abs=1e-6)
+    assert 0.5 < ov.stats["turn"] < 1.5  # these heads really turn
+    assert "turn" in cfg
 
 
 def test_pose_ignoring_method_gets_identity_one(tmp_path, face_models, ignore_bank):
+    from evaluate.engine import apply_record_floors
+
     method = BankMethod(ignore_bank, "static")
     recs = create_metric("identity").compute(method, _ctx(tmp_path, face_models, 6))
     for r in recs:
         assert r.value == pytest.approx(1.0, abs=1e-5)
+        assert r.stats["turn"] == 0.0  # the same image at every yaw: the same landmarks
+    # ... and that perfect score is flagged, not reported as identity across poses
+    assert apply_record_floors(recs, 0.5, 0.5)
+    assert {r.status for r in recs} == {"warn"}
+    assert all(r.reason.startswith("renders turn only 0.00x the asked yaw") for r in recs)
+
+
+def test_view_turn_closed_form():
+    from evaluate.metrics.identity import view_turn
+
+    front = np.array([2.0, -1.0, 0.0, np.nan, 1.0])
+    req = np.array([30.0, 30.0, -30.0, 30.0, 0.0])
+    view = front + 0.4 * req + np.array([3.0, -3.0, 0.0, 0.0, 5.0])
+    ok = np.array([True, True, True, True, True])
+    # the NaN frontal reading and the yaw-0 view drop out; slope through the origin of the rest
+    d, r = (view - front)[:3], req[:3]
+    assert view_turn(front, view, req, ok) == pytest.approx((r * d).sum() / (r * r).sum())
+    assert view_turn(front, view, req, ok) == pytest.approx(0.4)
+    # one requested yaw: the mean turn over that yaw
+    assert view_turn(front[:2], view[:2], req[:2], ok[:2]) == pytest.approx(0.4)
+    assert view_turn(front, view, req, np.zeros(5, bool)) is None
+    assert view_turn(front[4:], view[4:], req[4:], ok[4:]) is None
+
+
+def test_record_floors_combine_and_follow_the_floor():
+    from evaluate.engine import apply_record_floors
+    from evaluate.records import Record
+
+    def rec(**stats):
+        return Record("m", "identity", value=0.9, unit="cos", higher_is_better=True, stats=dict(stats))
+
+    rs = [rec(n=10, missed=0, turn=0.5), rec(n=10, missed=0, turn=0.49), rec(n=2, missed=18, turn=0.2),
+          rec(n=10, missed=0), rec(turn=0.1, std=0.1)]
+    assert apply_record_floors(rs, 0.5, 0.5)
+    assert [r.status for r in rs] == ["ok", "warn", "warn", "ok", "warn"]  # exactly at the floor is ok
+    assert rs[1].reason.startswith("renders turn only 0.49x the asked yaw (< 0.5, set by min_turn)")
+    assert "only 2 of 20 views had a detected face" in rs[2].reason and "renders turn only 0.20x" in rs[2].reason
+    # a lower floor (a resumed run) turns the warnings back, reasons cleared; the detection one stays
+    assert apply_record_floors(rs, 0.5, 0.0)
+    assert [r.status for r in rs] == ["ok", "ok", "warn", "ok", "ok"]
+    assert rs[1].reason == "" and rs[2].reason.startswith("only 2 of 20") and "turn" not in rs[2].reason
+    assert not apply_record_floors(rs, 0.5, 0.0)  # nothing changes the second time
+    # a metric's own warning is not the floors' to clear
+    own = Record("m", "identity", value=0.9, status="warn", reason="the metric's own caveat", stats={"n": 9, "missed": 1, "turn": 1.0})
+    apply_record_floors([own], 0.5, 0.5)
+    assert own.status == "warn" and own.reason == "the metric's own caveat"
 
 
 def test_other_identity_scores_low_and_misses_are_counted(tmp_path, face_models, photos, views):

@@ -30,6 +30,15 @@ Protocol
   the per-face means (views of one face are correlated) and whose ``missed`` counts excluded
   pairs. ``n_faces`` = faces attempted; ``config`` = yaws, pitches, image size fed to the
   detector, alignment, detector and recognizer file names, sha256 and settings.
+* **How far the compared views turn** (``align="detector"``): the same keypoints give each view's
+  yaw (:func:`digan.faces.pose.estimate_pose`, as the pose metric). ``stats.turn`` is how far
+  the rotated view turned from the frontal one as a fraction of the asked yaw: per view the mean
+  of (rotated yaw - frontal yaw) over the faces found in both, divided by the requested yaw;
+  ``overall`` the least-squares slope through the origin of that difference against the
+  requested yaw over all pairs. A render that hardly turns keeps its frontal identity for free,
+  so the engine gives identity records whose ``turn`` is below ``RunConfig.min_turn`` (default
+  0.5) status ``warn``: not a measure of identity *across poses*. Views with requested yaw 0
+  (pitch only) and ``align="fixed"`` (no pose) carry no ``turn``.
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ from evaluate.methods import Method
 from evaluate.metrics.base import EvalContext, Metric, register_metric
 from evaluate.records import Record
 
-__all__ = ["IdentityAcrossPoses", "ViewResults", "analyze_views", "face_views", "setting_name", "summary_stats"]
+__all__ = ["IdentityAcrossPoses", "ViewResults", "analyze_views", "face_views", "setting_name", "summary_stats",
+           "view_turn"]
 
 
 def _fmt(v: float) -> str:
@@ -148,6 +158,21 @@ def analyze_views(
     g_pitch = ctx.gather(torch.from_numpy(pitch)).numpy()
     sizes = ctx.gather(torch.tensor([size]))
     return ViewResults(views=views, found=g_found, embedding=g_emb, yaw=g_yaw, pitch=g_pitch, image_size=int(sizes.max()))
+
+
+def view_turn(frontal_yaw, view_yaw, requested_yaw, ok) -> float | None:
+    """How far rotated views turned from their frontal views as a fraction of the requested yaw:
+    the least-squares slope through the origin of (view yaw - frontal yaw) against the requested
+    yaw over the pairs where ``ok`` and both estimates are finite and the requested yaw is not 0
+    (for one requested yaw, the mean turn divided by it). None when no such pair exists."""
+    f = np.asarray(frontal_yaw, dtype=np.float64)
+    v = np.asarray(view_yaw, dtype=np.float64)
+    r = np.asarray(requested_yaw, dtype=np.float64)
+    m = np.asarray(ok, dtype=bool) & np.isfinite(f) & np.isfinite(v) & (r != 0)
+    if not m.any():
+        return None
+    d, r = v[m] - f[m], r[m]
+    return float((r * d).sum() / (r * r).sum())
 
 
 def summary_stats(x: np.ndarray) -> dict[str, float]:
@@ -264,13 +289,16 @@ class IdentityAcrossPoses(Metric):
             "recognizer": ctx.models.get("recognizer") or "w600k_r50.onnx (default)",
             "reference_view": "pitch=0,yaw=0",
             "similarity": "cosine of L2-normalised ArcFace embeddings of 112x112 5-point aligned crops",
+            "turn": "landmark yaw of the rotated view minus the frontal view's, over the requested yaw"
+            if self.align == "detector" else "not measured (align=fixed)",
         }
 
     def compute(self, method: Method, ctx: EvalContext) -> list[Record]:
         pipeline = make_pipeline(ctx, self.align, self.fixed_kps, recognizer=True)
         views, unavailable = face_views(method, ctx, include_frontal=True)
         n = n_faces_for(method, ctx)
-        res = analyze_views(method, ctx, pipeline, views, n, embed=True, pose=False, batch_size=self.batch_size)
+        res = analyze_views(method, ctx, pipeline, views, n, embed=True, pose=self.align == "detector",
+                            batch_size=self.batch_size)
         return identity_records(res, pipeline, self.config(ctx), ctx, n, unavailable, method)
 
 
@@ -302,6 +330,9 @@ def identity_records(res: ViewResults, pipeline, base_config: dict, ctx: EvalCon
             "missed_frontal": int((~front).sum()),
             "missed_view": int((~res.found[:, j]).sum()),
         }
+        turn = view_turn(res.yaw[:, 0], res.yaw[:, j], [y] * len(front), ok)
+        if turn is not None:
+            stats["turn"] = turn
         common = dict(
             method=method.name, metric="identity", setting=setting_name(p, y, with_pitch), unit="cos",
             higher_is_better=True, stats=stats, variant=method.variant, n_faces=n,
@@ -334,6 +365,12 @@ def identity_records(res: ViewResults, pipeline, base_config: dict, ctx: EvalCon
         "missed_frontal": int((~front).sum()),
         "pairs": int(sims.size),
     }
+    nv = len(res.views) - 1
+    pair_ok = (front[:, None] & res.found[:, 1:]).reshape(-1)
+    turn = view_turn(np.repeat(res.yaw[:, 0], nv), res.yaw[:, 1:].reshape(-1),
+                     [y for _ in range(len(front)) for (_, y) in res.views[1:]], pair_ok)
+    if turn is not None:
+        overall_stats["turn"] = turn
     records.append(Record(
         method=method.name, metric="identity", setting="overall", value=float(flat.mean()), unit="cos",
         higher_is_better=True, stats=overall_stats, variant=method.variant, n_faces=n,
