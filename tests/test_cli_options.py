@@ -52,3 +52,30 @@ def test_file_system_failure_is_one_error_line(capsys):
     assert rc == 2 and "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "/proc/digan_bench_nope" in lines[0]
+
+
+def test_own_warnings_print_as_one_line_and_library_warnings_keep_their_source(capsys):
+    """A warning from this project's code reaches a user of the CLI as ``warning: MESSAGE`` (no
+    source-line echo); a library's warning keeps Python's format, which says where it came from."""
+    import warnings
+
+    import digan.cli as cli
+    from digan.student import build
+
+    own = cli.format_warning(UserWarning("VGG16 weights not found"), UserWarning, build.__file__, 49, "code()")
+    assert own == "warning: VGG16 weights not found\n"
+    lib = cli.format_warning(UserWarning("deprecated"), UserWarning, warnings.__file__, 7, "x = 1")
+    assert not lib.startswith("warning:") and f"{warnings.__file__}:7: UserWarning: deprecated" in lib and "x = 1" in lib
+    # through the CLI: installed for the command, restored after it
+    before = warnings.formatwarning
+    seen = {}
+
+    @cli.app.command("_warn_probe", hidden=True)
+    def _probe() -> None:
+        seen["fmt"] = warnings.formatwarning
+
+    try:
+        assert cli.main(["_warn_probe"]) == 0
+    finally:
+        cli.app.registered_commands[:] = [c for c in cli.app.registered_commands if c.name != "_warn_probe"]
+    assert seen["fmt"] is cli.format_warning and warnings.formatwarning is before

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 import typer
 
@@ -60,9 +62,43 @@ for _m in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 
+#: the packages of this project: their warnings are printed as one line, ``warning: MESSAGE``
+_OWN_PACKAGES = ("digan", "evaluate", "reports", "baselines")
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _own_warning(filename: str) -> bool:
+    """Whether a warning was raised in this project's code (not in a library it uses)."""
+    try:
+        rel = Path(filename).resolve().relative_to(_PROJECT_ROOT)
+    except (ValueError, OSError):
+        return False
+    return len(rel.parts) > 1 and rel.parts[0] in _OWN_PACKAGES
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """This project's warnings as one line (``warning: MESSAGE``), without Python's source-line
+    echo; a library's warnings keep Python's default format (file and line, to find them)."""
+    if _own_warning(filename):
+        return f"warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
+_default_formatwarning = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``digan-bench`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous = warnings.formatwarning
+    warnings.formatwarning = format_warning
+    try:
+        return _main(args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(args: list[str]) -> int:
     try:
         rv = app(args=args, prog_name="digan-bench", standalone_mode=False)
         return int(rv or 0)
