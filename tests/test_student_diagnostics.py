@@ -45,6 +45,29 @@ def test_pose_agreement_closed_forms():
         pose_agreement(t[:2], t[:2])
 
 
+def test_corr_interval_matches_scipy_and_covers_at_its_level():
+    from scipy import stats
+
+    from digan.student.diagnostics import corr_interval
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=48)
+    y = x + 0.25 * rng.normal(size=48)
+    r = stats.pearsonr(x, y)
+    want = r.confidence_interval(0.95)
+    assert corr_interval(r.statistic, 48) == pytest.approx((want.low, want.high), abs=1e-12)
+    # the interval's meaning: over many draws of 48 pairs from a population with correlation
+    # rho, about 95 % of the intervals hold rho
+    rho, hits, trials = 0.97, 0, 2000
+    cov = [[1, rho], [rho, 1]]
+    for _ in range(trials):
+        a, b = rng.multivariate_normal([0, 0], cov, size=48).T
+        lo, hi = corr_interval(np.corrcoef(a, b)[0, 1], 48)
+        hits += lo <= rho <= hi
+    assert 0.93 < hits / trials < 0.97
+    assert corr_interval(1.0, 48) is None and corr_interval(0.5, 3) is None and corr_interval(float("nan"), 48) is None
+
+
 def test_light_agreement_closed_forms():
     rng = np.random.default_rng(1)
     true = torch.tensor(np.stack([rng.uniform(0.3, 0.7, 50), rng.uniform(0.3, 0.8, 50), rng.uniform(-0.8, 0.8, 50),
