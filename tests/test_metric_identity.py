@@ -425,6 +425,39 @@ def test_engine_runs_identity_and_pose_with_fixed_alignment_option(tmp_path, fac
     assert pose[-1].setting == "overall" and pose[-1].config["pipeline"]["align"] == "detector"
 
 
+def test_engine_flags_identity_of_renders_that_do_not_turn_and_follows_min_turn_on_resume(tmp_path, face_models, ignore_bank):
+    """The static bank's renders never turn: through the engine its identity (1.0) is kept but
+    marked warn with the reason, its pose is not; a resumed run with min_turn=0 clears the flag
+    without recomputing."""
+    from evaluate.engine import RunConfig, run_benchmark
+    from evaluate.methods import register_method
+    from evaluate.records import load_records
+
+    @register_method("test-static", help="test only")
+    def _make(arg, **options):
+        return BankMethod(ignore_bank, "test-static")
+
+    cfg = RunConfig(
+        methods=["test-static"], metrics=["identity", "pose"], n_faces=4, yaws=YAWS, device="cpu",
+        models={"detector": str(face_models / "det_500m.onnx"), "recognizer": str(face_models / "mobilefacenet_arcface_w128.onnx")},
+        out=str(tmp_path / "res"),
+    )
+    try:
+        run_benchmark(cfg, echo=False)
+        ident = [r for r in load_records(tmp_path / "res") if r.metric == "identity"]
+        assert len(ident) == len(YAWS) + 1 and {r.status for r in ident} == {"warn"}
+        assert all(r.stats["turn"] == 0.0 and "set by min_turn" in r.reason for r in ident)
+        assert ident[-1].value == pytest.approx(1.0, abs=1e-5)  # the number is kept, with its caveat
+        assert {r.status for r in load_records(tmp_path / "res") if r.metric == "pose"} == {"ok"}
+        cfg.min_turn = 0.0
+        again = run_benchmark(cfg, echo=False)
+        assert {r.status for r in again} == {"ok"} == {r.status for r in load_records(tmp_path / "res")}
+    finally:
+        import evaluate.methods as em
+
+        em._REGISTRY.pop("test-static", None)
+
+
 def test_bench_identity_reports_consistent_figures(shared_data, face_models, capsys):
     from digan.cli import main
     from digan.faces.bench import IdentityBenchConfig, run_identity_bench
