@@ -42,7 +42,8 @@ an official LiftedGAN ``checkpoint_XXX.pth`` (:mod:`baselines.liftgan_checkpoint
 ``teacher`` option is then required: LiftedGAN's StyleGAN2 file). ``liftgan@VARIANT:PATH`` names
 an ablation trained with ``--model liftgan --variant VARIANT``; the checkpoint must match. Options: ``teacher``,
 ``truncation`` (1.0), ``inversion_steps`` (150), ``inversion_lr`` (0.05), ``device``, ``flip_average``
-(default the student's ``model.flip_average``: true, mirror averaging as for ``digan``). Capabilities,
+(default the student's ``model.flip_average``: true, mirror averaging as for ``digan``),
+``inversion_shift_lr`` (as for ``digan``). Capabilities,
 rendering and reconstruction are those of the ``digan`` method (:class:`DiganMethod`).
 """
 
@@ -171,14 +172,14 @@ class LiftGANMethod(DiganMethod):
 
     def __init__(self, path: str | Path, truncation: float = 1.0, teacher: str | None = None, inversion_steps: int = 150,
                  inversion_lr: float = 0.05, device: str | torch.device | None = None, variant: str = "full",
-                 flip_average: bool | None = None):
+                 flip_average: bool | None = None, inversion_shift_lr: float | str | None = None):
         self.student = load_liftgan(path, teacher, device or "cpu")
         self.path = Path(self.student.info["path"])
         trained_as = self.student.cfg.variant
         if trained_as != variant:
             raise DiganError(f"{self.path} was trained as liftgan@{trained_as}, not liftgan@{variant}; pass the matching checkpoint")
         self.variant = variant
-        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average)
+        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average, inversion_shift_lr)
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -190,10 +191,10 @@ class LiftGANMethod(DiganMethod):
                                  "student.pt or an official LiftedGAN checkpoint_XXX.pth with the teacher option")
 def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                   inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | None = None,
-                  flip_average: bool | None = None, **unknown: Any) -> Method:
+                  flip_average: bool | None = None, inversion_shift_lr: float | str | None = None, **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"liftgan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, inversion_steps, "
-                         "inversion_lr, device, flip_average")
+                         "inversion_lr, device, flip_average, inversion_shift_lr")
     if not arg:
         if variant != "full":
             raise DiganError(f"liftgan@{variant} needs its checkpoint: liftgan@{variant}:PATH (train one with "
@@ -202,4 +203,5 @@ def _make_liftgan(arg: str | None, variant: str = "full", truncation: float = 1.
             raise DiganError(f"liftgan: the bundled tiny LiftGAN {BUNDLED_LIFTGAN.name} is not installed; pass liftgan:PATH, a "
                              "student.pt from 'digan-bench train --model liftgan --teacher tiny --preset tiny --out DIR'")
         arg = str(BUNDLED_LIFTGAN)
-    return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant, flip_average=flip_average)
+    return LiftGANMethod(arg, truncation, teacher, inversion_steps, inversion_lr, device, variant=variant, flip_average=flip_average,
+                         inversion_shift_lr=inversion_shift_lr)

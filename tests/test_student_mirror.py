@@ -122,3 +122,83 @@ def test_reconstruct_rejects_images_it_cannot_invert(student):
             student.reconstruct(bad, steps=1)
     with pytest.raises(DiganError, match="one code per image"):
         student.reconstruct(torch.zeros(2, 3, size, size), steps=1, w=torch.zeros(3, student.g3d.style_dim))
+
+
+def test_shift_images_closed_form():
+    from digan.student.method import shift_images
+
+    x = torch.arange(2 * 3 * 6 * 7, dtype=torch.float32).reshape(2, 3, 6, 7)
+    y = shift_images(x, torch.tensor([[2.0, 0.0], [0.0, -1.0]]))
+    # content at p moves to p + shift; the uncovered margin repeats the border
+    torch.testing.assert_close(y[0, :, :, 2:], x[0, :, :, :-2])
+    torch.testing.assert_close(y[0, :, :, :2], x[0, :, :, :1].expand(3, 6, 2))
+    torch.testing.assert_close(y[1, :, :-1], x[1, :, 1:])
+    # a fractional shift interpolates linearly between the neighbours
+    z = shift_images(x[:1], torch.tensor([[0.25, 0.0]]))
+    torch.testing.assert_close(z[0, :, :, 1:], 0.75 * x[0, :, :, 1:] + 0.25 * x[0, :, :, :-1])
+    torch.testing.assert_close(shift_images(x, torch.zeros(2, 2)), x)
+
+
+def test_shifted_estimate_moves_the_render_by_the_shift(student):
+    """d px of image shift -> d / f of view translation: the render moves by d px (exactly at the
+    pivot's depth; the face, a few percent nearer, moves a few percent more)."""
+    from digan.student.method import shift_images
+
+    g = student.g3d
+    with torch.no_grad():
+        est = student.estimate(student.style(student.latents(2, seed=5)))
+        d = torch.tensor([[1.5, 0.0], [-1.0, 2.0]])
+        moved = student.shifted_estimate(est, d)
+        assert torch.equal(moved.depth, est.depth) and torch.equal(moved.view.rotation, est.view.rotation)
+        torch.testing.assert_close(g.view_net.to_view(moved.view_raw).translation, moved.view.translation)
+        a = student.render(est).image
+        b = student.render(moved).image
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))
+    err_moved = (shift_images(a, d) - b)[inner].abs().mean()
+    err_static = (a - b)[inner].abs().mean()
+    assert err_moved < 0.25 * err_static
+    assert student.shifted_estimate(est, torch.zeros(2, 2)) is est
+
+
+def test_reconstruct_with_image_shift_stays_mirror_equivariant_and_fits_a_shift(student):
+    g = student.g3d
+    with torch.no_grad():
+        imgs = student.teacher_image(student.style(student.latents(2, seed=4)))
+    imgs = (imgs + 0.3 * torch.linspace(-1, 1, imgs.shape[-1])).clamp(-1, 1)
+    a = student.reconstruct(imgs, steps=3, shift_lr=0.2)
+    b = student.reconstruct(imgs.flip(3), steps=3, shift_lr=0.2)
+    assert a.shift.shape == (2, 2) and a.shift.abs().max() > 0
+    mb = g.mirror_estimate(b.estimate)
+    for name in ("depth", "albedo", "view_raw", "light_raw"):
+        torch.testing.assert_close(getattr(mb, name), getattr(a.estimate, name), rtol=0, atol=1e-6, msg=name)
+    plain = student.reconstruct(imgs, steps=3, shift_lr=0.0)
+    assert torch.equal(plain.shift, torch.zeros(2, 2)) and not torch.equal(plain.estimate.view_raw, a.estimate.view_raw)
+    with pytest.raises(DiganError, match="inversion_shift_lr must be a finite number >= 0"):
+        student.reconstruct(imgs, steps=1, shift_lr=-1.0)
+
+
+def test_inversion_with_shift_finds_a_known_shift(student):
+    """The teacher's mean face moved by 2 px right and 1 px up: the fitted shift finds it (the
+    code starts at the mean, where that shift is the exact answer)."""
+    from digan.student.method import invert_teacher, shift_images
+
+    t = student.teacher
+    with torch.no_grad():
+        img = student.teacher_image(t.w_mean.reshape(1, -1))
+    target = shift_images(img, torch.tensor([[2.0, -1.0]]))
+    w, d = invert_teacher(t, target, student.g3d.w_std, steps=80, lr=0.01, shift_lr=0.1, return_shift=True)
+    torch.testing.assert_close(d, torch.tensor([[2.0, -1.0]]), atol=0.3, rtol=0)
+    w0, d0 = invert_teacher(t, target, student.g3d.w_std, steps=2, return_shift=True)
+    assert torch.equal(d0, torch.zeros(1, 2))
+
+
+def test_method_option_inversion_shift_lr():
+    from evaluate.methods import create_method
+
+    m = create_method("digan", inversion_steps=2)
+    assert m.info()["inversion"]["shift_lr"] == 0.15 and m.info()["inversion"]["shift_view"] == 0.5  # the default
+    assert create_method("digan", inversion_shift_lr=0).info()["inversion"]["shift_lr"] == 0.0
+    assert create_method("liftgan", inversion_shift_lr="0.3").student.cfg.model.inversion_shift_lr == 0.3
+    for bad in (-1, "abc", True, float("inf")):
+        with pytest.raises(DiganError, match="inversion_shift_lr must be a number >= 0"):
+            create_method("digan", inversion_shift_lr=bad)

@@ -262,6 +262,7 @@ def bench_shape_cmd(
     single_inversion: bool = typer.Option(False, "--single-inversion", help="Invert each image only, not also its mirror (the paper's inference; default: the student's model.flip_average)."),
     prior_smooth: Optional[float] = typer.Option(None, "--prior-smooth", min=0.0, help="Low-pass of the convex depth prior at inference, px at 64 px (default: the student's model.inference_prior_smooth; 0 = the sharp prior it was trained on)."),
     detector: Optional[str] = typer.Option(None, "--detector", help="SCRFD face detector (.onnx, or a file name in the model folders): also read the landmark yaw of each photo and of the teacher's image of its code, and which of the two DV's yaw error follows."),
+    shift_lr: Optional[float] = typer.Option(None, "--inversion-shift-lr", min=0.0, help="Also fit a translation of the teacher's image per photo at this Adam learning rate, px per step (default: the student's model.inversion_shift_lr; 0 = none)."),
     threads: Optional[int] = _ThreadsOption,
 ) -> None:
     """Why a student does or does not recover 3D: pose vs true yaw, neutral code, light, how far
@@ -290,6 +291,8 @@ def bench_shape_cmd(
     st = _load_student_any(student, teacher)
     if prior_smooth is not None:
         st.g3d.use_inference_prior(True, prior_smooth)
+    if shift_lr is not None:
+        st.cfg.model.inversion_shift_lr = float(shift_lr)
     flip = False if single_inversion else None
     rep = shape_diagnostics(st, data, n_faces=n_faces, inversion_steps=inversion_steps, relight_faces=relight_faces, flip_average=flip,
                             detector=det)

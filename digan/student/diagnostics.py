@@ -497,12 +497,24 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     wi, e2 = rec.w, rec.estimate
     with torch.no_grad():
         rend = g.render(e2, s.renderer, filter_grads=False, extra=g.foreground(e2.depth))
-        inv_img = s.teacher_image(wi).cpu()
+        inv_img = s.teacher_image(wi)
+        if rec.shift is not None and bool((rec.shift != 0).any()):  # what the inversion fitted: G(w), shifted
+            from digan.student.method import shift_images
+
+            inv_img = shift_images(inv_img, rec.shift)
+        inv_img = inv_img.cpu()
     mask = g.view_foreground(rend).cpu()
     depth = rend.depth.cpu()
     image = rend.image.clamp(-1, 1).cpu()
     out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None,
-                           "prior_smooth": g.prior_smooth}
+                           "prior_smooth": g.prior_smooth, "inversion_shift_lr": float(s.cfg.model.inversion_shift_lr)}
+    if out["inversion_shift_lr"] > 0 and rec.shift is not None:  # the fitted image shift against the true one
+        f = (g.size - 1) / 2 / np.tan(np.radians(float(s.cfg.renderer.fov)) / 2)
+        dx = rec.shift[:, 0].cpu().double().numpy()
+        out["inversion_shift"] = {"std_px": float(dx.std())}
+        if "translation" in gt:
+            true_px = gt["translation"][:, 0].double().numpy() * f
+            out["inversion_shift"].update(true_std_px=float(true_px.std()), corr_true=pose_agreement(dx, true_px)["corr"])
     pred_yaw = e2.view.rotation[:, 1].cpu().numpy()
     out["pose"] = pose_agreement(pred_yaw, true_yaw)
     out["pose"]["true_yaw_std"] = float(true_yaw.std())
@@ -717,6 +729,12 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
     r, ps, la, cs = rep["roughness"], rep["psnr"], rep["light_agreement"], rep["code_spread"]
     how = "image and mirror, averaged" if rep.get("flip_average") else "one per image"
     rows = [("inversions", f"{rep['inversion_steps']} steps, {how}")]
+    if rep.get("inversion_shift_lr"):
+        sh = rep.get("inversion_shift", {})
+        text = f"lr {rep['inversion_shift_lr']:g}: x std {_f(sh.get('std_px'), '.2f')} px"
+        if "corr_true" in sh:
+            text += f" (true {_f(sh.get('true_std_px'), '.2f')}), corr {_f(sh['corr_true'], '+.2f')}"
+        rows.append(("image shift", text))
     if rep.get("prior_smooth") is not None:  # model.inference_prior_smooth (or bench shape --prior-smooth)
         low = float(rep["prior_smooth"])
         rows.append(("depth prior", f"low-passed by {low:g} px (per 64)" if low > 0 else "sharp"))

@@ -53,6 +53,10 @@ class Reconstruction:
     estimate: Estimate
     w: torch.Tensor
     w_mirror: torch.Tensor | None
+    #: (B,2) pixels: the translation of the teacher's image the inversion fitted to each image
+    #: (``model.inversion_shift_lr``; zeros without it): ``shift_images(G(w), shift)`` is what was
+    #: fitted to the image; ``model.inversion_shift_view`` times it is in the estimate's view
+    shift: torch.Tensor | None = None
 
 
 class Student:
@@ -113,14 +117,18 @@ class Student:
         return self.g3d.estimate(w.to(self.device), self.teacher)
 
     def reconstruct(self, images: torch.Tensor, steps: int, lr: float = 0.05, flip_average: bool | None = None,
-                    w: torch.Tensor | None = None) -> "Reconstruction":
+                    w: torch.Tensor | None = None, shift_lr: float | None = None) -> "Reconstruction":
         """The estimate of each image (B,3,S,S in [-1,1], the teacher's size): invert it into the
         teacher (:func:`~digan.student.method.invert_teacher`, ``steps`` Adam steps at ``lr``), then
         :meth:`estimate`. With ``flip_average`` (default: ``model.flip_average``) the image's
         left-right mirror is inverted too, its estimate mirrored back (:meth:`G3D.mirror_estimate`)
         and the two averaged (:meth:`G3D.average_estimates`): swapping an image for its mirror then
-        gives exactly the mirrored result. ``w``: the images' codes when already inverted (then
-        only the mirror is inverted)."""
+        gives exactly the mirrored result. ``shift_lr`` (default: ``model.inversion_shift_lr``; 0 =
+        none): the inversion also fits a translation d of the teacher's image, and each estimate's
+        view is moved by ``model.inversion_shift_view`` times it (:meth:`shifted_estimate`) before
+        the mirror averaging. ``w``: the
+        images' codes when already inverted (then only the mirror is inverted, and no shift is
+        fitted for the images themselves)."""
         from digan.student.method import invert_teacher
 
         size = int(self.g3d.size)
@@ -130,15 +138,49 @@ class Student:
         if w is not None and (w.dim() != 2 or w.shape[0] != images.shape[0]):
             raise DiganError(f"reconstruct: w must hold one code per image, (B,D) with B = {images.shape[0]}, got {tuple(w.shape)}")
         flip = self.cfg.model.flip_average if flip_average is None else bool(flip_average)
+        slr = float(self.cfg.model.inversion_shift_lr if shift_lr is None else shift_lr)
+        if not slr >= 0 or slr == float("inf"):
+            raise DiganError(f"inversion_shift_lr must be a finite number >= 0 (0 = no shift), got {slr}")
+        if slr > 0 and not 0 <= float(self.cfg.model.inversion_shift_view) < float("inf"):
+            raise DiganError(f"model.inversion_shift_view must be a finite number >= 0 (the fraction of the fitted image "
+                             f"shift the view takes), got {self.cfg.model.inversion_shift_view}")
         imgs = images.to(self.device, torch.float32)
+        zero = torch.zeros(imgs.shape[0], 2, device=self.device)
         with torch.enable_grad():
-            wi = invert_teacher(self.teacher, imgs, self.g3d.w_std, steps, lr) if w is None else w.to(self.device)
-            wm = invert_teacher(self.teacher, imgs.flip(3), self.g3d.w_std, steps, lr) if flip else None
-        est = self.estimate(wi)
+            if w is None:
+                wi, d = invert_teacher(self.teacher, imgs, self.g3d.w_std, steps, lr, shift_lr=slr, return_shift=True)
+            else:
+                wi, d = w.to(self.device), zero
+            wm, dm = (invert_teacher(self.teacher, imgs.flip(3), self.g3d.w_std, steps, lr, shift_lr=slr, return_shift=True)
+                      if flip else (None, None))
+        k = float(self.cfg.model.inversion_shift_view)
+        est = self.shifted_estimate(self.estimate(wi), k * d)
+        shift = d
         if flip:
             g = self.g3d
-            est = g.average_estimates([est, g.mirror_estimate(self.estimate(wm))])
-        return Reconstruction(estimate=est, w=wi.detach(), w_mirror=None if wm is None else wm.detach())
+            est = g.average_estimates([est, g.mirror_estimate(self.shifted_estimate(self.estimate(wm), k * dm))])
+        return Reconstruction(estimate=est, w=wi.detach(), w_mirror=None if wm is None else wm.detach(),
+                              shift=shift.detach())
+
+    def shifted_estimate(self, est: Estimate, shift: torch.Tensor) -> Estimate:
+        """``est`` with its view translated so that its render moves by ``shift`` (B,2) pixels
+        (x right, y down): d px -> d / f scene units in x and y, f the renderer's focal length in
+        pixels, which moves a point at the pivot's depth (1) by exactly d px. No shift: ``est``."""
+        if shift is None or not bool((shift != 0).any()):
+            return est
+        import dataclasses
+        import math
+
+        f = (self.g3d.size - 1) / 2 / math.tan(math.radians(float(self.cfg.renderer.fov)) / 2)
+        view = est.view
+        t = view.translation.clone()
+        t[:, :2] = t[:, :2] + shift.to(t) / f
+        view = dataclasses.replace(view, translation=t)
+        raw = self.g3d.view_net.from_view(view)
+        if not torch.isfinite(raw).all():
+            raise DiganError("the inversion's image shift cannot be expressed: the student's model.xy_translation_range "
+                             "is 0; set model.inversion_shift_lr=0")
+        return dataclasses.replace(est, view=view, view_raw=raw)
 
     @torch.no_grad()
     def teacher_image(self, w: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ Options: ``truncation`` (psi, default 1.0, the FID protocol; the student was tra
 ``inversion_lr`` (0.05), ``device``, ``flip_average`` (true/false; default the student's
 ``model.flip_average``, true: the image's mirror is inverted too and the two estimates averaged),
 ``inference_prior_smooth`` (px at 64 px; default the student's ``model.inference_prior_smooth``;
-0 = the sharp convex prior it was trained on).
+0 = the sharp convex prior it was trained on), ``inversion_shift_lr`` (px per step; default the
+student's ``model.inversion_shift_lr``, 0.15; 0 = the paper's inversion, no fitted image shift).
 
 Capabilities: pose, light, depth, mesh and reconstruct. ``render`` maps z through the teacher's
 mapping and truncation, runs G3D and renders at the requested absolute yaw/pitch (degrees) under
@@ -21,7 +22,8 @@ coverage mask come with the images.
 ``reconstruct(images)`` (for SIDE/MAD on synthetic data) inverts the teacher: w = w_mean +
 s * u with s the mean per-dimension std of w, u optimised by Adam (``inversion_lr``,
 ``inversion_steps``, from u = 0) to minimise ``L1 + Laplacian-pyramid L1`` between G(w) and the
-image plus ``1e-3 * |u|^2``; then G3D estimates the face from w (with ``flip_average``, the
+image plus ``1e-3 * |u|^2`` (with the student's ``model.inversion_shift_lr`` > 0 a per-image
+translation of G(w) is fitted beside u, and added to the estimate's view); then G3D estimates the face from w (with ``flip_average``, the
 mean of that estimate and the mirrored estimate of the mirrored image:
 :meth:`~digan.student.inference.Student.reconstruct`) and renders it at its predicted view: the rendered depth and normals are the reconstruction, the mask is the face foreground
 (canonical depth nearer than the backdrop) carried through the render.
@@ -73,8 +75,28 @@ def resolve_checkpoint(arg: str | None, variant: str, checkpoints: dict[str, str
                      f"and pass digan@{variant}:DIR/student.pt (or the 'checkpoints' option)")
 
 
-def invert_teacher(teacher: Any, images: torch.Tensor, w_std: torch.Tensor, steps: int = 150, lr: float = 0.05) -> torch.Tensor:
-    """Style codes w (B,D) whose teacher images reproduce ``images`` (see the module docstring)."""
+def shift_images(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Translate each image (B,C,H,W) by ``shift`` (B,2) pixels (x right, y down), bilinear, the
+    border pixels repeated into the uncovered margin: content at pixel p moves to p + shift."""
+    b, _, h, w = images.shape
+    ys = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype)
+    xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(b, h, w, 2)
+    step = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=images.device, dtype=images.dtype)
+    grid = grid - (shift.to(images) * step)[:, None, None, :]
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def invert_teacher(teacher: Any, images: torch.Tensor, w_std: torch.Tensor, steps: int = 150, lr: float = 0.05,
+                   shift_lr: float = 0.0, return_shift: bool = False):
+    """Style codes w (B,D) whose teacher images reproduce ``images`` (see the module docstring).
+
+    ``shift_lr`` > 0 also fits a translation of the teacher's image per photo (2 numbers, in
+    pixels, Adam at that learning rate beside the code's ``lr``): ``images ~ shift(G(w), d)``.
+    A photo's face off the crop's centre is then drawn as a shifted face, not as a turned one (a
+    code cannot tell the two apart well: model.inversion_shift_lr). ``return_shift``: return
+    ``(w, d)`` with d (B,2) pixels (zeros without the shift)."""
     from digan.student.model import teacher_synthesis
     from digan.student.perceptual import LaplacianPyramidLoss
 
@@ -83,17 +105,22 @@ def invert_teacher(teacher: Any, images: torch.Tensor, w_std: torch.Tensor, step
     mean = teacher.w_mean.reshape(1, -1).to(dev)
     s = float(w_std.mean())
     u = torch.zeros(b, mean.shape[1], device=dev, requires_grad=True)
-    opt = torch.optim.Adam([u], lr=lr)
+    d = torch.zeros(b, 2, device=dev, requires_grad=shift_lr > 0)
+    groups = [{"params": [u], "lr": lr}] + ([{"params": [d], "lr": float(shift_lr)}] if shift_lr > 0 else [])
+    opt = torch.optim.Adam(groups)
     lap = LaplacianPyramidLoss(3).to(dev)
     target = images.clamp(-1, 1)
     with torch.enable_grad():
         for _ in range(steps):
             img, _ = teacher_synthesis(teacher, mean + s * u, features=False)
+            if shift_lr > 0:
+                img = shift_images(img, d)
             loss = (img - target).abs().mean() + lap(img, target) + 1e-3 * u.pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return (mean + s * u).detach()
+    w = (mean + s * u).detach()
+    return (w, d.detach()) if return_shift else w
 
 
 def _as_bool(value: Any, name: str) -> bool:
@@ -110,14 +137,15 @@ class DiganMethod(Method):
 
     def __init__(self, path: Path, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                  inversion_steps: int = 150, inversion_lr: float = 0.05, device: str | torch.device | None = None,
-                 flip_average: bool | None = None, inference_prior_smooth: float | str | None = None):
+                 flip_average: bool | None = None, inference_prior_smooth: float | str | None = None,
+                 inversion_shift_lr: float | str | None = None):
         self.path = Path(path)
         self.variant = variant
         self.student = Student.load(self.path, teacher_path=teacher, device=device or "cpu")
         trained_as = self.student.cfg.variant
         if trained_as != variant:
             raise DiganError(f"{self.path} was trained as digan@{trained_as}, not digan@{variant}; pass the matching checkpoint")
-        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average)
+        self._set_inference_options(truncation, inversion_steps, inversion_lr, flip_average, inversion_shift_lr)
         if inference_prior_smooth is not None:
             try:
                 sigma = float(inference_prior_smooth)
@@ -126,13 +154,23 @@ class DiganMethod(Method):
                                  f"prior), got {inference_prior_smooth!r}") from None
             self.student.g3d.use_inference_prior(True, sigma)
 
-    def _set_inference_options(self, truncation: float, inversion_steps: int, inversion_lr: float, flip_average: bool | None) -> None:
+    def _set_inference_options(self, truncation: float, inversion_steps: int, inversion_lr: float, flip_average: bool | None,
+                               inversion_shift_lr: float | str | None = None) -> None:
         """The options of :meth:`render` and :meth:`reconstruct` (module docstring), for this
         method and the ones built on it (``liftgan``); needs ``self.student``."""
         self.truncation = float(truncation)
         self.inversion_steps = int(inversion_steps)
         self.inversion_lr = float(inversion_lr)
         self.flip_average = self.student.cfg.model.flip_average if flip_average is None else _as_bool(flip_average, "flip_average")
+        if inversion_shift_lr is not None:
+            try:
+                v = float(inversion_shift_lr)
+            except (TypeError, ValueError):
+                v = float("nan")
+            if isinstance(inversion_shift_lr, bool) or not 0 <= v < float("inf"):
+                raise DiganError(f"{self.name} option inversion_shift_lr must be a number >= 0 (px per step; 0 = no image "
+                                 f"shift, the paper's inversion), got {inversion_shift_lr!r}")
+            self.student.cfg.model.inversion_shift_lr = v
 
     @property
     def capabilities(self) -> Capabilities:
@@ -183,7 +221,8 @@ class DiganMethod(Method):
         s = self.student
         return {"name": self.name, "variant": self.variant, "checkpoint": str(self.path), "step": s.info.get("step"),
                 "truncation": self.truncation, "image_size": int(s.g3d.size), "preset": s.cfg.preset,
-                "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w", "flip_average": self.flip_average},
+                "inversion": {"steps": self.inversion_steps, "lr": self.inversion_lr, "space": "w", "flip_average": self.flip_average,
+                              "shift_lr": float(s.cfg.model.inversion_shift_lr), "shift_view": float(s.cfg.model.inversion_shift_view)},
                 "prior_smooth": s.g3d.prior_smooth,
                 "losses": s.info.get("meta", {})}
 
@@ -192,9 +231,10 @@ class DiganMethod(Method):
 def _make_digan(arg: str | None, variant: str = "full", truncation: float = 1.0, teacher: str | None = None,
                 checkpoints: dict[str, str] | None = None, inversion_steps: int = 150, inversion_lr: float = 0.05,
                 device: str | None = None, flip_average: bool | str | None = None, inference_prior_smooth: float | str | None = None,
-                **unknown: Any) -> Method:
+                inversion_shift_lr: float | str | None = None, **unknown: Any) -> Method:
     if unknown:
         raise DiganError(f"digan has no option '{sorted(unknown)[0]}'; valid options: truncation, teacher, checkpoints, "
-                         "inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth")
+                         "inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth, inversion_shift_lr")
     path = resolve_checkpoint(arg, variant, checkpoints)
-    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth)
+    return DiganMethod(path, variant, truncation, teacher, inversion_steps, inversion_lr, device, flip_average, inference_prior_smooth,
+                       inversion_shift_lr)
