@@ -110,7 +110,7 @@ class ModelConfig:
     # synthetic heads' +-1.4 px jitter as yaw: on the tuning heads DV's yaw error followed the true
     # x shift with correlation -0.66. Fitted, DV's yaw correlation 0.978 -> 0.984 and its slope
     # 1.08 -> 0.98 (96 tuning heads); the fitted shift follows the true one only loosely (corr
-    # 0.53, 1.2x its spread), so the view takes half of it, the shrunk estimate (the ground-truth
+    # 0.53 at lr 0.2, 1.2x its spread), so the view takes half of it, the shrunk estimate (the ground-truth
     # head at DV's pose: MAD 15.7 -> 13.9 deg; full: 14.6; none: 14.9). README, 3D shape, "A
     # shifted face read as a turn". Only inference reads them; the inverted code banks of
     # training and calibrate-view stay plain inversions (the bundle was calibrated on those).
