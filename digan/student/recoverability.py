@@ -337,6 +337,9 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     gt, true_yaw = load_eval_faces(synth_dir, n_faces, g.size)
     n = gt["image"].shape[0]
     cfg = apply_overrides(copy.deepcopy(student.cfg), list(overrides or []))
+    # the codes are inverted below as the objective's targets are (no fitted image shift), and the
+    # reports' mirror inversions alike: every estimate of a face then comes from the same kind of code
+    cfg.model.inversion_shift_lr = 0.0
     torch.manual_seed(seed)
     built = get_builder(cfg.model.name)(cfg, student.teacher, dev)
     obj, g3d = built.objective, built.core
