@@ -126,9 +126,8 @@ class Student:
         gives exactly the mirrored result. ``shift_lr`` (default: ``model.inversion_shift_lr``; 0 =
         none): the inversion also fits a translation d of the teacher's image, and each estimate's
         view is moved by ``model.inversion_shift_view`` times it (:meth:`shifted_estimate`) before
-        the mirror averaging. ``w``: the
-        images' codes when already inverted (then only the mirror is inverted, and no shift is
-        fitted for the images themselves)."""
+        the mirror averaging. ``w``: the images' codes when already inverted (then only the mirror
+        is inverted, and no shift is fitted for the images themselves)."""
         from digan.student.method import invert_teacher
 
         size = int(self.g3d.size)
