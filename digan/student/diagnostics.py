@@ -509,7 +509,9 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     out: dict[str, Any] = {"n_faces": int(n), "inversion_steps": int(inversion_steps), "flip_average": rec.w_mirror is not None,
                            "prior_smooth": g.prior_smooth, "inversion_shift_lr": float(s.cfg.model.inversion_shift_lr)}
     if out["inversion_shift_lr"] > 0 and rec.shift is not None:  # the fitted image shift against the true one
-        f = (g.size - 1) / 2 / np.tan(np.radians(float(s.cfg.renderer.fov)) / 2)
+        from digan.render.camera import focal_length
+
+        f = focal_length(g.size, float(s.cfg.renderer.fov))
         dx = rec.shift[:, 0].cpu().double().numpy()
         out["inversion_shift"] = {"std_px": float(dx.std())}
         if "translation" in gt:

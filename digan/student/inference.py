@@ -144,22 +144,20 @@ class Student:
             raise DiganError(f"model.inversion_shift_view must be a finite number >= 0 (the fraction of the fitted image "
                              f"shift the view takes), got {self.cfg.model.inversion_shift_view}")
         imgs = images.to(self.device, torch.float32)
-        zero = torch.zeros(imgs.shape[0], 2, device=self.device)
         with torch.enable_grad():
             if w is None:
                 wi, d = invert_teacher(self.teacher, imgs, self.g3d.w_std, steps, lr, shift_lr=slr, return_shift=True)
             else:
-                wi, d = w.to(self.device), zero
+                wi, d = w.to(self.device), torch.zeros(imgs.shape[0], 2, device=self.device)
             wm, dm = (invert_teacher(self.teacher, imgs.flip(3), self.g3d.w_std, steps, lr, shift_lr=slr, return_shift=True)
                       if flip else (None, None))
         k = float(self.cfg.model.inversion_shift_view)
         est = self.shifted_estimate(self.estimate(wi), k * d)
-        shift = d
         if flip:
             g = self.g3d
             est = g.average_estimates([est, g.mirror_estimate(self.shifted_estimate(self.estimate(wm), k * dm))])
         return Reconstruction(estimate=est, w=wi.detach(), w_mirror=None if wm is None else wm.detach(),
-                              shift=shift.detach())
+                              shift=d.detach())
 
     def shifted_estimate(self, est: Estimate, shift: torch.Tensor) -> Estimate:
         """``est`` with its view translated so that its render moves by ``shift`` (B,2) pixels
@@ -168,9 +166,10 @@ class Student:
         if shift is None or not bool((shift != 0).any()):
             return est
         import dataclasses
-        import math
 
-        f = (self.g3d.size - 1) / 2 / math.tan(math.radians(float(self.cfg.renderer.fov)) / 2)
+        from digan.render.camera import focal_length
+
+        f = focal_length(self.g3d.size, float(self.cfg.renderer.fov))
         view = est.view
         t = view.translation.clone()
         t[:, :2] = t[:, :2] + shift.to(t) / f
