@@ -544,11 +544,6 @@ def apply_record_floors(records: list[Record], min_detection_rate: float, min_tu
     return changed
 
 
-def apply_detection_floor(records: list[Record], floor: float) -> bool:
-    """:func:`apply_record_floors` with the detection floor only (no turn floor)."""
-    return apply_record_floors(records, floor, 0.0)
-
-
 # --------------------------------------------------------------------------------------------
 # main loop
 

@@ -4,6 +4,7 @@ methods built from real photos, checked against an independent computation with 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import threading
 import warnings
@@ -394,28 +395,40 @@ def test_sharded_run_equals_single_process(tmp_path, face_models, heads):
         assert a.stats["n"] == b.stats["n"]
 
 
+@contextlib.contextmanager
+def _registered_bank(name: str, bank: dict):
+    """``bank`` served as the benchmark method ``name`` for the duration of the block, then
+    removed, so the registry stays as other tests expect it."""
+    import evaluate.methods as em
+    from evaluate.methods import register_method
+
+    register_method(name, help="test only")(lambda arg, **options: BankMethod(bank, name))
+    try:
+        yield
+    finally:
+        em._REGISTRY.pop(name, None)
+
+
+def _engine_config(tmp_path, face_models, method: str, **kw):
+    """The identity and pose metrics on 4 faces of ``method``, with the small face models."""
+    from evaluate.engine import RunConfig
+
+    return RunConfig(
+        methods=[method], metrics=["identity", "pose"], n_faces=4, yaws=YAWS, device="cpu",
+        models={"detector": str(face_models / "det_500m.onnx"), "recognizer": str(face_models / "mobilefacenet_arcface_w128.onnx")},
+        out=str(tmp_path / "res"), **kw,
+    )
+
+
 def test_engine_runs_identity_and_pose_with_fixed_alignment_option(tmp_path, face_models, ignore_bank):
     """Through the benchmark engine: records written per method/metric, metric options reach the
     constructor, the alignment mode is recorded."""
-    from evaluate.engine import RunConfig, run_benchmark
-    from evaluate.methods import register_method
+    from evaluate.engine import run_benchmark
     from evaluate.records import load_records
 
-    @register_method("test-photobank", help="test only")
-    def _make(arg, **options):
-        return BankMethod(ignore_bank, "test-photobank")
-
-    cfg = RunConfig(
-        methods=["test-photobank"], metrics=["identity", "pose"], n_faces=4, yaws=YAWS, device="cpu",
-        models={"detector": str(face_models / "det_500m.onnx"), "recognizer": str(face_models / "mobilefacenet_arcface_w128.onnx")},
-        out=str(tmp_path / "res"), metric_options={"identity": {"align": "fixed"}},
-    )
-    try:
-        run_benchmark(cfg, echo=False)
-    finally:
-        import evaluate.methods as em
-
-        em._REGISTRY.pop("test-photobank", None)  # keep the registry as other tests expect it
+    with _registered_bank("test-photobank", ignore_bank):
+        run_benchmark(_engine_config(tmp_path, face_models, "test-photobank", metric_options={"identity": {"align": "fixed"}}),
+                      echo=False)
     recs = load_records(tmp_path / "res")
     ident = [r for r in recs if r.metric == "identity"]
     pose = [r for r in recs if r.metric == "pose"]
@@ -429,20 +442,11 @@ def test_engine_flags_identity_of_renders_that_do_not_turn_and_follows_min_turn_
     """The static bank's renders never turn: through the engine its identity (1.0) is kept but
     marked warn with the reason, its pose is not; a resumed run with min_turn=0 clears the flag
     without recomputing."""
-    from evaluate.engine import RunConfig, run_benchmark
-    from evaluate.methods import register_method
+    from evaluate.engine import run_benchmark
     from evaluate.records import load_records
 
-    @register_method("test-static", help="test only")
-    def _make(arg, **options):
-        return BankMethod(ignore_bank, "test-static")
-
-    cfg = RunConfig(
-        methods=["test-static"], metrics=["identity", "pose"], n_faces=4, yaws=YAWS, device="cpu",
-        models={"detector": str(face_models / "det_500m.onnx"), "recognizer": str(face_models / "mobilefacenet_arcface_w128.onnx")},
-        out=str(tmp_path / "res"),
-    )
-    try:
+    cfg = _engine_config(tmp_path, face_models, "test-static")
+    with _registered_bank("test-static", ignore_bank):
         run_benchmark(cfg, echo=False)
         ident = [r for r in load_records(tmp_path / "res") if r.metric == "identity"]
         assert len(ident) == len(YAWS) + 1 and {r.status for r in ident} == {"warn"}
@@ -452,10 +456,6 @@ def test_engine_flags_identity_of_renders_that_do_not_turn_and_follows_min_turn_
         cfg.min_turn = 0.0
         again = run_benchmark(cfg, echo=False)
         assert {r.status for r in again} == {"ok"} == {r.status for r in load_records(tmp_path / "res")}
-    finally:
-        import evaluate.methods as em
-
-        em._REGISTRY.pop("test-static", None)
 
 
 def test_bench_identity_reports_consistent_figures(shared_data, face_models, capsys):

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _engine_fakes as fakes  # noqa: E402,F401  (registers the fake methods and metrics)
 
 from digan.cli import main  # noqa: E402
-from evaluate.engine import RunConfig, _fmt, apply_detection_floor, run_benchmark, summary_table  # noqa: E402
+from evaluate.engine import RunConfig, _fmt, apply_record_floors, run_benchmark, summary_table  # noqa: E402
 from evaluate.metrics.base import EvalContext, Metric, register_metric  # noqa: E402
 from evaluate.records import Record, rebuild_flat_views, record_path, write_records  # noqa: E402
 
@@ -165,7 +165,7 @@ def test_detection_rate_floor_turns_status_to_warn(tmp_path, capsys):
     assert [i["action"] for i in plan["items"]] == ["skip (resume)"]
     # a direct check of the rule: exactly at the floor is ok, below is warn
     rs = [Record("m", "pose", value=1.0, stats={"n": 5, "missed": 5}), Record("m", "pose", value=1.0, stats={"n": 4, "missed": 6})]
-    apply_detection_floor(rs, 0.5)
+    apply_record_floors(rs, 0.5)  # the detection floor alone (min_turn 0)
     assert [r.status for r in rs] == ["ok", "warn"]
 
 
