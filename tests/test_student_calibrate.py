@@ -368,3 +368,34 @@ def test_inverted_mirror_reads_the_mirrored_photos(face_models, shared_data, tmp
     np.testing.assert_allclose(got["kps"][3:].numpy(), flip.kps, atol=1e-4)
     assert np.abs(got["angles"][3:, 1].numpy() + ref.yaw).max() < 6.0
     assert load_torch(tmp_path / "run" / "pose_anchors.pt")["key"]["mirror"] is True
+
+
+def test_inverted_shift_lr_inverts_the_bank_as_a_reconstruction_does(teacher, base, heads, tmp_path):
+    """train.inverted_shift_lr > 0: each head of the bank is inverted with the image shift fitted
+    beside the code (invert_teacher's shift_lr, as Student.reconstruct inverts a photo), so the
+    codes are those of the shifted inversion, not the plain one; a cache made without the shift
+    is made again, and one made with it is read back."""
+    from digan.student.method import invert_teacher
+    from digan.student.train import inverted_code_bank
+    from digan.teacher.data import ImageFolderData
+
+    settings = CalibrationSettings(n=3, inversion_steps=4, mirror=False)
+    w_std = Student.load(base, teacher=teacher).g3d.w_std
+    x = ImageFolderData(heads / "images", mirror=False, cache_gb=0).load([0, 1, 2])
+    plain_cfg = calibration_config(base, heads, settings)
+    assert plain_cfg.train.inverted_shift_lr == 0.0  # the default: the plain inversion
+    plain = inverted_code_bank(plain_cfg, teacher, w_std, tmp_path, "cpu")
+    torch.testing.assert_close(plain, invert_teacher(teacher, x, w_std, 4))
+    cfg = calibration_config(base, heads, settings, overrides=["train.inverted_shift_lr=0.5"])
+    bank = inverted_code_bank(cfg, teacher, w_std, tmp_path, "cpu")  # the plain cache is not taken
+    torch.testing.assert_close(bank, invert_teacher(teacher, x, w_std, 4, shift_lr=0.5))
+    assert not torch.allclose(bank, plain, atol=1e-4)
+    assert load_torch(tmp_path / "inverted_codes.pt")["key"]["shift_lr"] == 0.5
+    # read back from the cache (a changed file would be returned as it is)
+    c = load_torch(tmp_path / "inverted_codes.pt")
+    c["codes"] = c["codes"] + 1.0
+    torch.save(c, tmp_path / "inverted_codes.pt")
+    torch.testing.assert_close(inverted_code_bank(cfg, teacher, w_std, tmp_path, "cpu"), bank + 1.0)
+    with pytest.raises(DiganError, match="inverted_shift_lr >= 0"):
+        inverted_code_bank(calibration_config(base, heads, settings, overrides=["train.inverted_shift_lr=-1"]), teacher, w_std,
+                           tmp_path / "bad", "cpu")

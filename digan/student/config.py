@@ -332,6 +332,12 @@ class TrainConfig:
     # of mirrored heads as often as those of the heads; the mirrors double the heads DV is
     # calibrated on at no cost in images. Not in DIGAN or LiftedGAN (README, 3D shape).
     inverted_mirror: bool = False
+    # > 0: each inversion of the bank also fits a translation of the teacher's image per head
+    # (digan.student.method.invert_teacher's shift_lr, pixels per step), as a reconstruction
+    # inverts a photo (model.inversion_shift_lr); 0 = the plain inversion (paper / LiftedGAN,
+    # and every bank made before the option). The bank keeps the codes (their teacher images are
+    # the targets), not the shifts
+    inverted_shift_lr: float = 0.0
     # the SCRFD face detector (.onnx) whose keypoints give loss.pose_anchor's targets; None = the
     # default detector (digan.faces.onnx_models.resolve_model)
     pose_detector: Optional[str] = None

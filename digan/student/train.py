@@ -760,9 +760,9 @@ def _inverted_folder(cfg: StudentConfig, teacher: Any) -> tuple[Path, Any, list[
     tc = cfg.train
     folder = Path(str(tc.inverted_data)).expanduser()
     n, steps = int(tc.inverted_n), int(tc.inverted_steps)
-    if n < 1 or steps < 0 or not 0.0 <= float(tc.inverted_fraction) <= 1.0:
-        raise DiganError(f"train.inverted_n must be >= 1, inverted_steps >= 0 and inverted_fraction in [0, 1] (got {n}, {steps}, "
-                         f"{tc.inverted_fraction})")
+    if n < 1 or steps < 0 or not 0.0 <= float(tc.inverted_fraction) <= 1.0 or not float(tc.inverted_shift_lr) >= 0:
+        raise DiganError(f"train.inverted_n must be >= 1, inverted_steps >= 0, inverted_fraction in [0, 1] and "
+                         f"inverted_shift_lr >= 0 (got {n}, {steps}, {tc.inverted_fraction}, {tc.inverted_shift_lr})")
     if (folder / "images").is_dir():  # a digan-bench data set: its images/ subfolder
         folder = folder / "images"
     if not folder.is_dir():
@@ -810,6 +810,9 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
     key = {"folder": str(folder.resolve()), "n": int(tc.inverted_n), "steps": steps, "teacher": teacher_tensor_hash(teacher)}
     if tc.inverted_mirror:  # keys of caches made before the option stay valid
         key["mirror"] = True
+    shift_lr = float(tc.inverted_shift_lr)
+    if shift_lr > 0:  # likewise
+        key["shift_lr"] = shift_lr
     cache = out / "inverted_codes.pt"
     c = _read_cache(cache, "inverted code cache")
     if c.get("key") == key and isinstance(c.get("codes"), torch.Tensor):
@@ -819,7 +822,7 @@ def inverted_code_bank(cfg: StudentConfig, teacher: Any, w_std: torch.Tensor, ou
         task = bar.add_task("invert", total=len(idx), completed=0, info=f"{folder.name}, {steps} steps")
         for i in range(0, len(idx), 64):
             imgs = data.load(idx[i:i + 64]).to(device)
-            codes.append(invert_teacher(teacher, imgs, w_std.to(device), steps).cpu())
+            codes.append(invert_teacher(teacher, imgs, w_std.to(device), steps, shift_lr=shift_lr).cpu())
             bar.update(task, completed=i + imgs.shape[0])
     bank = torch.cat(codes)
     out.mkdir(parents=True, exist_ok=True)
