@@ -336,7 +336,8 @@ class TrainConfig:
     # (digan.student.method.invert_teacher's shift_lr, pixels per step), as a reconstruction
     # inverts a photo (model.inversion_shift_lr); 0 = the plain inversion (paper / LiftedGAN,
     # and every bank made before the option). The bank keeps the codes (their teacher images are
-    # the targets), not the shifts
+    # the targets), not the shifts. Experimental: a view calibration on such a bank scored as the
+    # bundle's on the tuning heads (README, 3D shape, twenty-second session)
     inverted_shift_lr: float = 0.0
     # the SCRFD face detector (.onnx) whose keypoints give loss.pose_anchor's targets; None = the
     # default detector (digan.faces.onnx_models.resolve_model)
