@@ -224,6 +224,63 @@ def test_calibrate_view_with_the_pose_anchor_under_torchrun(teacher_file, tmp_pa
 
 
 @pytest.mark.slow
+def test_training_under_torchrun_gives_rank_1_rank_0s_anchors_and_keypoints(teacher_file, tmp_path, face_models, shared_data):
+    """torchrun with 2 gloo processes, training with the pose anchor and the landmark parallax on
+    inverted photos: rank 1 never reads the run folder, so the codes, the detector's pose
+    anchors and its keypoints it trains with must be rank 0's, sent to it. Each rank's objective
+    is read at its first step (a wrapper around the objective's forward, in the launched script)
+    and both must equal the caches rank 0 wrote."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from PIL import Image
+
+    from digan.utils.io import load_torch
+
+    heads = tmp_path / "photos"
+    heads.mkdir()
+    for i, p in enumerate(sorted((shared_data / "faces" / "celeba_aligned").glob("*.jpg"))[:4]):
+        Image.open(p).convert("RGB").resize((32, 32), Image.BICUBIC).save(heads / f"{i}.png")
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    script = tmp_path / "launch.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        import digan.student.objective as O
+        forward = O.DistillationObjective.forward
+        def first_step(self, *a, **k):
+            if not getattr(self, "_seen", False):
+                self._seen = True
+                rank = os.environ["RANK"]
+                torch.save({{"bank": self.code_bank.cpu(), "pose": self.code_pose.cpu(), "kps": self.code_kps.cpu()}},
+                           os.path.join({str(dumps)!r}, "rank" + rank + ".pt"))
+            return forward(self, *a, **k)
+        O.DistillationObjective.forward = first_step
+        from digan.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """))
+    out = tmp_path / "run"
+    env = dict(os.environ, DIGAN_BENCH_QUIET="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527", str(script),
+           "train", "--teacher", str(teacher_file), "--preset", "tiny", "--steps", "2", "--out", str(out), "--device", "cpu",
+           *_SMALL, "-s", f"train.inverted_data={heads}", "-s", "train.inverted_n=4", "-s", "train.inverted_steps=1",
+           "-s", f"train.pose_detector={face_models / 'det_500m.onnx'}", "-s", "loss.pose_anchor=10",
+           "-s", "loss.landmark_parallax=0.3", "-s", "train.depth_warmup=0"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r0, r1 = load_torch(dumps / "rank0.pt"), load_torch(dumps / "rank1.pt")
+    codes, anchors = load_torch(out / "inverted_codes.pt")["codes"], load_torch(out / "pose_anchors.pt")
+    assert anchors["found"] >= 3  # real faces: the keypoints are numbers, not NaN rows
+    for r in (r0, r1):
+        torch.testing.assert_close(r["bank"], codes)
+        torch.testing.assert_close(r["pose"], anchors["angles"], equal_nan=True)
+        torch.testing.assert_close(r["kps"], anchors["kps"], equal_nan=True)
+    assert torch.isfinite(r1["kps"]).all(-1).all(-1).sum() >= 3
+
+
+@pytest.mark.slow
 def test_bench_student_prints_and_writes_json(teacher_file, tmp_path):
     out = tmp_path / "bench.json"
     rc = main(["bench", "student", "--presets", "tiny", "--sizes", "32", "--device", "cpu", "--batch", "2", "--repeats", "2",
