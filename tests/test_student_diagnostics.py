@@ -345,9 +345,11 @@ def test_teacher_relighting_real_pair_is_explained_by_its_normals(tmp_path):
     sh = full["inversion_shift"]
     assert full["inversion_shift_lr"] == 0.15 and sh["true_std_px"] > 0 and -1 <= sh["corr_true"] <= 1
     assert any(line.startswith("image shift") and "lr 0.15" in line for line in lines)
-    st.cfg.model.inversion_shift_lr = 0.0
-    off = reconstruction_report(st, gt, yaw, 2, render_fit=False)
-    st.cfg.model.inversion_shift_lr = 0.15
+    was, st.cfg.model.inversion_shift_lr = st.cfg.model.inversion_shift_lr, 0.0
+    try:
+        off = reconstruction_report(st, gt, yaw, 2, render_fit=False)
+    finally:
+        st.cfg.model.inversion_shift_lr = was
     assert off["inversion_shift_lr"] == 0.0 and "inversion_shift" not in off
     assert not any(line.startswith("image shift") for line in shape_report_lines({**full, **off, "inversion_shift_lr": 0.0}))
     assert "teacher_relighting" not in shape_diagnostics(st, tmp_path / "gt", n_faces=3, inversion_steps=2, n_samples=4,

@@ -136,11 +136,11 @@ def test_objective_fit_starts_at_the_student_and_moves_only_the_residual(small_s
     # step 0 is the student as it is (bench shape's scores with the inversion objective-fit uses:
     # no fitted image shift), untouched by the fit
     faces, yaw = load_eval_faces(gt, 4, 64)
-    st.cfg.model.inversion_shift_lr = 0.0
+    was, st.cfg.model.inversion_shift_lr = st.cfg.model.inversion_shift_lr, 0.0
     try:
         rep = reconstruction_report(st, faces, yaw, 2)
     finally:
-        st.cfg.model.inversion_shift_lr = 0.15
+        st.cfg.model.inversion_shift_lr = was
     first = res["curve"][0]
     assert first["mad"] == pytest.approx(rep["student"]["mad"], rel=1e-6)
     assert first["detail_corr"] == pytest.approx(rep["detail"]["corr"], rel=1e-6, abs=1e-9)
