@@ -99,6 +99,76 @@ def test_symmetric_depth_is_the_mirror_average_of_the_residual(teacher):
     torch.testing.assert_close(smooth, smooth.flip(3), atol=1e-6, rtol=0)
 
 
+def test_shared_relief_is_one_symmetric_map_added_to_every_faces_residual(teacher):
+    """model.shared_relief: off, the depth net has no map; on, the map starts at 0 (the depth is
+    the plain one) and, once set, the depth is the plain mapping of raw + the map's mirror average,
+    the same map for every face of a batch."""
+    raw = torch.randn(3, 1, 32, 32)
+    plain = build_g3d(_cfg(), teacher, w_stats=False)
+    assert not hasattr(plain.depth_net, "shared_relief")
+    assert not any("shared_relief" in k for k in plain.state_dict())
+    g = build_g3d(_cfg("model.shared_relief=true"), teacher, w_stats=False)
+    g.load_state_dict(plain.state_dict(), strict=False)
+    assert "depth_net.shared_relief" in dict(g.named_parameters())
+    torch.testing.assert_close(g.depth_from_raw(raw), plain.depth_from_raw(raw), atol=0, rtol=0)
+    m = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        g.depth_net.shared_relief.copy_(m)
+    sym = (m + m.flip(3)) / 2
+    torch.testing.assert_close(g.depth_from_raw(raw), plain.depth_from_raw(raw + sym))
+    assert not torch.allclose(g.depth_from_raw(raw), plain.depth_from_raw(raw + m))
+    # a symmetric map on a zero residual: a symmetric depth, different from the prior's
+    d0 = g.depth_from_raw(torch.zeros(2, 1, 32, 32))
+    torch.testing.assert_close(d0, d0.flip(3), atol=1e-6, rtol=0)
+    assert (d0 - plain.depth_from_raw(torch.zeros(2, 1, 32, 32))).abs().max() > 1e-3
+
+
+def test_shared_relief_trains_at_its_own_rate_is_held_in_warmup_and_saved(teacher, tmp_path):
+    """train.shared_relief_lr_scale: Adam's first step moves the map by lr * depth_lr_scale *
+    shared_relief_lr_scale where its gradient is not tiny, the rest of the depth net by
+    lr * depth_lr_scale; the depth warm-up holds it; the trained map is in student.pt."""
+    from digan.student.train import _param_groups
+
+    lr = 1e-3
+    cfg = _cfg("loss.identity=0", "model.shared_relief=true", "train.shared_relief_lr_scale=7",
+               "train.depth_lr_scale=0.5", f"train.lr={lr}", "train.weight_decay=0")
+    torch.manual_seed(0)
+    b = get_builder("digan")(cfg, teacher)
+    groups = _param_groups(b.core, cfg)
+    assert sorted(g["lr_scale"] for g in groups) == [0.5, 1.0, 3.5]
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=0)
+    before = {n: p.detach().clone() for n, p in b.core.named_parameters()}
+    torch.manual_seed(3)
+    b.objective(torch.randn(3, 32))[0].backward()
+    grads = {n: p.grad.detach().clone() for n, p in b.core.named_parameters() if p.grad is not None}
+    assert "depth_net.shared_relief" in grads
+    opt.step()
+    checked = set()
+    for n, p in b.core.named_parameters():
+        big = grads[n].abs() > 1e-4 if n in grads else None
+        if big is None or not big.any():
+            continue
+        want = lr * (3.5 if n == "depth_net.shared_relief" else 0.5 if n.startswith("depth_net.") else 1.0)
+        step = (p.detach() - before[n]).abs()[big]
+        torch.testing.assert_close(step, torch.full_like(step, want), rtol=1e-3, atol=1e-9, msg=n)
+        checked.add(n if n == "depth_net.shared_relief" else n.split(".")[0])
+    assert {"depth_net.shared_relief", "depth_net", "view_net"} <= checked
+    # scales at 1: one group, the map in it (as any depth parameter)
+    one = _cfg("model.shared_relief=true")
+    assert len(_param_groups(get_builder("digan")(one, teacher).core, one)) == 1
+
+    base = ("loss.identity=0", "model.shared_relief=true", "train.shared_relief_lr_scale=10", "train.steps=2",
+            "train.ckpt_every=2", "train.grid_every=100")
+    train(_cfg(*base, "train.depth_warmup=2"), tmp_path / "held", teacher=teacher, show_progress=False)
+    held = Student.load(tmp_path / "held" / "student.pt", teacher=teacher).g3d.depth_net.shared_relief
+    assert torch.count_nonzero(held) == 0
+    train(_cfg(*base, "train.depth_warmup=0"), tmp_path / "free", teacher=teacher, show_progress=False)
+    free = Student.load(tmp_path / "free" / "student.pt", teacher=teacher)
+    assert free.cfg.model.shared_relief and free.g3d.depth_net.shared_relief.abs().max() > 1e-3
+    with pytest.raises(DiganError, match="shared_relief_lr_scale"):
+        train(_cfg(*base, "train.shared_relief_lr_scale=-1"), tmp_path / "bad", teacher=teacher, show_progress=False)
+
+
 def test_variants_table_and_ablation_switches(teacher):
     assert set(VARIANTS) == {"full", "no_flip", "no_identity", "no_albedo", "mlp", "plain_conv", "residual_compose"}
     # residual_compose: M starts as the identity (w0 = w), for LiftGAN too, whose own M is plain
@@ -850,7 +920,8 @@ def test_checkpoint_from_before_new_settings_resumes(teacher, tmp_path):
     ck = load_torch(out / "checkpoint.pt")
     for sec, key in (("loss", "cycle_grad"), ("loss", "perturb_depth_grad"), ("model", "light_vertical"), ("train", "depth_lr_scale"),
                      ("loss", "cycle_image"), ("loss", "perturb_view"), ("train", "lr_decay"),
-                     ("train", "ema"), ("train", "ema_start")):
+                     ("train", "ema"), ("train", "ema_start"), ("model", "shared_relief"),
+                     ("train", "shared_relief_lr_scale")):
         del ck["config"][sec][key]
     old = {k: (dict(v) if isinstance(v, dict) else v) for k, v in ck["config"].items()}
     for k in ("steps", "ckpt_every", "grid_every", "log_every", "device", "threads", "eval_data", "eval_every", "eval_faces",

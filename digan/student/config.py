@@ -96,6 +96,13 @@ class ModelConfig:
     # a symmetric one bends less (MAD 27 -> 42 instead of 44 deg) but still bends. Trained with it
     # (tuning heads): MAD 27.3 against the recipe's 26.8 (README, 3D shape). Experimental.
     depth_symmetric: bool = False
+    # one relief map shared by every face, learnt in training beside DS: a (1,1,S,S) parameter of
+    # the depth net, made mirror-symmetric and added to DS's raw output before raw_to_depth (so the
+    # mean subtraction, model.depth_smooth and the prior apply to it as to DS's residual). Starts at
+    # 0 (the student starts as without it). False = paper / LiftedGAN. Why: the faces share a nose,
+    # brow and chin that the per-face residual grows only to ~1/3 of the truth's (README, 3D
+    # shape). Train it with train.shared_relief_lr_scale (at 1 it hardly moves). Experimental.
+    shared_relief: bool = False
     # inference on an image (a teacher inversion): also invert the image's left-right mirror, mirror
     # that estimate back (depth, albedo and canonical maps flipped; yaw, roll, x translation and the
     # light's dx negated) and average the two. The estimate is then exactly mirror-equivariant, and
@@ -293,6 +300,11 @@ class TrainConfig:
     # depth starts learning and then drifts (README, 3D shape); a slower depth net tests whether
     # the drift is a step-size effect
     depth_lr_scale: float = 1.0
+    # learning rate of model.shared_relief's map as a multiple of train.lr (times
+    # train.depth_lr_scale, as it is part of DS); without the switch it has no effect. The map
+    # gets one gradient per step from the whole batch, so at 1 it moves ~1/100 of its useful size
+    # in a tiny run (README, 3D shape). Experimental.
+    shared_relief_lr_scale: float = 1.0
     # learning-rate schedule: "none" = constant (paper / LiftedGAN); "linear" = every learning
     # rate falls linearly from its value at the step the depth starts learning
     # (train.depth_warmup; 0 = the first step) to 1/(steps - depth_warmup) of it at the last

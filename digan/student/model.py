@@ -201,6 +201,8 @@ class G3D(nn.Module):
         self.compose = ComposeNet(style_dim, m.compose_hidden, m.compose_layers, m.compose_residual)
         self.depth_net = DepthNet(style_dim, size, inject_dim if m.use_inject else 0, m.depth_z, m.depth_nf, m.depth_mlp, m.partial_conv,
                                   norm_order=m.depth_norm, zero_init=m.depth_zero_init)
+        if getattr(m, "shared_relief", False):  # inside DS: the warm-up hold and DS's lr apply to it
+            self.depth_net.shared_relief = nn.Parameter(torch.zeros(1, 1, size, size))
         self.trans_net = TransformNet(style_dim, size, m.trans_z, m.trans_nf, m.trans_mlp) if m.use_transform_map else None
         # R, only for loss.cycle_image or loss.perturb_view=image (its weights are in the
         # checkpoint only then)
@@ -331,6 +333,9 @@ class G3D(nn.Module):
 
     def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Depth net output -> depth (:func:`raw_to_depth` with this model's prior and config)."""
+        relief = getattr(self.depth_net, "shared_relief", None)
+        if relief is not None:  # model.shared_relief: one mirror-symmetric map added for every face
+            raw = raw + (relief + relief.flip(3)) / 2
         return raw_to_depth(raw, self.prior, self.cfg.model)
 
     def foreground(self, depth: torch.Tensor) -> torch.Tensor:

@@ -302,16 +302,30 @@ def _save_grid(obj: Any, z: torch.Tensor, path: Path) -> None:
 
 
 def _param_groups(core: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
-    """Adam parameter groups: one (train.lr), or two when ``train.depth_lr_scale`` != 1: the
-    depth net at ``lr * depth_lr_scale`` (group key ``lr_scale``) and everything else at lr."""
+    """Adam parameter groups (group key ``lr_scale`` = the multiple of train.lr): everything at
+    lr; the depth net at ``lr * train.depth_lr_scale`` when that is not 1; and model.shared_relief's
+    map at ``lr * depth_lr_scale * train.shared_relief_lr_scale`` when the latter is not 1. One
+    group when both scales are 1, so earlier checkpoints resume as before."""
     params = [p for p in core.parameters() if p.requires_grad]
     scale = float(getattr(cfg.train, "depth_lr_scale", 1.0))
+    sr_scale = float(getattr(cfg.train, "shared_relief_lr_scale", 1.0))
     depth_net = getattr(core, "depth_net", None)
-    if scale == 1.0 or depth_net is None:
+    relief = getattr(depth_net, "shared_relief", None) if depth_net is not None else None
+    if relief is None:
+        sr_scale = 1.0
+    if (scale == 1.0 and sr_scale == 1.0) or depth_net is None:
         return [{"params": params, "lr_scale": 1.0}]
-    ids = {id(p) for p in depth_net.parameters()}
-    return [{"params": [p for p in params if id(p) not in ids], "lr_scale": 1.0},
-            {"params": [p for p in params if id(p) in ids], "lr": cfg.train.lr * scale, "lr_scale": scale}]
+    sr_ids = {id(relief)} if sr_scale != 1.0 else set()
+    depth_ids = {id(p) for p in depth_net.parameters()} - sr_ids
+    groups = [{"params": [p for p in params if id(p) not in depth_ids and id(p) not in sr_ids], "lr_scale": 1.0}]
+    if scale != 1.0:
+        groups.append({"params": [p for p in params if id(p) in depth_ids], "lr": cfg.train.lr * scale, "lr_scale": scale})
+    else:
+        groups[0]["params"] += [p for p in params if id(p) in depth_ids]
+    if sr_ids:
+        groups.append({"params": [p for p in params if id(p) in sr_ids], "lr": cfg.train.lr * scale * sr_scale,
+                       "lr_scale": scale * sr_scale})
+    return [g for g in groups if g["params"]]
 
 def train(
     cfg: StudentConfig,
@@ -382,7 +396,8 @@ def _check_numbers(cfg: StudentConfig) -> None:
     from digan.config import check_training_numbers
 
     t = cfg.train
-    check_training_numbers(t, "train.", {"lr": "1e-4", "weight_decay": "5e-4", "depth_lr_scale": "1"},
+    check_training_numbers(t, "train.", {"lr": "1e-4", "weight_decay": "5e-4", "depth_lr_scale": "1",
+                                          "shared_relief_lr_scale": "10"},
                            {"batch": 8, "ckpt_every": 1000, "grid_every": 1000, "log_every": 10, "w_stats_samples": 10000},
                            "[0.9,0.999]")
     if t.eval_every is not None and int(t.eval_every) < 1:
@@ -444,7 +459,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
             opt.load_state_dict(state["optimizer"])
         except ValueError as e:  # e.g. train.depth_lr_scale changed between the runs (one or two groups)
             raise DiganError(f"the checkpoint's optimiser state does not fit this config ({e}); resume with the "
-                             "train.depth_lr_scale it was trained with, or start over with --force") from None
+                             "train.depth_lr_scale / train.shared_relief_lr_scale it was trained with, or start over with --force") from None
         for g in opt.param_groups:  # this run's train.lr (it may be lowered to resume a diverged run)
             g["lr"] = cfg.train.lr * g.get("lr_scale", 1.0)
         _set_rng_state(state["rng"], sampler)
