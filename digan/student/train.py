@@ -302,30 +302,31 @@ def _save_grid(obj: Any, z: torch.Tensor, path: Path) -> None:
 
 
 def _param_groups(core: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
-    """Adam parameter groups (group key ``lr_scale`` = the multiple of train.lr): everything at
-    lr; the depth net at ``lr * train.depth_lr_scale`` when that is not 1; and model.shared_relief's
-    map at ``lr * depth_lr_scale * train.shared_relief_lr_scale`` when the latter is not 1. One
-    group when both scales are 1, so earlier checkpoints resume as before."""
-    params = [p for p in core.parameters() if p.requires_grad]
+    """Adam parameter groups, one per learning-rate multiple (group key ``lr_scale``): the depth
+    net at ``lr * train.depth_lr_scale``, model.shared_relief's map at that times
+    ``train.shared_relief_lr_scale``, everything else at lr. The lr group comes first and is
+    always there; with both scales at 1 it is the only one, so earlier checkpoints resume."""
     scale = float(getattr(cfg.train, "depth_lr_scale", 1.0))
-    sr_scale = float(getattr(cfg.train, "shared_relief_lr_scale", 1.0))
     depth_net = getattr(core, "depth_net", None)
-    relief = getattr(depth_net, "shared_relief", None) if depth_net is not None else None
-    if relief is None:
-        sr_scale = 1.0
-    if (scale == 1.0 and sr_scale == 1.0) or depth_net is None:
-        return [{"params": params, "lr_scale": 1.0}]
-    sr_ids = {id(relief)} if sr_scale != 1.0 else set()
-    depth_ids = {id(p) for p in depth_net.parameters()} - sr_ids
-    groups = [{"params": [p for p in params if id(p) not in depth_ids and id(p) not in sr_ids], "lr_scale": 1.0}]
-    if scale != 1.0:
-        groups.append({"params": [p for p in params if id(p) in depth_ids], "lr": cfg.train.lr * scale, "lr_scale": scale})
-    else:
-        groups[0]["params"] += [p for p in params if id(p) in depth_ids]
-    if sr_ids:
-        groups.append({"params": [p for p in params if id(p) in sr_ids], "lr": cfg.train.lr * scale * sr_scale,
-                       "lr_scale": scale * sr_scale})
-    return [g for g in groups if g["params"]]
+    depth_ids = {id(p) for p in depth_net.parameters()} if depth_net is not None else set()
+    relief = getattr(depth_net, "shared_relief", None)
+
+    def lr_scale(p: torch.nn.Parameter) -> float:
+        if p is relief:
+            return scale * float(getattr(cfg.train, "shared_relief_lr_scale", 1.0))
+        return scale if id(p) in depth_ids else 1.0
+
+    # dict order = the groups' order in the optimiser state: lr, the depth net's, the map's. A group
+    # stays when train.trainable leaves it empty, so the state's layout follows the config alone
+    groups: dict[float, list[torch.nn.Parameter]] = {1.0: []}
+    if depth_net is not None:
+        groups.setdefault(scale, [])
+    if relief is not None:
+        groups.setdefault(lr_scale(relief), [])
+    for p in core.parameters():
+        if p.requires_grad:
+            groups[lr_scale(p)].append(p)
+    return [{"params": ps, "lr": cfg.train.lr * s, "lr_scale": s} for s, ps in groups.items()]
 
 def train(
     cfg: StudentConfig,
