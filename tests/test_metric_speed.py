@@ -120,9 +120,10 @@ def test_time_budget_keeps_speed_short():
     has run max_seconds (after at least one batch), and the records count the batches timed."""
     ctx = EvalContext(out_dir=".", batch_size=2, yaws=(-30.0, 30.0))
     meth = Slow(pose=True)
-    t0 = time.perf_counter()
     recs = Speed(warmup=1, batches=1000, max_seconds=0.1).compute(meth, ctx)
-    assert time.perf_counter() - t0 < 5  # 2 x 1000 batches of >= 20 ms would take 40 s and more
+    # the loop stopped long before its 1000 batches per stage (counted, not timed: a wall-clock
+    # bound fails on a loaded runner); each stage renders its warm-up batch plus those it timed
+    assert len(meth.calls) < 2 * (1 + 20)
     gen = next(r for r in recs if r.metric == "speed" and r.setting == "overall")
     n_timed = len(gen.stats["per_batch_s"])
     assert 1 <= n_timed < 20 and gen.stats["n"] == 2 * n_timed and gen.n_faces == 2 * n_timed
