@@ -15,6 +15,10 @@
 # sideways shift is held near 0 (loss.view_shift=10; README "Holding the shift in training").
 # Since the twentieth session LiftGAN's compose net is residual in the tiny preset, as DIGAN's
 # (baselines.liftgan.LIFTGAN_TINY; README "The LiftGAN student's one face").
+# Since the twenty-fourth session DIGAN and its two ablations also learn one mirror-symmetric
+# relief map shared by every face (model.shared_relief=true, at 10x the depth net's rate) from
+# training seed 1 (DIGAN_RECIPE; README "Twenty-third session: the shared relief over training
+# seeds"); LiftGAN keeps the recipe without them (its bundled weights, seed 0, are unchanged).
 # The view calibration (its defaults: 1,200 steps; all 2,000 of those heads and their mirror
 # images, since the seventeenth session) inverts them with the same anchor. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
@@ -34,6 +38,8 @@ STEPS_ARG=${STEPS:+--steps $STEPS}
 # the training recipe every model shares (the tiny preset plus these)
 RECIPE="--set train.inverted_data=$DATA --set train.pose_detector=$DETECTOR --set loss.pose_anchor=10 \
 --set loss.pose_anchor_pitch=10 --set loss.landmark_parallax=0.3 --set loss.view_shift=10"
+# DIGAN's own additions (DIGAN, mlp, plain_conv; not LiftGAN)
+DIGAN_RECIPE="--set model.shared_relief=true --set train.shared_relief_lr_scale=10 --set train.seed=1"
 CAL_STEPS=1200
 
 [ -d "$TUNE" ] || $BIN data synth --out "$TUNE" --n 200 --size 64 --seed 5
@@ -45,8 +51,8 @@ train() {  # name, extra args...
         > "$RUNS/$name.log" 2>&1
 }
 mkdir -p "$RUNS"
-train digan & train liftgan --model liftgan & wait
-train mlp --variant mlp & train plain_conv --variant plain_conv & wait
+train digan $DIGAN_RECIPE & train liftgan --model liftgan & wait
+train mlp --variant mlp $DIGAN_RECIPE & train plain_conv --variant plain_conv $DIGAN_RECIPE & wait
 
 calibrate() {  # name: DV of RUNS/name adapted to inverted training heads -> RUNS/name_cal
     # the heads' codes and poses depend on the teacher and the detector, not on the student:
@@ -62,14 +68,14 @@ calibrate digan  # inverts the heads (~18 minutes on one core); the others reuse
 calibrate liftgan & calibrate mlp & wait
 calibrate plain_conv
 
-$PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" "$RECIPE" "$CAL_STEPS" <<'EOF'
+$PY - "$RUNS" "$TUNE" "$STEPS_ARG" "$DETECTOR" "$RECIPE" "$CAL_STEPS" "$DIGAN_RECIPE" <<'EOF'
 import sys
 from digan.student.train import package_student
-runs, tune, steps, detector, recipe, cal_steps = sys.argv[1:7]
+runs, tune, steps, detector, recipe, cal_steps, digan_recipe = sys.argv[1:8]
 base = " ".join(["digan-bench train --teacher tiny --preset tiny --threads 1 --eval-data", tune] + ([steps] if steps else []) + [recipe])
 cal = f"digan-bench calibrate-view --images data/synth64 --threads 1 --steps {cal_steps} --mirror-heads --eval-data {tune} --detector {detector} --student "
 for name, dest, cmd in (
-    ("digan", "digan/assets/tiny_student_64_base.pt", base),
+    ("digan", "digan/assets/tiny_student_64_base.pt", base + " " + digan_recipe),
     ("digan_cal", "digan/assets/tiny_student_64.pt", cal + "digan/assets/tiny_student_64_base.pt"),
     ("liftgan_cal", "digan/assets/tiny_liftgan_64.pt", cal + f"{runs}/liftgan/student.pt (" + base + " --model liftgan)"),
 ):
