@@ -123,6 +123,39 @@ def test_shared_relief_is_one_symmetric_map_added_to_every_faces_residual(teache
     assert (d0 - plain.depth_from_raw(torch.zeros(2, 1, 32, 32))).abs().max() > 1e-3
 
 
+def test_shared_relief_smooth_gives_the_map_its_own_low_pass(teacher, tmp_path):
+    """model.shared_relief_smooth: None = the map is low-passed with DS's residual (above); a
+    sigma = the map, its mean removed, gets its own Gaussian and is added beside the prior after
+    DS's low-pass. A one-pixel spike of the map stays one pixel wide at sigma 0 and spreads at
+    sigma 2, while DS's residual keeps model.depth_smooth either way."""
+    from digan.student.model import raw_to_depth
+
+    raw = torch.randn(2, 1, 32, 32)
+    spike = torch.zeros(1, 1, 32, 32)
+    spike[..., 16, 15] = spike[..., 16, 16] = 1.0  # symmetric under the left-right flip
+    depth = {}
+    for smooth in ("null", "0", "2"):
+        g = build_g3d(_cfg("model.shared_relief=true", f"model.shared_relief_smooth={smooth}"), teacher, w_stats=False)
+        with torch.no_grad():
+            g.depth_net.shared_relief.copy_(spike)
+        depth[smooth] = g.depth_from_raw(raw)
+        zero = g.depth_from_raw(torch.zeros(1, 1, 32, 32))
+        base = raw_to_depth(torch.zeros(1, 1, 32, 32), g.prior, g.cfg.model)
+        changed = ((zero - base).abs() > 1e-6).sum().item()
+        if smooth == "0":  # no low-pass: the spike moves its two pixels (the mean shift moves all a little)
+            torch.testing.assert_close(depth[smooth], raw_to_depth(raw, g.prior + spike - spike.mean(), g.cfg.model))
+            assert ((zero - base).abs() > 1e-3).sum().item() == 2
+        else:
+            assert ((zero - base).abs() > 1e-3).sum().item() > 6, smooth
+        assert changed > 2
+    # the map's own sigma differs from DS's path: the three depths differ
+    assert not torch.allclose(depth["null"], depth["0"]) and not torch.allclose(depth["0"], depth["2"])
+    with pytest.raises(DiganError, match="shared_relief_smooth"):
+        train(_cfg("model.shared_relief=true", "model.shared_relief_smooth=-1", "train.steps=1"), tmp_path / "bad", teacher=teacher,
+              show_progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_shared_relief_trains_at_its_own_rate_is_held_in_warmup_and_saved(teacher, tmp_path):
     """train.shared_relief_lr_scale: Adam's first step moves the map by lr * depth_lr_scale *
     shared_relief_lr_scale where its gradient is not tiny, the rest of the depth net by

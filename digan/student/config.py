@@ -103,6 +103,13 @@ class ModelConfig:
     # brow and chin that the per-face residual grows only to ~1/3 of the truth's (README, 3D
     # shape). Train it with train.shared_relief_lr_scale (at 1 it hardly moves). Experimental.
     shared_relief: bool = False
+    # model.shared_relief's own low-pass: None = the map goes through model.depth_smooth with DS's
+    # residual (the bundled student); a number = its own Gaussian sigma in px at 64 px (0 = none),
+    # the map then added beside the prior after DS's low-pass. Why try it: the low-pass exists
+    # because each face's gradient is mostly high-frequency ripple; a map shared by every face
+    # averages that over faces, and at sigma 2 it cannot draw a nose tip (README, 3D shape).
+    # Experimental.
+    shared_relief_smooth: Optional[float] = None
     # inference on an image (a teacher inversion): also invert the image's left-right mirror, mirror
     # that estimate back (depth, albedo and canonical maps flipped; yaw, roll, x translation and the
     # light's dx negated) and average the two. The estimate is then exactly mirror-equivariant, and

@@ -334,9 +334,18 @@ class G3D(nn.Module):
     def depth_from_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """Depth net output -> depth (:func:`raw_to_depth` with this model's prior and config)."""
         relief = getattr(self.depth_net, "shared_relief", None)
-        if relief is not None:  # model.shared_relief: one mirror-symmetric map added for every face
-            raw = raw + (relief + relief.flip(3)) / 2
-        return raw_to_depth(raw, self.prior, self.cfg.model)
+        if relief is None:
+            return raw_to_depth(raw, self.prior, self.cfg.model)
+        relief = (relief + relief.flip(3)) / 2  # model.shared_relief: one mirror-symmetric map for every face
+        sigma = getattr(self.cfg.model, "shared_relief_smooth", None)
+        if sigma is None:  # added to DS's raw output: the mean subtraction and the low-pass apply to it
+            return raw_to_depth(raw + relief, self.prior, self.cfg.model)
+        # its own low-pass (sigma px at 64 px; 0 = none), added beside the prior after DS's low-pass
+        relief = relief - relief.mean(dim=(2, 3), keepdim=True)
+        sigma = float(sigma) * raw.shape[-1] / 64.0
+        if sigma > 0:
+            relief = gaussian_blur(relief, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+        return raw_to_depth(raw, self.prior + relief, self.cfg.model)
 
     def foreground(self, depth: torch.Tensor) -> torch.Tensor:
         """(B,1,S,S) 1 where the depth is nearer than the background plane."""
