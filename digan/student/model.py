@@ -136,6 +136,16 @@ def depth_smooth_sigma(m: Any, size: int) -> float:
     return float(m.depth_smooth) * size / 64.0
 
 
+def low_pass(x: torch.Tensor, sigma64: float) -> torch.Tensor:
+    """Gaussian blur of ``x`` (B,C,S,S) with sigma ``sigma64`` px at 64 px, scaled to S (the same
+    physical blur at every size; edges replicated); ``x`` itself when the sigma is 0. The one
+    low-pass of the depth's parts: DS's residual, the prior's rim, the shared relief map."""
+    sigma = float(sigma64) * x.shape[-1] / 64.0
+    if sigma <= 0:
+        return x
+    return gaussian_blur(x, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+
+
 def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor:
     """Depth net output (B,1,S,S) -> depth in [min_depth, max_depth] for a :class:`ModelConfig` ``m``.
 
@@ -156,9 +166,7 @@ def raw_to_depth(raw: torch.Tensor, prior: torch.Tensor, m: Any) -> torch.Tensor
     r = raw - raw.mean(dim=(2, 3), keepdim=True)
     if getattr(m, "depth_symmetric", False):  # mirror-symmetric canonical depth (see ModelConfig)
         r = (r + r.flip(3)) / 2
-    sigma = depth_smooth_sigma(m, raw.shape[-1]) if getattr(m, "depth_smooth", 0) else 0.0
-    if sigma > 0:
-        r = gaussian_blur(r, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+    r = low_pass(r, getattr(m, "depth_smooth", 0) or 0.0)
     d = torch.tanh(r + prior)
     d = (1 + d) / 2 * m.max_depth + (1 - d) / 2 * m.min_depth
     bw = m.border_width
@@ -253,10 +261,7 @@ class G3D(nn.Module):
         lo, hi = depth_range
         u = ((depth - lo) / (hi - lo) * 2 - 1).clamp(-0.999, 0.999)
         prior = torch.atanh(u).float().view(1, 1, size, size)
-        sigma = float(smooth) * size / 64.0
-        if sigma > 0:
-            prior = gaussian_blur(prior, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
-        return prior
+        return low_pass(prior, smooth)
 
     @staticmethod
     def model_prior(m: Any, size: int, smooth: float = 0.0) -> torch.Tensor:
@@ -340,11 +345,8 @@ class G3D(nn.Module):
         sigma = getattr(self.cfg.model, "shared_relief_smooth", None)
         if sigma is None:  # added to DS's raw output: the mean subtraction and the low-pass apply to it
             return raw_to_depth(raw + relief, self.prior, self.cfg.model)
-        # its own low-pass (sigma px at 64 px; 0 = none), added beside the prior after DS's low-pass
-        relief = relief - relief.mean(dim=(2, 3), keepdim=True)
-        sigma = float(sigma) * raw.shape[-1] / 64.0
-        if sigma > 0:
-            relief = gaussian_blur(relief, max(1, int(math.ceil(3 * sigma))), sigma, pad_mode="replicate")
+        # its own low-pass (0 = none), added beside the prior after DS's low-pass
+        relief = low_pass(relief - relief.mean(dim=(2, 3), keepdim=True), sigma)
         return raw_to_depth(raw, self.prior + relief, self.cfg.model)
 
     def foreground(self, depth: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import math
 import os
 import random
 import time
@@ -402,10 +401,11 @@ def _check_numbers(cfg: StudentConfig) -> None:
                                           "shared_relief_lr_scale": "10"},
                            {"batch": 8, "ckpt_every": 1000, "grid_every": 1000, "log_every": 10, "w_stats_samples": 10000},
                            "[0.9,0.999]")
-    srs = getattr(cfg.model, "shared_relief_smooth", None)
-    if srs is not None and not (isinstance(srs, (int, float)) and not isinstance(srs, bool) and math.isfinite(srs) and srs >= 0):
-        raise DiganError(f"model.shared_relief_smooth must be a sigma >= 0 in px (0 = no low-pass) or null (= model.depth_smooth "
-                         f"with DS's residual), got {srs!r}")
+    if getattr(cfg.model, "shared_relief_smooth", None) is not None:  # the config parser rejects non-numbers
+        from digan.config import check_finite_numbers
+
+        check_finite_numbers(cfg.model, "model.", {"shared_relief_smooth": "1"},
+                             hint="; a sigma in px, 0 = no low-pass, null = model.depth_smooth with DS's residual")
     if t.eval_every is not None and int(t.eval_every) < 1:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
     # the loss weights and sampling ranges: a negative weight would maximise its term and a NaN
