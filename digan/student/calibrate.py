@@ -57,6 +57,7 @@ CALIBRATION_OVERRIDES: list[str] = [
     "train.trainable=[view_net]",
     "loss.perturb=0", "loss.cycle=0", "loss.identity=0", "loss.w_reg=0", "loss.albedo=0",
     "loss.canonical_symmetry=0", "loss.canonical_cycle=0", "loss.cycle_image=0", "loss.landmark_parallax=0",
+    "loss.landmark_parallax_shared=0",
     "train.depth_warmup=0", "train.ema=0", "train.ema_start=null", "train.lr_decay=none",
     "train.keep_best=null", "train.code_noise=0",
 ]

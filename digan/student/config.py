@@ -206,6 +206,12 @@ class LossConfig:
     # seeds and the first side views with a brow and a nose bump, but against the bundle a trade
     # (MAD 0.0-0.4 deg worse on held-out heads); above 0.3 the face bends and MAD rises
     landmark_parallax: float = 0.0
+    # the same term once more, its gradient sent to model.shared_relief's map alone (DS's per-face
+    # output, the view and the T map held; 0 = off, the paper / LiftedGAN and the bundle; needs
+    # model.shared_relief). Why try it: landmark_parallax above 0.3 bends each face to fit one
+    # number per face, while the faces share a nose that the shared map can hold for all of them
+    # (the bundle's map holds a rim and a brow band, no nose). Experimental (README, 3D shape).
+    landmark_parallax_shared: float = 0.0
     # DV's sideways shift (0 = paper / LiftedGAN; experimental): ``view_shift`` x the mean over
     # the batch of DV's squared raw x and y translation (raw units: model.xy_translation_range
     # is 1). Why: on the synthetic heads (crops that do not shift with yaw) the bundled DV shifts

@@ -68,6 +68,9 @@ class Estimate:
     w0: torch.Tensor  # (B,D) neutral code
     view: View
     light: Light
+    #: (B,1) the depth net's raw output, before model.shared_relief's map and raw_to_depth (None
+    #: where an estimate was not made by the depth net: mirrored or averaged estimates)
+    depth_raw: Optional[torch.Tensor] = None
 
     def detach(self) -> "Estimate":
         out = {}
@@ -417,12 +420,13 @@ class G3D(nn.Module):
 
     def estimate_from_w0(self, w0: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor, teacher: Any) -> Estimate:
         canonical, feat = teacher_synthesis(teacher, w0, features=self.depth_net.inject is not None)
-        depth = self.depth_from_raw(self.depth_net(w0, feat))
+        raw = self.depth_net(w0, feat)
+        depth = self.depth_from_raw(raw)
         tmap = self.transform_map(self.trans_net(w0), depth) if self.trans_net is not None else None
         light = self.light_net.to_light(light_raw)
         albedo = self.albedo(canonical, depth, light)
         return Estimate(depth=depth, albedo=albedo, canonical=canonical, transform_map=tmap, view_raw=view_raw,
-                        light_raw=light_raw, w0=w0, view=self.view_net.to_view(view_raw), light=light)
+                        light_raw=light_raw, w0=w0, view=self.view_net.to_view(view_raw), light=light, depth_raw=raw)
 
     def render(self, est: Estimate, renderer: MeshRenderer, view: View | None = None, light: Light | None = None,
                flip: bool = False, filter_grads: bool = True, **kwargs):

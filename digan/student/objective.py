@@ -41,6 +41,10 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * ``canonical_cycle`` (x ``loss.canonical_cycle``, 0 in the paper): the cycle loss on w0 itself,
   DL(w0) = (a, b, 0, 0) and DV(w0) rotation = 0. Not in DIGAN or LiftedGAN (experimental).
 
+* ``landmark_parallax_shared`` (x ``loss.landmark_parallax_shared``, 0 in the paper): the
+  landmark parallax term again, its gradient reaching ``model.shared_relief``'s map alone (DS's
+  per-face output, the view and the T map held). Not in DIGAN or LiftedGAN (experimental).
+
 * ``view_shift`` (x ``loss.view_shift``, 0 in the paper): mean squared raw (tx, ty) of DV's
   view of every code; keeps DV from shifting a face sideways where the render needs relief
   (see LossConfig). Not in DIGAN or LiftedGAN (experimental).
@@ -58,6 +62,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from digan.errors import DiganError
 from digan.render import MeshRenderer
 from digan.render.types import View
 from digan.student import losses as L
@@ -268,6 +273,16 @@ class DistillationObjective(nn.Module):
             lp = L.landmark_parallax_loss(lo.grid, lo.mask, kps)
             total = total + lc.landmark_parallax * lp
             logs["landmark_parallax"] = lp.detach()
+        if kps is not None and lc.landmark_parallax_shared > 0:
+            # the same, through the shared relief map alone: DS's per-face output held
+            k = kps.shape[0]
+            if est.depth_raw is None or getattr(g3d.depth_net, "shared_relief", None) is None:
+                raise DiganError("loss.landmark_parallax_shared needs model.shared_relief=true (the map it trains)")
+            on_map = dataclasses.replace(est.detach(), depth=g3d.depth_from_raw(est.depth_raw[:k].detach())).index(slice(0, k))
+            ls = g3d.render(on_map, renderer)
+            lps = L.landmark_parallax_loss(ls.grid, ls.mask, kps)
+            total = total + lc.landmark_parallax_shared * lps
+            logs["landmark_parallax_shared"] = lps.detach()
         if lc.view_shift > 0:
             vs = est.view_raw[:, 3:5].pow(2).sum(1).mean()
             total = total + lc.view_shift * vs

@@ -406,6 +406,9 @@ def _check_numbers(cfg: StudentConfig) -> None:
 
         check_finite_numbers(cfg.model, "model.", {"shared_relief_smooth": "1"},
                              hint="; a sigma in px, 0 = no low-pass, null = model.depth_smooth with DS's residual")
+    if float(cfg.loss.landmark_parallax_shared) > 0 and not cfg.model.shared_relief:
+        raise DiganError("loss.landmark_parallax_shared trains model.shared_relief's map: set model.shared_relief=true, "
+                         "or loss.landmark_parallax_shared=0")
     if t.eval_every is not None and int(t.eval_every) < 1:
         raise DiganError(f"train.eval_every must be at least 1 or null (= train.ckpt_every), got {t.eval_every}")
     # the loss weights and sampling ranges: a negative weight would maximise its term and a NaN
@@ -486,7 +489,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
         return average.applied(core) if average is not None else contextlib.nullcontext()
 
     anchored = float(cfg.loss.pose_anchor) > 0 or float(cfg.loss.pose_anchor_pitch) > 0
-    landmarked = float(cfg.loss.landmark_parallax) > 0
+    landmarked = float(cfg.loss.landmark_parallax) > 0 or float(cfg.loss.landmark_parallax_shared) > 0
     readings = None  # the detector's readings of the inverted heads (rank 0, when a term needs them)
     inverted_heads = None
     if cfg.train.inverted_data:
@@ -518,7 +521,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
                          "calibrate-view, or set loss.pose_anchor=0 and loss.pose_anchor_pitch=0")
     elif landmarked:
         raise DiganError("loss.landmark_parallax needs train.inverted_data (the real images whose keypoints it reads); "
-                         "use calibrate-view, or set loss.landmark_parallax=0")
+                         "use calibrate-view, or set loss.landmark_parallax=0 and loss.landmark_parallax_shared=0")
     if float(cfg.loss.pose_anchor_samples) > 0:  # every rank reads its own samples' pose
         from digan.faces.onnx_models import resolve_model
         from digan.faces.pipeline import FacePipeline
