@@ -221,6 +221,41 @@ def _expected():
     return float(np.mean(side)), float(np.mean(mads)), float(np.std(mads, ddof=1))
 
 
+def test_nose_protrusion_closed_forms():
+    """A pyramid nose on a plane: the tip is found in the central window and stands out of its
+    flanks (W/16 away) by the height it loses over that run; a scaled nose scores in proportion,
+    a plane 0, a quadratic cap ``a x^2`` exactly ``a (W/16)^2``, with the truth's tip used for
+    every map. No masked pixel in the window, or a flank off the mask: NaN."""
+    w = 64
+    yy, xx = torch.meshgrid(torch.arange(w, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    tip_r, tip_c = 33, 31
+    cone = (0.03 - 0.005 * ((xx - tip_c).abs() + (yy - tip_r).abs())).clamp(min=0)  # 0.03 at the tip, 0.005 per px
+    true = (1.0 - cone).view(1, 1, w, w)
+    mask = torch.ones(1, 1, w, w)
+    plane = torch.ones(1, 1, w, w, dtype=torch.float64)
+    a = 1e-4
+    cap = (1.0 + a * (xx - tip_c) ** 2).view(1, 1, w, w)
+    half = (1.0 - 0.5 * cone).view(1, 1, w, w)
+    out = D.nose_protrusion({"half": half, "plane": plane, "cap": cap}, true, mask)
+    assert out["truth"][0].item() == pytest.approx(0.005 * 4)  # 4 px of slope to either flank
+    assert out["half"][0].item() == pytest.approx(0.01)
+    assert out["plane"][0].item() == pytest.approx(0.0, abs=1e-12)
+    assert out["cap"][0].item() == pytest.approx(a * 16)
+    # a tip outside the window is not the nose: the window's own nearest pixel is used
+    far = true.clone()
+    far[..., 5, 5] = 0.5
+    assert D.nose_protrusion({}, far, mask)["truth"][0].item() == pytest.approx(0.02)
+    # per image; the window unmasked, or a flank off the mask, gives NaN
+    m2 = mask.repeat(3, 1, 1, 1)
+    m2[1, :, 20:50, 26:38] = 0
+    m2[2, :, :, tip_c + 4] = 0
+    res = D.nose_protrusion({"half": half.repeat(3, 1, 1, 1)}, true.repeat(3, 1, 1, 1), m2)
+    assert res["truth"][0].item() == pytest.approx(0.02) and math.isnan(res["truth"][1].item())
+    assert math.isnan(res["truth"][2].item()) and math.isnan(res["half"][2].item())
+    with pytest.raises(Exception, match="nose_protrusion"):
+        D.nose_protrusion({"x": plane[..., :32, :32]}, true, mask)
+
+
 def test_side_mad_metrics_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "open_ground_truth", lambda path: GT)
     Recon.calls = 0

@@ -516,13 +516,19 @@ def test_true_head_references_score_the_ground_truth_at_dv_pose(tmp_path, monkey
     text = "\n".join(shape_report_lines({**rep, "inversion_steps": 2, "asymmetry": {"canonical": 0.1, "teacher": 0.1},
                                          "light": {"ambient": 0.5, "diffuse": 0.5}, "relief_std": 0.01}))
     assert "mean GT head, DV pose" in text and "DV pitch vs true pitch" in text
+    # the nose, in the canonical frame: the truth's own depth stands out exactly as the truth's;
+    # the untrained student's is its prior's, a small part of the truth's
+    assert rep["nose"]["student_ratio"] == 1.0 and rep["nose"]["truth"] > 0.005 and rep["nose"]["faces"] == 3
+    assert prior["nose"]["student"] == prior["nose"]["prior"] == prior["nose"]["one_head"]
+    assert 0 <= prior["nose"]["student_ratio"] < 0.5
+    assert "nose protrusion / GT's" in text and "1.00x" in text
     # the view was given no shift: none follows the yaw; the truth's spread is the set's own
     assert rep["shift"]["per_10deg"] == 0 and rep["shift"]["pred_std"] == 0
     assert rep["shift"]["true_std"] == pytest.approx(float(gt["translation"][:, 0].double().std(unbiased=False)))
     assert "DV x shift vs DV yaw" in text and "+0.0000/10 deg" in text
     # a set without canonical depths: no ground-truth references, the rest stands
     rep = reconstruction_report(st, {k: v for k, v in gt.items() if k != "canonical_depth"}, yaw, 2, render_fit=False, flip_average=False)
-    assert "true_head" not in rep and "mean_true_head" not in rep and np.isfinite(rep["student"]["mad"])
+    assert "true_head" not in rep and "mean_true_head" not in rep and "nose" not in rep and np.isfinite(rep["student"]["mad"])
 
 
 def test_landmark_yaw_check_says_whose_yaw_dv_follows(tmp_path, face_models):

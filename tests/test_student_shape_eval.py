@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:VGG16 weights not found"), pyte
 
 S = 64
 FINITE = ("side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad", "prior_side", "prior_mad",
-          "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "yaw_corr", "yaw_slope", "pitch_corr",
+          "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "nose_ratio", "yaw_corr", "yaw_slope", "pitch_corr",
           "psnr_teacher", "psnr_student")
 
 

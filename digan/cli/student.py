@@ -154,6 +154,7 @@ def _last_shape_eval(run_dir: Path) -> dict[str, str]:
             "3D prior at DV pose": f"{f(r.get('posed_prior_side'), '.2e')}/{f(r.get('posed_prior_mad'), '.1f')} deg",
             "3D one head": f"MAD {f(r.get('one_head_mad'), '.1f')} deg (the mean code's depth for all)",
             "3D best one head": f"MAD {f(r.get('mean_true_head_mad'), '.1f')} deg (ground truth: other heads' mean)",
+            "3D nose": f"{f(r.get('nose_ratio'), '.2f')}x the truth's protrusion",
             "3D log": str(Path(run_dir) / "shape_eval.csv")}
 
 

@@ -442,7 +442,8 @@ def load_eval_faces(synth_dir: str | Path, n_faces: int, size: int) -> tuple[dic
     if n < 3:
         raise DiganError(f"the shape report needs at least 3 faces, got {n} ({synth_dir} holds {len(data)}); raise --n-faces (train.eval_faces) or make more with digan-bench data synth")
     items = [data[i] for i in range(n)]
-    keys = ("image", "depth", "normal", "mask", "light", "rotation") + tuple(k for k in ("translation", "canonical_depth") if k in items[0])
+    keys = ("image", "depth", "normal", "mask", "light", "rotation") + tuple(k for k in ("translation", "canonical_depth", "canonical_mask")
+                                                                            if k in items[0])
     gt = {k: torch.stack([torch.as_tensor(it[k]) for it in items]).float() for k in keys}
     if gt["image"].shape[-1] != size:
         raise DiganError(f"synthetic faces are {gt['image'].shape[-1]} px but the student renders {size} px; make the set with --size {size}")
@@ -489,7 +490,8 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     from evaluate.methods import Rendered
     from dataclasses import replace
 
-    from evaluate.metrics.depth3d import depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, reconstruction_errors
+    from evaluate.metrics.depth3d import (depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, nose_protrusion,
+                                          reconstruction_errors)
 
     s, g = student, student.g3d
     n = gt["image"].shape[0]
@@ -583,6 +585,15 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         others = (cd.sum(0, keepdim=True) - cd) / (n - 1)  # leave-one-out: no face scores its own shape
         for key, d in (("true_head", cd), ("mean_true_head", others)):
             out[key] = _scores(at_dv_pose(d, transform_map=None).depth.cpu(), mask, gt)
+        # the nose in the canonical (frontal) frame: how far its tip stands out of its flanks, at
+        # each true nose tip, the student's beside the truth's, the one head's and the prior's
+        cm = gt["canonical_mask"] if "canonical_mask" in gt else (cd < cd.amax(dim=(2, 3), keepdim=True) - 1e-3).float()
+        nose = nose_protrusion({"student": e2.depth.cpu(), "one_head": one.depth.cpu().expand(n, -1, -1, -1), "prior": prior},
+                               cd, cm)
+        t_mean = _mean(nose["truth"])
+        out["nose"] = {k: _mean(v) for k, v in nose.items()}
+        out["nose"].update(faces=int(torch.isfinite(nose["truth"]).sum()),
+                           **{f"{k}_ratio": (out["nose"][k] / t_mean if t_mean > 0 else float("nan")) for k in ("student", "one_head", "prior")})
     if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
         from digan.render.types import View
 
@@ -796,6 +807,10 @@ def shape_report_lines(rep: dict[str, Any]) -> list[str]:
         dt = rep["detail"]
         rows.append(("inner-face curvature vs GT", f"corr {_f(dt['corr'], '+.2f')} (posed prior {_f(dt['prior_posed_corr'], '+.2f')}), "
                                                  f"size {_f(dt['std_ratio'], '.2f')}x"))
+    if "nose" in rep:
+        ns = rep["nose"]
+        rows.append(("nose protrusion / GT's", f"{_f(ns['student_ratio'], '.2f')}x (one head {_f(ns['one_head_ratio'], '.2f')}x, "
+                                               f"prior {_f(ns['prior_ratio'], '.2f')}x; GT {_f(ns['truth'] * 1000, '.1f')}e-3)"))
     tr = rep.get("teacher_relighting")
     if tr and "skipped" in tr:
         why = "fewer than 3 identities" if "at least 3 identities" in tr["skipped"] else "see the JSON report"
@@ -821,11 +836,12 @@ SHAPE_EVAL_CSV = "shape_eval.csv"
 #: heads' mean true head at DV's pose: ground truth, when the set has canonical depths), MAD at
 #: the true rotation, M's rotation gain (compose_rotation_gain's ``image``), DV yaw vs true yaw,
 #: DV's pitch correlation with the true pitch, the depth detail correlation
-#: (depth_detail_agreement), inversion PSNR (dB), and the neutral code's spread and own-face
+#: (depth_detail_agreement), the nose's protrusion over the truth's (nose_protrusion, when the set
+#: has canonical depths), inversion PSNR (dB), and the neutral code's spread and own-face
 #: fraction over 64 teacher samples (:func:`neutral_code_spread`: a compose net collapsing to one
 #: face shows here)
 SHAPE_EVAL_COLUMNS = ("step", "side", "mad", "roughness", "roughness_gt", "roughness_ratio", "flat_side", "flat_mad",
-                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "pitch_corr", "detail_corr", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
+                      "prior_side", "prior_mad", "prior_roughness", "posed_prior_side", "posed_prior_mad", "face_mad", "face_prior_mad", "one_head_mad", "mean_true_head_mad", "true_pose_mad", "compose_gain", "yaw_corr", "yaw_slope", "pitch_corr", "detail_corr", "nose_ratio", "light_dx_corr", "light_dy_corr", "psnr_teacher", "psnr_student",
                       "w0_spread", "w0_own", "n_faces", "inversion_steps", "eval_seconds")
 
 
@@ -845,6 +861,7 @@ def shape_eval_row(step: int, rep: dict[str, Any], seconds: float = float("nan")
         "compose_gain": rep["compose_gain"]["image"],
         "yaw_corr": rep["pose"]["corr"], "yaw_slope": rep["pose"]["slope"], "pitch_corr": rep.get("pitch", {}).get("corr", float("nan")),
         "detail_corr": rep.get("detail", {}).get("corr", float("nan")),
+        "nose_ratio": rep.get("nose", {}).get("student_ratio", float("nan")),
         "light_dx_corr": rep["light_agreement"]["dx_corr"], "light_dy_corr": rep["light_agreement"]["dy_corr"], "psnr_teacher": rep["psnr"]["teacher"],
         "psnr_student": rep["psnr"]["student"], "w0_spread": rep.get("neutral_code", {}).get("ratio", float("nan")),
         "w0_own": rep.get("neutral_code", {}).get("own", float("nan")), "n_faces": int(rep["n_faces"]), "inversion_steps": int(rep["inversion_steps"]),
