@@ -210,7 +210,11 @@ class LossConfig:
     # output, the view and the T map held; 0 = off, the paper / LiftedGAN and the bundle; needs
     # model.shared_relief). Why try it: landmark_parallax above 0.3 bends each face to fit one
     # number per face, while the faces share a nose that the shared map can hold for all of them
-    # (the bundle's map holds a rim and a brow band, no nose). Experimental (README, 3D shape).
+    # (the bundle's map holds a rim and a brow band, no nose). Measured at 1 and 3 (the bundle's
+    # recipe and seed, tuning heads): worse everywhere (MAD 23.5 / 23.3 against 22.0 deg, SIDE
+    # +16-17 %) and no nose (bench shape's nose protrusion 0.05x / -0.03x the truth's against
+    # 0.11x): the map pushes the eyes and the nose's bridge back and the mouth forward, which
+    # satisfies the one number per face as well as a nose would (README, 3D shape). Experimental.
     landmark_parallax_shared: float = 0.0
     # DV's sideways shift (0 = paper / LiftedGAN; experimental): ``view_shift`` x the mean over
     # the batch of DV's squared raw x and y translation (raw units: model.xy_translation_range
