@@ -99,22 +99,19 @@ def test_symmetric_depth_is_the_mirror_average_of_the_residual(teacher):
     torch.testing.assert_close(smooth, smooth.flip(3), atol=1e-6, rtol=0)
 
 
-def test_landmark_parallax_shared_trains_the_shared_map_alone(teacher, tmp_path):
-    """loss.landmark_parallax_shared: with every other term off, the objective is the landmark
-    loss of the render whose depth is the plain mapping of DS's held output plus the shared map,
-    and its gradient reaches the shared map alone (not DS, M, DV, DL or the T map). Without
-    model.shared_relief training stops before it starts, in one line."""
-    from digan.student.losses import landmark_parallax_loss
-
+def _landmark_run(teacher, *overrides):
+    """The objective with every image term off, on 4 inverted codes with one set of 5 keypoints and
+    a depth net nudged off zero (so the render carries the points somewhere); one forward at
+    seed 0. Returns (cfg, g3d, total, logs, the estimate of the codes the forward picked, kps)."""
     off = [f"loss.{k}=0" for k in ("rec", "flip", "perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry")]
-    cfg = _cfg("model.shared_relief=true", "loss.landmark_parallax_shared=3", "train.inverted_fraction=1.0", *off)
+    cfg = _cfg(*overrides, "train.inverted_fraction=1.0", *off)
     b = get_builder("digan")(cfg, teacher)
     g3d, obj = b.core, b.objective
     bank = sample_teacher(teacher, torch.randn(4, 32, generator=torch.Generator().manual_seed(5)), cfg.model.truncation)[0]
     s = teacher.size
     kp = torch.tensor([[s * 0.3, s * 0.4], [s * 0.7, s * 0.4], [s * 0.62, s * 0.58], [s * 0.35, s * 0.75], [s * 0.65, s * 0.75]])
     obj.code_bank, obj.code_kps = bank, kp.expand(4, 5, 2).clone()
-    with torch.no_grad():  # a map and a depth that vary, so that the render carries the points somewhere
+    with torch.no_grad():
         for p in g3d.depth_net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     torch.manual_seed(0)
@@ -122,12 +119,22 @@ def test_landmark_parallax_shared_trains_the_shared_map_alone(teacher, tmp_path)
     torch.manual_seed(0)
     torch.randn(4, 32)  # the objective's draws: z, then the codes' pick
     pick = torch.randint(4, (4,))
-    est = g3d.estimate(bank[pick], teacher)
+    return cfg, g3d, total, logs, g3d.estimate(bank[pick], teacher), kp.expand(4, 5, 2)
+
+
+def test_landmark_parallax_shared_trains_the_shared_map_alone(teacher, tmp_path):
+    """loss.landmark_parallax_shared: with every other term off, the objective is the landmark
+    loss of the render whose depth is the plain mapping of DS's held output plus the shared map,
+    and its gradient reaches the shared map alone (not DS, M, DV, DL or the T map). Without
+    model.shared_relief training stops before it starts, in one line."""
+    from digan.student.losses import landmark_parallax_loss
+
+    cfg, g3d, total, logs, est, kps = _landmark_run(teacher, "model.shared_relief=true", "loss.landmark_parallax_shared=3")
     assert est.depth_raw is not None and est.depth_raw.shape == est.depth.shape
     # the estimate's depth is the map's mapping of DS's raw output
     torch.testing.assert_close(est.depth, g3d.depth_from_raw(est.depth_raw))
-    out = g3d.render(est, make_renderer(cfg, s))
-    ref = 3 * landmark_parallax_loss(out.grid, out.mask, kp.expand(4, 5, 2))
+    out = g3d.render(est, make_renderer(cfg, teacher.size))
+    ref = 3 * landmark_parallax_loss(out.grid, out.mask, kps)
     assert ref.item() > 0 and total.item() == pytest.approx(ref.item(), rel=1e-4)
     assert logs["landmark_parallax_shared"].item() == pytest.approx(ref.item() / 3, rel=1e-4)
     assert "landmark_parallax" not in logs
@@ -1144,25 +1151,9 @@ def test_landmark_parallax_trains_the_depth_alone(teacher):
     that carry the keypoints are held."""
     from digan.student.losses import landmark_parallax_loss
 
-    off = [f"loss.{k}=0" for k in ("rec", "flip", "perturb", "cycle", "identity", "w_reg", "albedo", "canonical_symmetry")]
-    cfg = _cfg("loss.landmark_parallax=2", "train.inverted_fraction=1.0", *off)
-    b = get_builder("digan")(cfg, teacher)
-    g3d, obj = b.core, b.objective
-    bank = sample_teacher(teacher, torch.randn(4, 32, generator=torch.Generator().manual_seed(5)), cfg.model.truncation)[0]
-    s = teacher.size
-    kp = torch.tensor([[s * 0.3, s * 0.4], [s * 0.7, s * 0.4], [s * 0.62, s * 0.58], [s * 0.35, s * 0.75], [s * 0.65, s * 0.75]])
-    obj.code_bank, obj.code_kps = bank, kp.expand(4, 5, 2).clone()
-    with torch.no_grad():  # make the depth vary, so that the render carries the points somewhere
-        for p in g3d.depth_net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    torch.manual_seed(0)
-    total, logs = obj(torch.randn(4, 32))
-    torch.manual_seed(0)
-    torch.randn(4, 32)  # the objective's draws: z, then the codes' pick
-    pick = torch.randint(4, (4,))
-    est = g3d.estimate(bank[pick], teacher)
-    out = g3d.render(est, make_renderer(cfg, s))
-    ref = 2 * landmark_parallax_loss(out.grid, out.mask, kp.expand(4, 5, 2))
+    cfg, g3d, total, logs, est, kps = _landmark_run(teacher, "loss.landmark_parallax=2")
+    out = g3d.render(est, make_renderer(cfg, teacher.size))
+    ref = 2 * landmark_parallax_loss(out.grid, out.mask, kps)
     assert ref.item() > 0 and total.item() == pytest.approx(ref.item(), rel=1e-4)
     assert logs["landmark_parallax"].item() == pytest.approx(ref.item() / 2, rel=1e-4)
     g3d.zero_grad()

@@ -252,7 +252,6 @@ def depth_detail_agreement(pred: torch.Tensor, true: torch.Tensor, mask: torch.T
     return torch.tensor(corr, dtype=torch.float64), torch.tensor(ratio, dtype=torch.float64)
 
 
-
 def nose_protrusion(preds: dict[str, torch.Tensor], true: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """How far the nose stands out of the face, on frontal canonical depth maps (nearer =
     smaller depth): per image, the truth's nose tip is its nearest pixel inside ``mask`` in the
