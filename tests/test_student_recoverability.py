@@ -51,7 +51,12 @@ def test_true_pose_and_albedo_recover_shape_with_the_low_pass(smooth_fit):
     assert prior["detail_corr"] < 0.2 and curve[-1]["detail_corr"] > prior["detail_corr"] + 0.3
     rows = recover_report(res)
     assert rows[0][0] == "prior_only" and rows[-1][0] == "true_pose_true_albedo"
-    assert rows[1][-1] == "n/a" and rows[-1][-1] == f"{curve[-1]['detail_corr']:+.2f}"  # a plane has no curvature
+    assert rows[1][-2] == "n/a" and rows[-1][-2] == f"{curve[-1]['detail_corr']:+.2f}"  # a plane has no curvature
+    # the nose: a flat plane has none (its flanks and tip at one depth); the fit starts at the
+    # prior's and grows it
+    assert rows[1][-1] == "0.00x" and prior["nose_ratio"] == pytest.approx(curve[0]["nose_ratio"], abs=1e-9)
+    assert rows[-1][-1] == f"{curve[-1]['nose_ratio']:.2f}x"
+    assert curve[-1]["nose_ratio"] > prior["nose_ratio"] + 0.2  # measured: 0.32x -> 0.76x
 
 
 def test_without_the_low_pass_the_same_fit_roughens_the_depth(synth_dir, smooth_fit):

@@ -402,7 +402,7 @@ def bench_recover_cmd(
     if "teacher" in res:
         console.print(f"targets: the teacher's reproductions ({res['teacher']['inversion_steps']} inversion steps, "
                       f"PSNR {res['teacher']['psnr_db']:.1f} dB in the head)", highlight=False)
-    print_table("recoverability (canonical depth vs truth)", ["fit", "SIDE x1e-2", "MAD deg", "rough/GT", "detail"], recover_report(res))
+    print_table("recoverability (canonical depth vs truth)", ["fit", "SIDE x1e-2", "MAD deg", "rough/GT", "detail", "nose"], recover_report(res))
     if out:
         write_json(out, res)
         console.print(f"wrote {out}")

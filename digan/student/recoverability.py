@@ -26,7 +26,8 @@ depth over the eroded canonical mask (Unsup3d protocol, :mod:`evaluate.metrics.d
 the depth roughness (:func:`evaluate.metrics.depth3d.depth_roughness`) beside the truth's, and
 the inner face's detail correlation with the truth (``detail_corr``:
 :func:`evaluate.metrics.depth3d.depth_detail_agreement` on the prior's ellipse, as ``bench
-shape`` measures a trained student). If depth does not
+shape`` measures a trained student) and the nose's protrusion over the truth's (``nose_ratio``:
+:func:`evaluate.metrics.depth3d.nose_protrusion`, as ``bench shape``'s). If depth does not
 approach the truth in the ``true``/``true`` setting, the renderer, the normals or the loss is at
 fault; if it does there but not with free albedo or predicted pose, the ambiguity is what the
 model's priors must resolve.
@@ -114,7 +115,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     from digan.student.model import G3D, make_renderer, raw_to_depth
     from digan.student.perceptual import build_perceptual
     from digan.student.diagnostics import DETAIL_SIGMA_64
-    from evaluate.metrics.depth3d import depth_detail_agreement, erode_mask, mad_per_image, side_per_image
+    from evaluate.metrics.depth3d import depth_detail_agreement, erode_mask, mad_per_image, nose_protrusion, side_per_image
 
     cfg = cfg or RecoverConfig()
     scfg = student_cfg or make_config("tiny")
@@ -163,10 +164,16 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     def score(depth: torch.Tensor) -> dict[str, float]:
         n_ = normals_from_depth(depth, scfg.renderer.fov)
         detail, _ = depth_detail_agreement(depth, c_depth, inner_face, DETAIL_SIGMA_64 * size / 64)
+        # the nose: its tip's protrusion out of its flanks over the truth's (bench shape's nose_ratio)
+        nose = nose_protrusion({"fit": depth}, c_depth, c_mask)
+        ok = torch.isfinite(nose["fit"]) & torch.isfinite(nose["truth"])
+        t_mean = float(nose["truth"][ok].mean()) if bool(ok.any()) else float("nan")
+        nose_ratio = float(nose["fit"][ok].mean()) / t_mean if bool(ok.any()) and t_mean > 0 else float("nan")
         return {"side": float(side_per_image(depth, c_depth, eval_mask).mean()),
                 "mad": float(mad_per_image(n_, c_normal, eval_mask).mean()),
                 "roughness": _laplacian_abs(depth, eval_mask),
-                "detail_corr": float(np.nanmean(detail.numpy())) if bool(torch.isfinite(detail).any()) else float("nan")}
+                "detail_corr": float(np.nanmean(detail.numpy())) if bool(torch.isfinite(detail).any()) else float("nan"),
+                "nose_ratio": nose_ratio}
 
     out: dict[str, Any] = {
         "config": {**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "synth_dir": str(synth_dir), "identities": ids,
@@ -257,18 +264,24 @@ def _signed(v: float) -> str:
     return f"{v:+.2f}" if np.isfinite(v) else "n/a"
 
 
+def _ratio(v: Any) -> str:
+    """``0.54x``; ``n/a`` where no nose tip could be scored."""
+    return f"{v:.2f}x" if v is not None and np.isfinite(v) else "n/a"
+
+
 def recover_report(result: dict[str, Any]) -> list[list[str]]:
     """Table rows (setting, SIDE x1e-2 start -> end, MAD start -> end, roughness/truth, the inner
-    face's detail correlation with the truth at the end) for printing."""
+    face's detail correlation with the truth at the end, the nose's protrusion over the truth's
+    at the end) for printing."""
     rows = []
     truth = result["truth"]["roughness"]
     for name in ("prior_only", "flat_plane"):
         r = result["references"][name]
-        rows.append([name, f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}", f"{r['roughness'] / truth:.2f}", _signed(r["detail_corr"])])
+        rows.append([name, f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}", f"{r['roughness'] / truth:.2f}", _signed(r["detail_corr"]), _ratio(r.get("nose_ratio"))])
     for name, s in result["settings"].items():
         a, b = s["curve"][0], s["final"]
         rows.append([name, f"{a['side'] * 100:.3f}->{b['side'] * 100:.3f}", f"{a['mad']:.1f}->{b['mad']:.1f}",
-                     f"{b['roughness'] / truth:.2f}", _signed(b["detail_corr"])])
+                     f"{b['roughness'] / truth:.2f}", _signed(b["detail_corr"]), _ratio(b.get("nose_ratio"))])
     return rows
 
 
