@@ -72,6 +72,18 @@ def test_unknown_setting_is_a_one_line_error(synth_dir):
         recover_shape(synth_dir, make_config("tiny"), RecoverConfig(settings=("nope",)))
 
 
+
+@pytest.mark.parametrize("bad, match", [({"lr": -1.0}, "learning rate > 0"), ({"lr": float("nan")}, "learning rate > 0"),
+                                        ({"steps": 0}, "steps >= 1"), ({"yaws": (0.0, 100.0)}, "between -90 and 90"),
+                                        ({"yaws": ()}, "between -90 and 90")])
+def test_bad_fit_settings_are_one_line_errors(synth_dir, bad, match):
+    from digan.errors import DiganError
+
+    with pytest.raises(DiganError, match=match) as e:
+        recover_shape(synth_dir, make_config("tiny"), RecoverConfig(**bad))
+    assert "\n" not in str(e.value)
+
+
 def test_through_the_teacher_fits_the_teachers_reproductions(synth_dir, monkeypatch):
     """--through-teacher N: the views are rendered over the set's backdrops, inverted into the
     teacher with N steps, and the fit's targets are the teacher's images (its PSNR reported);

@@ -122,6 +122,13 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     unknown = [s for s in cfg.settings if s not in SETTINGS]
     if unknown:
         raise DiganError(f"unknown recoverability setting {unknown[0]!r}; choose from: {', '.join(SETTINGS)}")
+    if not (0 < cfg.lr < float("inf")):
+        raise DiganError(f"recoverability fit needs a learning rate > 0, got {cfg.lr}; pass e.g. --lr 0.01")
+    if cfg.steps < 1 or cfg.eval_every < 1:
+        raise DiganError(f"recoverability fit needs steps >= 1 and eval_every >= 1, got {cfg.steps} and {cfg.eval_every}")
+    bad = [y for y in cfg.yaws if not (-90.0 < float(y) < 90.0)]
+    if not cfg.yaws or bad:
+        raise DiganError(f"recoverability views need yaws strictly between -90 and 90 degrees (a head seen from behind shows no face), got {list(cfg.yaws)}; pass e.g. --yaws -30,0,30")
     ds = load_synth(synth_dir)
     n_ids = int(np.asarray(ds.arrays["identity"]).max()) + 1
     ids = list(range(cfg.first_identity, min(n_ids, cfg.first_identity + cfg.n_identities)))
