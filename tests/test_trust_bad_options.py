@@ -96,6 +96,8 @@ def test_sample_teacher_refuses_a_nan_psi_instead_of_black_images(tmp_path, caps
 @pytest.mark.parametrize("extra, expect", [
     (["--yaws=nan"], "bad --yaws list 'nan': every number must be finite"),
     (["--pitches=inf"], "bad --pitches list 'inf'"),
+    (["--yaws=200"], "bad --yaws list '200': view angles must lie strictly between -90 and 90"),
+    (["--pitches=-90"], "bad --pitches list '-90': view angles"),
     (["--light", "nan,0.8,0,0"], "bad --light list"),
     (["--yaws="], "no views to render"),
     (["--psi", "nan"], "must be finite numbers"),
@@ -146,3 +148,10 @@ def test_report_names_a_binary_shape_eval_log(tmp_path, capsys):
     line = _error_line(capsys, main(["report", "--results", str(res), "--runs", str(run), "--out", str(tmp_path / "rep")]))
     assert str(run / "shape_eval.jsonl") in line and "delete the file" in line
     assert not (tmp_path / "rep").exists()
+
+
+def test_export_samples_refuses_a_view_from_behind(tmp_path, capsys):
+    # a typo such as 200 for 20 rendered a blank folder before
+    line = _error_line(capsys, main(["export-samples", "-m", "digan", "-n", "1", "--yaws=20,200", "--out", str(tmp_path / "e")]))
+    assert "view angles must lie strictly between -90 and 90" in line, line
+    assert not (tmp_path / "e").exists()

@@ -53,8 +53,8 @@ def export_samples_cmd(
     from digan.utils.progress import progress
     from evaluate.methods import create_method
 
-    ys = parse_float_list(yaws, "--yaws")
-    ps = parse_float_list(pitches, "--pitches") or [0.0]
+    ys = parse_float_list(yaws, "--yaws", angle=True)
+    ps = parse_float_list(pitches, "--pitches", angle=True) or [0.0]
     from digan.cli.common import resolve_device_option
 
     m = create_method(method, **_method_options(option))

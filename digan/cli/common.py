@@ -24,8 +24,12 @@ def build_config(cls: type[T], config_path: Optional[Path], overrides: Optional[
     return apply_overrides(base if base is not None else cls(), overrides)
 
 
-def parse_float_list(text: str, what: str) -> list[float]:
-    """'-45,-30,0,30' -> [-45.0, -30.0, 0.0, 30.0] with a one-line error naming ``what``."""
+def parse_float_list(text: str, what: str, angle: bool = False) -> list[float]:
+    """'-45,-30,0,30' -> [-45.0, -30.0, 0.0, 30.0] with a one-line error naming ``what``.
+
+    ``angle``: the numbers are view angles in degrees (yaw, pitch), each strictly between -90
+    and 90: a face is a relief seen from the front, and at 90 or beyond it shows its edge or
+    its back (a typo such as 200 for 20 would otherwise render a blank)."""
     from digan.errors import DiganError
 
     import math
@@ -36,6 +40,9 @@ def parse_float_list(text: str, what: str) -> list[float]:
         raise DiganError(f"bad {what} list {text!r}: write comma-separated numbers, e.g. -30,0,30") from e
     if not all(math.isfinite(v) for v in values):
         raise DiganError(f"bad {what} list {text!r}: every number must be finite (no nan or inf), e.g. -30,0,30")
+    if angle and any(abs(v) >= 90.0 for v in values):
+        raise DiganError(f"bad {what} list {text!r}: view angles must lie strictly between -90 and 90 degrees "
+                         "(a face seen edge-on or from behind shows nothing), e.g. -30,0,30")
     return values
 
 

@@ -78,7 +78,7 @@ def bench_identity(
     if device not in ("all", "cpu", "cuda"):
         raise DiganError(f"bad --device {device!r}; choose cpu, cuda or all")
     cfg = IdentityBenchConfig(
-        n_faces=n_faces, yaws=tuple(parse_float_list(yaws, "yaw")), size=size, batch_size=batch_size,
+        n_faces=n_faces, yaws=tuple(parse_float_list(yaws, "yaw", angle=True)), size=size, batch_size=batch_size,
         detector=detector, recognizer=recognizer, images=str(images) if images else None,
         devices=["cpu", "cuda"] if device == "all" else [device], threads=threads,
     )

@@ -150,9 +150,9 @@ def run_cmd(
     if device is not None:
         cfg.device = device
     if yaws is not None:
-        cfg.yaws = tuple(parse_float_list(yaws, "--yaws"))
+        cfg.yaws = tuple(parse_float_list(yaws, "--yaws", angle=True))
     if pitches is not None:
-        cfg.pitches = tuple(parse_float_list(pitches, "--pitches"))
+        cfg.pitches = tuple(parse_float_list(pitches, "--pitches", angle=True))
     if data:
         cfg.data = {**cfg.data, **_parse_pairs(data, "--data", "ffhq=data/ffhq256")}
     if model:
@@ -204,7 +204,7 @@ def bench_speed_cmd(
 
     dev = device_for_rank(device, "--device")
     ctx = EvalContext(out_dir=Path("."), batch_size=batch_size, device=str(dev),
-                      yaws=tuple(parse_float_list(yaws, "--yaws")))
+                      yaws=tuple(parse_float_list(yaws, "--yaws", angle=True)))
     metric = Speed(warmup=warmup, batches=batches, max_seconds=None)
     rows = []
     all_recs = []

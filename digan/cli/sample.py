@@ -48,7 +48,7 @@ def _sample_student(student: Path, n: int, out: Path, seed: int, psi: float, yaw
     from digan.cli.common import write_command_info
 
     s = Student.load(student, teacher_path=teacher, device=device)
-    yaw_list, pitch_list = parse_float_list(yaws, "--yaws"), parse_float_list(pitches, "--pitches")
+    yaw_list, pitch_list = parse_float_list(yaws, "--yaws", angle=True), parse_float_list(pitches, "--pitches", angle=True)
     # the grid's columns: the teacher image, then every pitch x yaw render
     labels = ["teacher"] + [f"yaw {y:g}" if not any(pitch_list) else f"yaw {y:g} pitch {p:g}" for p in pitch_list for y in yaw_list]
 

@@ -388,7 +388,7 @@ def bench_recover_cmd(
     if threads:
         torch.set_num_threads(threads)
     scfg = make_config(preset, overrides=list(overrides or []))
-    rc = RecoverConfig(n_identities=n_identities, steps=steps, lr=lr, yaws=tuple(parse_float_list(yaws, "--yaws")),
+    rc = RecoverConfig(n_identities=n_identities, steps=steps, lr=lr, yaws=tuple(parse_float_list(yaws, "--yaws", angle=True)),
                        eval_every=max(1, steps // 6), settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
                        through_teacher=through_teacher)
     tobj = None
