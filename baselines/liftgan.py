@@ -100,7 +100,7 @@ LIFTGAN_DEFAULTS: list[str] = [
 #: net (``model.compose_residual=true``: M starts as the identity, w0 = w), since the twentieth
 #: session: with LiftedGAN's plain M, 1,200 steps were too few for M to learn to pass a face
 #: through, and every code came out as one face (neutral code spread 0.23x, 1 of 64 nearest its
-#: own w; README "The LiftGAN student's one face"). ``--set model.compose_residual=false`` gives
+#: own w; docs/shape-history.md, "The LiftGAN student's one face"). ``--set model.compose_residual=false`` gives
 #: LiftedGAN's plain M back; the ``paper`` preset (50,000 steps) keeps it.
 LIFTGAN_TINY: list[str] = [
     "loss.flip=0.8",

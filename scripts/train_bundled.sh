@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-create the bundled tiny students and the equal-budget comparison in README:
+# Re-create the bundled tiny students and the equal-budget comparison in README ("DIGAN, LiftGAN and
+# the ablations at equal teacher and budget"):
 #   digan/assets/tiny_student_64_base.pt  (DIGAN, tiny preset)
 #   digan/assets/tiny_student_64.pt       (the same, DV calibrated: digan-bench calibrate-view)
 #   digan/assets/tiny_liftgan_64.pt       (LiftGAN, tiny preset: same teacher, steps, batch, lr;
@@ -7,18 +8,18 @@
 # and the two architecture ablations (mlp: KAN -> MLP; plain_conv: partial -> plain conv), kept in
 # runs/ (not bundled; calibrated too). Each run logs SIDE/MAD/roughness on held-out heads during
 # training (--eval-data, a seed no evaluation uses). Every model trains on the same recipe
-# (sixteenth session; README "Landmark parallax"): half of each batch codes of 512 of the
+# (sixteenth session; docs/shape-history.md, "Landmark parallax"): half of each batch codes of 512 of the
 # teacher's own training heads (DATA, seed 0; made here when missing) inverted into the teacher,
 # DV's yaw and pitch on them anchored to the pose the face detector (DETECTOR, the demo's
 # SCRFD-500M) reads from their 5 keypoints, and the depth asked to put the nose tip between the
 # eyes on the canonical surface (loss.landmark_parallax=0.3); since the nineteenth session DV's
-# sideways shift is held near 0 (loss.view_shift=10; README "Holding the shift in training").
+# sideways shift is held near 0 (loss.view_shift=10; docs/shape-history.md, "Holding the shift in training").
 # Since the twentieth session LiftGAN's compose net is residual in the tiny preset, as DIGAN's
-# (baselines.liftgan.LIFTGAN_TINY; README "The LiftGAN student's one face").
+# (baselines.liftgan.LIFTGAN_TINY; docs/shape-history.md, "The LiftGAN student's one face").
 # Since the twenty-fourth session DIGAN and its two ablations also learn one mirror-symmetric
 # relief map shared by every face (model.shared_relief=true, at 10x the depth net's rate) from
-# training seed 1 (DIGAN_RECIPE; README "Twenty-third session: the shared relief over training
-# seeds"); LiftGAN keeps the recipe without them (its bundled weights, seed 0, are unchanged).
+# training seed 1 (DIGAN_RECIPE; docs/shape-history.md, "Twenty-third session: the shared relief over
+# training seeds"); LiftGAN keeps the recipe without them (its bundled weights, seed 0, are unchanged).
 # The view calibration (its defaults: 1,200 steps; all 2,000 of those heads and their mirror
 # images, since the seventeenth session) inverts them with the same anchor. Runs resume when the
 # script is rerun; two trainings run side by side on a 2-core machine, one thread each (~20-30
@@ -26,7 +27,7 @@
 #
 # On a fresh clone (its own data sets and caches) the DIGAN student differs from the bundled one
 # (twenty-fifth session: tuning MAD 23.4 against 22.0 deg, within the training-seed spread); the
-# bundle reproduces bit for bit only from the original runs' caches (README, 3D shape).
+# bundle reproduces bit for bit only from the original runs' caches (docs/shape-history.md).
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)

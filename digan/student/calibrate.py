@@ -37,7 +37,7 @@ that starts from the student's weights (``train.init_from``) with its own config
 
 The calibrated ``student.pt`` keeps the student's own config (model and training objective) and
 records the calibration under ``view_calibration``; its ``step`` counts the calibration's steps.
-Not in DIGAN or LiftedGAN (README, 3D shape).
+Not in DIGAN or LiftedGAN (docs/shape-history.md).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ CALIBRATION_OVERRIDES: list[str] = [
 
 @dataclass
 class CalibrationSettings:
-    """The calibration's own schedule (measured on the tuning heads, README "3D shape")."""
+    """The calibration's own schedule (measured on the tuning heads, docs/shape-history.md)."""
 
     # 1,200 since the sixteenth session's bundle (600 before): on the tuning heads DV's yaw
     # correlation 0.974 against 0.969
@@ -73,7 +73,7 @@ class CalibrationSettings:
     lr: float = 3e-4
     fraction: float = 0.5  # share of every batch drawn from the inverted heads
     # heads inverted (the first n files of the folder): all 2,000 of the bundled teacher's training
-    # set; with the pose anchor more heads gave DV a better reading (512: README, 3D shape)
+    # set; with the pose anchor more heads gave DV a better reading (512: docs/shape-history.md)
     n: int = 2000
     inversion_steps: int = 60  # as bench shape inverts
     seed: int = 0
@@ -83,7 +83,7 @@ class CalibrationSettings:
     # train.inverted_mirror: also invert each head's mirror (2 x n codes and detector readings).
     # Why: a reconstruction reads the code of the photo and that of its mirror (model.flip_average);
     # on 200 tuning heads, two calibration seeds, DV's yaw correlation 0.9736 -> 0.9763 and
-    # 0.9702 -> 0.9739, pitch 0.82 -> 0.85 / 0.82 (README, 3D shape). Off = the fourteenth to
+    # 0.9702 -> 0.9739, pitch 0.82 -> 0.85 / 0.82 (docs/shape-history.md). Off = the fourteenth to
     # sixteenth sessions' calibration
     mirror: bool = True
 

@@ -76,14 +76,14 @@ class ModelConfig:
     # all in the paper / LiftedGAN). Why: the square-root cap meets its rim with a vertical
     # tangent, a kink the low-passed residual cannot cancel, so every learnt head kept the
     # prior's steep rim at the top of the head and at the sides, where bench shape finds the
-    # shared head losing most to the mean true head (README, 3D shape). Experimental.
+    # shared head losing most to the mean true head (docs/shape-history.md). Experimental.
     depth_prior_smooth: float = 0.0
     # the same low-pass on the prior, applied only when a trained student is used (Student.load;
     # bench shape, train --eval-data, the digan method, sample, export, restore): training keeps
     # model.depth_prior_smooth. Not in DIGAN or LiftedGAN (0). Why: the rim kink above; softening
     # it in a student trained on the sharp prior lowers its one-head MAD by 0.9-1.1 deg on the
     # tuning heads (four students; the bundle's 25.6 -> 24.4, held out 1.2-1.3 deg), while
-    # training on the softened prior does not (README, 3D shape). Only inference reads it; the
+    # training on the softened prior does not (docs/shape-history.md). Only inference reads it; the
     # tiny preset sets 2.
     inference_prior_smooth: float = 0.0
     # Gaussian sigma (px at 64 px, scaled with the size) of a low-pass on DS's residual before the
@@ -94,14 +94,14 @@ class ModelConfig:
     # False = paper / LiftedGAN, where only the flip loss asks for symmetry. Why: a depth fitted per
     # face to the student's losses bends to absorb the image's asymmetries (bench objective-fit);
     # a symmetric one bends less (MAD 27 -> 42 instead of 44 deg) but still bends. Trained with it
-    # (tuning heads): MAD 27.3 against the recipe's 26.8 (README, 3D shape). Experimental.
+    # (tuning heads): MAD 27.3 against the recipe's 26.8 (docs/shape-history.md). Experimental.
     depth_symmetric: bool = False
     # one relief map shared by every face, learnt in training beside DS: a (1,1,S,S) parameter of
     # the depth net, made mirror-symmetric and added to DS's raw output before raw_to_depth (so the
     # mean subtraction, model.depth_smooth and the prior apply to it as to DS's residual). Starts at
     # 0 (the student starts as without it). False = paper / LiftedGAN. Why: the faces share a nose,
-    # brow and chin that the per-face residual grows only to ~1/3 of the truth's (README, 3D
-    # shape). Train it with train.shared_relief_lr_scale (at 1 it hardly moves). Experimental.
+    # brow and chin that the per-face residual grows only to ~1/3 of the truth's
+    # (docs/shape-history.md). Train it with train.shared_relief_lr_scale (at 1 it hardly moves). Experimental.
     shared_relief: bool = False
     # model.shared_relief's own low-pass: None = the map goes through model.depth_smooth with DS's
     # residual (the bundled student); a number = its own Gaussian sigma in px at 64 px (0 = none),
@@ -109,14 +109,14 @@ class ModelConfig:
     # because each face's gradient is mostly high-frequency ripple; a map shared by every face
     # might average that over faces, and at sigma 2 it cannot draw a nose tip. Measured (tuning
     # heads): sigma 1.5 / 1 / 0 give more relief but MAD 22.8 / 25.4 / 28.8 against 21.9 deg and
-    # rougher depth, so the ripple is common to the faces (README, 3D shape). Experimental.
+    # rougher depth, so the ripple is common to the faces (docs/shape-history.md). Experimental.
     shared_relief_smooth: Optional[float] = None
     # inference on an image (a teacher inversion): also invert the image's left-right mirror, mirror
     # that estimate back (depth, albedo and canonical maps flipped; yaw, roll, x translation and the
     # light's dx negated) and average the two. The estimate is then exactly mirror-equivariant, and
     # the inversion's one-sided errors cancel. Not in DIGAN or LiftedGAN, whose inference is one
     # inversion (False). Why: on the tuning heads it lifts DV's yaw correlation 0.95 -> 0.97 and MAD
-    # 26.0 -> 25.6 deg (README, 3D shape); it costs a second inversion. Only inference reads it.
+    # 26.0 -> 25.6 deg (docs/shape-history.md); it costs a second inversion. Only inference reads it.
     flip_average: bool = True
     # inference on an image: the teacher inversion also fits a translation of the teacher's image
     # per photo (Adam learning rate in pixels per step; 0 = none, as DIGAN and LiftedGAN), and the
@@ -126,7 +126,7 @@ class ModelConfig:
     # x shift with correlation -0.66. Fitted, DV's yaw correlation 0.978 -> 0.984 and its slope
     # 1.08 -> 0.98 (96 tuning heads); the fitted shift follows the true one only loosely (corr
     # 0.53 at lr 0.2, 1.2x its spread), so the view takes half of it, the shrunk estimate (the ground-truth
-    # head at DV's pose: MAD 15.7 -> 13.9 deg; full: 14.6; none: 14.9). README, 3D shape, "A
+    # head at DV's pose: MAD 15.7 -> 13.9 deg; full: 14.6; none: 14.9). docs/shape-history.md, "A
     # shifted face read as a turn". Only inference reads them; the inverted code banks of
     # training and calibrate-view stay plain inversions (the bundle was calibrated on those).
     inversion_shift_lr: float = 0.15
@@ -191,7 +191,7 @@ class LossConfig:
     # the teacher's images G(w) and G(w'), read on the fly (train.pose_detector). Why: DV reads
     # sampled codes as its own render fits them, and the cycle loss then teaches M a turn that
     # DV reads, not one the image shows (bench shape, "M turns G(w) / DV by"). Measured at 10:
-    # better than the recipe on two training seeds, M turns no further (README, 3D shape,
+    # better than the recipe on two training seeds, M turns no further (docs/shape-history.md,
     # "Anchoring during training")
     pose_anchor_samples: float = 0.0
     # landmark parallax (0 = paper / LiftedGAN; experimental): on the codes of inverted real
@@ -201,7 +201,7 @@ class LossConfig:
     # tip below the eyes' midpoint (losses.landmark_parallax_loss). Why: how far a turned face's
     # nose tip moves against its eyes is the nose's relief times the sine of the turn, measured
     # on the image, while the teacher's shading and M's turns hold too little of the nose for
-    # DIGAN's image terms to find it. Measured (README, 3D shape, "Landmark parallax"): in
+    # DIGAN's image terms to find it. Measured (docs/shape-history.md, "Landmark parallax"): in
     # training at 0.3 (with train.inverted_data and the pose anchor) better than without on two
     # seeds and the first side views with a brow and a nose bump, but against the bundle a trade
     # (MAD 0.0-0.4 deg worse on held-out heads); above 0.3 the face bends and MAD rises
@@ -214,14 +214,14 @@ class LossConfig:
     # recipe and seed, tuning heads): worse everywhere (MAD 23.5 / 23.3 against 22.0 deg, SIDE
     # +16-17 %) and no nose (bench shape's nose protrusion 0.05x / -0.03x the truth's against
     # 0.11x): the map pushes the eyes and the nose's bridge back and the mouth forward, which
-    # satisfies the one number per face as well as a nose would (README, 3D shape). Experimental.
+    # satisfies the one number per face as well as a nose would (docs/shape-history.md). Experimental.
     landmark_parallax_shared: float = 0.0
     # DV's sideways shift (0 = paper / LiftedGAN; experimental): ``view_shift`` x the mean over
     # the batch of DV's squared raw x and y translation (raw units: model.xy_translation_range
     # is 1). Why: on the synthetic heads (crops that do not shift with yaw) the bundled DV shifts
     # each face sideways against its yaw (corr -0.96, twice the truth's spread): a flat face's
     # features sweep too little on a turn, and the shift makes up for it in the render. Held
-    # near 0, the render can make up for it only with its depth and texture (README, 3D shape,
+    # near 0, the render can make up for it only with its depth and texture (docs/shape-history.md,
     # "Holding the shift in training").
     # Not for crops that shift with the head's turn (FFHQ: see perturb_translation)
     view_shift: float = 0.0
@@ -245,18 +245,18 @@ class LossConfig:
     perturb_light_range: float = 0.8
     # which terms send gradient to the depth: "all" (paper / LiftedGAN) or "none" for rec and
     # flip (the single-view terms then train albedo, light, view and M only; depth learns from
-    # the perturbed views). Experimental switch for the shape study (README, 3D shape).
+    # the perturbed views). Experimental switch for the shape study (docs/shape-history.md).
     rec_depth_grad: Literal["all", "none"] = "all"
     # the same for the flip term alone ("none": the mirrored render trains albedo, light, view and
     # M but not the depth; rec and the perturbation still do). Why: a depth fitted per face to
     # the bundled student's own objective, its nets held (bench objective-fit), runs from MAD 27
     # to 44 deg in 100 steps, to 36 without flip. Trained with "none" (tuning heads): MAD 27.0
-    # against the recipe's 26.8, nose-scale detail lower (README, 3D shape). Experimental.
+    # against the recipe's 26.8, nose-scale detail lower (docs/shape-history.md). Experimental.
     flip_depth_grad: Literal["all", "none"] = "all"
     # the same for the perturbation render (at DV/DL(w') vs G(w')): "none" = it trains DV, DL
     # and M but not the depth. Why: M turns G(w') by about half the asked yaw while DV reads
     # more, so this render is turned further than its target and pulls every depth flatter
-    # (bench shape's "M turns" line; README, 3D shape). Experimental switch for the shape study.
+    # (bench shape's "M turns" line; docs/shape-history.md). Experimental switch for the shape study.
     perturb_depth_grad: Literal["all", "none"] = "all"
     # what the cycle loss MSE(DL(w'), L') + MSE(DV(w'), V') trains: "all" = DV, DL and M
     # (LiftedGAN); "compose" = M only, DV and DL read w' with their weights held. Why: M turns
@@ -282,7 +282,7 @@ class LossConfig:
     # w' as turned by V' (bench shape, "M turns G(w) / DV by"), so with "code" the render is
     # turned further than its target and every shape scored on it prefers ~0.5-0.75x its
     # relief; reading the image pairs G(w') with the view it shows, however far M turned it.
-    # Experimental (README, 3D shape).
+    # Experimental (docs/shape-history.md).
     perturb_view: Literal["code", "image"] = "code"
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
@@ -315,13 +315,13 @@ class TrainConfig:
     depth_warmup: int = 0
     # learning rate of DS (the depth net) as a multiple of train.lr (1 = paper / LiftedGAN).
     # Experimental: on the tuning heads the inner face is at its best 150-400 steps after the
-    # depth starts learning and then drifts (README, 3D shape); a slower depth net tests whether
+    # depth starts learning and then drifts (docs/shape-history.md); a slower depth net tests whether
     # the drift is a step-size effect
     depth_lr_scale: float = 1.0
     # learning rate of model.shared_relief's map as a multiple of train.lr (times
     # train.depth_lr_scale, as it is part of DS); without the switch it has no effect. The map
     # gets one gradient per step from the whole batch, so at 1 it moves ~1/100 of its useful size
-    # in a tiny run (README, 3D shape). Experimental.
+    # in a tiny run (docs/shape-history.md). Experimental.
     shared_relief_lr_scale: float = 1.0
     # learning-rate schedule: "none" = constant (paper / LiftedGAN); "linear" = every learning
     # rate falls linearly from its value at the step the depth starts learning
@@ -342,7 +342,7 @@ class TrainConfig:
     # a teacher inversion finds for a real head lie off the truncated codes the student trains on
     # (bench shape, "DV input spread": 1.47x), and there DV reads 0.67x the yaw its own render
     # fits ("render-fit yaw"); noisy codes make the student read such codes from their images.
-    # Experimental (README, 3D shape).
+    # Experimental (docs/shape-history.md).
     code_noise: float = 0.0
     # codes of real images: the first inverted_n images of this folder (e.g. the teacher's own
     # training images; never the heads you evaluate on) are inverted into the teacher once
@@ -360,14 +360,14 @@ class TrainConfig:
     # then hold 2 x inverted_n heads: the images, then their mirrors). Why: a reconstruction
     # averages an image's estimate with its mirror's (model.flip_average), so DV reads the codes
     # of mirrored heads as often as those of the heads; the mirrors double the heads DV is
-    # calibrated on at no cost in images. Not in DIGAN or LiftedGAN (README, 3D shape).
+    # calibrated on at no cost in images. Not in DIGAN or LiftedGAN (docs/shape-history.md).
     inverted_mirror: bool = False
     # > 0: each inversion of the bank also fits a translation of the teacher's image per head
     # (digan.student.method.invert_teacher's shift_lr, pixels per step), as a reconstruction
     # inverts a photo (model.inversion_shift_lr); 0 = the plain inversion (paper / LiftedGAN,
     # and every bank made before the option). The bank keeps the codes (their teacher images are
     # the targets), not the shifts. Experimental: a view calibration on such a bank scored as the
-    # bundle's on the tuning heads (README, 3D shape, twenty-second session)
+    # bundle's on the tuning heads (docs/shape-history.md, twenty-second session)
     inverted_shift_lr: float = 0.0
     # the SCRFD face detector (.onnx) whose keypoints give loss.pose_anchor's targets; None = the
     # default detector (digan.faces.onnx_models.resolve_model)
@@ -420,7 +420,7 @@ VARIANTS: dict[str, list[str]] = {
     "plain_conv": ["model.partial_conv=false"],
     # M as w0 = w + M(...), its last layer zero at the start (M starts as the identity): the tiny
     # preset's DIGAN already has it; LiftedGAN's M is not residual, and at the tiny budget the
-    # LiftGAN student's M sent every code to one face (README, "The LiftGAN student's one face")
+    # LiftGAN student's M sent every code to one face (docs/shape-history.md, "The LiftGAN student's one face")
     "residual_compose": ["model.compose_residual=true"],
 }
 

@@ -102,7 +102,7 @@ def shift_agreement(pred_tx: np.ndarray, pred_yaw: np.ndarray, true_tx: np.ndarr
     translation on the yaw, per 10 degrees), ``corr_yaw``, ``pred_std`` and, with the true x
     translations, ``true_std`` and ``corr_true``. The synthetic heads' crops do not shift with
     the yaw (their tx is uniform and independent of it), so a shift that follows the yaw is the
-    view making up for a face whose features sweep too little on a turn (README, 3D shape,
+    view making up for a face whose features sweep too little on a turn (docs/shape-history.md,
     "sideways shift"): it places even the true shape off the head."""
     tx = np.asarray(pred_tx, dtype=np.float64)
     a = pose_agreement(tx, np.asarray(pred_yaw, dtype=np.float64))
@@ -157,7 +157,7 @@ def code_spread(student: Student, w: torch.Tensor, n_ref: int = 1024, seed: int 
     DV reads these codes outside the region it was trained on. On the bundle DV's yaw slope
     falls as inversions run longer and their codes spread further (0.86x / 1.12x / 1.47x after
     15 / 30 / 60 steps: slope 0.92 / 0.85 / 0.74), but training on untruncated codes (ratio ~1)
-    did not raise it (README, 3D shape): the line says where DV reads, not why it reads less."""
+    did not raise it (docs/shape-history.md): the line says where DV reads, not why it reads less."""
     vn = student.g3d.view_net
     ref = student.style(student.latents(int(n_ref), seed=int(seed)))
     with torch.no_grad():
@@ -174,7 +174,7 @@ def neutral_code_spread(w: torch.Tensor, w0: torch.Tensor) -> dict[str, float]:
     faces whose ``w0`` lies nearer their own ``w`` than any other face's (1/B by chance).
     ``G(w0)`` is the texture every render shows, so a low ratio means one face for all: over
     ``bench shape``'s 64 samples the bundled DIGAN scores 0.99 / 1.00, the LiftGAN bundled in the
-    nineteenth session 0.23 / 1 of 64 (README, "The LiftGAN student's one face")."""
+    nineteenth session 0.23 / 1 of 64 (docs/shape-history.md, "The LiftGAN student's one face")."""
     w, w0 = w.detach().double().cpu(), w0.detach().double().cpu()
     if w.ndim != 2 or w.shape != w0.shape or w.shape[0] < 2:
         raise DiganError(f"neutral_code_spread needs two (B, D) batches of the same shape, B >= 2; got {tuple(w.shape)} and {tuple(w0.shape)}")
@@ -230,7 +230,7 @@ def landmark_yaw_check(photos: torch.Tensor, teacher_images: torch.Tensor, dv_ya
     the ``found`` faces read on both), and DV's residual (its yaw minus its line on the true yaw) is correlated with
     each of theirs (``dv_follows``). A DV that follows the teacher's image and not the photo reads
     what the inversion shows: its error is the inversion's, and no calibration of DV against the
-    photos can remove it (README, 3D shape: "Where DV's yaw is lost"). Faces the detector misses
+    photos can remove it (docs/shape-history.md: "Where DV's yaw is lost"). Faces the detector misses
     on either image are left out; with fewer than 3 (or under half the faces) left, the numbers
     are NaN and ``too_few`` is True (flagged, not reported as a result). ``kept``
     (:func:`yaw_kept`): how much of the photo's landmark yaw the teacher's image keeps, beside
@@ -308,7 +308,7 @@ def inversion_pose_ceiling(student: Student, n: int, steps: int, detector: str |
     (``psnr``, whole image). These faces lie on the teacher's image manifold by construction,
     so when they come back whole (PSNR far above the photos', yaw kept at corr ~1) while the
     photos' inversions lose yaw, the optimiser is not the limit: the photos lie off what the
-    teacher can draw, and only a better teacher moves DV's yaw further (README, 3D shape:
+    teacher can draw, and only a better teacher moves DV's yaw further (docs/shape-history.md:
     "Where DV's yaw is lost"). A low ceiling instead points at the inversion (steps, lr)."""
     from digan.student.method import invert_teacher
 
@@ -347,7 +347,7 @@ def render_fit_yaw(student: Student, est: Any, target: torch.Tensor, yaws: tuple
     of the same code as ``target`` this is the yaw the reconstruction loss asks of DV for that
     code, so DV's reading can be checked against its own renderer: on the bundle, for 60-step
     inversions of the tuning heads, it follows the true yaw with slope ~1.0 while DV reads 0.74;
-    for training codes DV agrees with it (README, 3D shape)."""
+    for training codes DV agrees with it (docs/shape-history.md)."""
     g = student.g3d
     grid = np.asarray(yaws, dtype=np.float64)
     if grid.ndim != 1 or len(grid) < 3 or np.any(np.diff(grid) <= 0):
@@ -525,7 +525,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     ci = corr_interval(out["pose"]["corr"], len(pred_yaw))
     if ci is not None:  # how much of a miss or a pass is the draw of faces
         out["pose"]["corr_ci95"] = list(ci)
-    if "rotation" in gt:  # DV's pitch: nothing in the objective anchors it (README, 3D shape)
+    if "rotation" in gt:  # DV's pitch: nothing in the objective anchors it (docs/shape-history.md)
         true_pitch = gt["rotation"][:, 0].double().numpy()
         pred_pitch = e2.view.rotation[:, 0].cpu().double().numpy()
         if true_pitch.std() > 0:

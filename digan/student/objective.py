@@ -8,7 +8,7 @@ Per step (LiftedGAN's ``train_step``, with DIGAN's KAN/partial-conv networks):
 * G3D estimate; render I_3D at the predicted view/light, and the flipped render.
 * ``rec`` (x ``loss.rec``): symmetric reconstruction L1 + perc, flip weight ``loss.flip``
   (``loss.rec_depth_grad="none"`` keeps both off the depth, ``loss.flip_depth_grad="none"``
-  only the flip term; experimental, README "3D shape").
+  only the flip term; experimental, docs/shape-history.md).
 * Perturbation: L' = (a, b) and (dx, dy) of two random permutations of the batch's lights
   (``loss.perturb_light="permute"``, LiftedGAN) or (a, b) permuted and (dx, dy) ~ U(+-
   ``loss.perturb_light_range``) (``"direction"``: the tiny preset; see LossConfig); V' =
