@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Optional
 
@@ -348,9 +350,10 @@ def bench_objective_fit_cmd(
                         overrides=list(overrides or []), targets=targets,
                         log=lambda step, row: console.print(f"step {step}: MAD {row['mad']:.1f} deg, detail {row['detail_corr']:+.2f}", highlight=False))
     rows = [[str(r["step"]), f"{r['loss']['total']:.4f}" if "loss" in r else "-", f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}",
-             f"{r['face_mad']:.1f}", f"{r['detail_corr']:+.2f}", f"{r['detail_size']:.2f}x", f"{r['roughness_ratio']:.2f}x"]
+             f"{r['face_mad']:.1f}", f"{r['detail_corr']:+.2f}", f"{r['detail_size']:.2f}x", f"{r['roughness_ratio']:.2f}x",
+             f"{r['nose_ratio']:.2f}x" if math.isfinite(r.get("nose_ratio", float("nan"))) else "n/a"]
             for r in res["curve"]]
-    print_table(f"objective fit, {targets} targets", ["step", "loss", "SIDE e-2", "MAD", "face", "detail", "size", "rough"], rows)
+    print_table(f"objective fit, {targets} targets", ["step", "loss", "SIDE e-2", "MAD", "face", "detail", "size", "rough", "nose"], rows)
     for name, label in (("flat_plane", "flat plane"), ("prior_posed", "prior at DV's pose")):
         r = res["references"][name]
         console.print(f"{label + ' (step 0 pixels)':<36} SIDE {r['side'] * 100:.3f}e-2, MAD {r['mad']:.1f} deg", highlight=False)

@@ -8,7 +8,7 @@ where ``B_k`` are the B-spline bases of order ``spline_order`` (3 = cubic) on a 
 ``grid_size`` intervals over ``grid_range`` extended by ``spline_order`` knots on each side, and
 ``s`` is the optional standalone spline scaler. There is no bias (as in efficient-kan).
 
-The bases are evaluated by the Cox-de Boor recursion; ``tests/test_student_kan.py`` checks them
+The bases are evaluated by the Cox-de Boor recursion; ``tests/test_student_modules.py`` checks them
 against :class:`scipy.interpolate.BSpline`. The spline branch is only non-zero for inputs inside
 the extended grid ``[lo - k*h, hi + k*h]`` and is a full partition of unity only inside
 ``[lo, hi]``: callers must feed normalised inputs (DIGAN's DV/DL standardise w with the teacher's
