@@ -254,6 +254,15 @@ def test_nose_protrusion_closed_forms():
     assert math.isnan(res["truth"][2].item()) and math.isnan(res["half"][2].item())
     with pytest.raises(Exception, match="nose_protrusion"):
         D.nose_protrusion({"x": plane[..., :32, :32]}, true, mask)
+    # summed up over the images where each is finite: the half nose is half the truth's, the
+    # two unscored faces left out of both means; a truth with no nose above its flanks has no ratio
+    summ = D.nose_summary(res)
+    assert summ["truth"] == pytest.approx(0.02) and summ["half"] == pytest.approx(0.01)
+    assert summ["half_ratio"] == pytest.approx(0.5) and summ["faces"] == 1 and "truth_ratio" not in summ
+    flat = D.nose_summary({"truth": torch.zeros(2, dtype=torch.float64), "x": torch.ones(2, dtype=torch.float64)})
+    assert math.isnan(flat["x_ratio"]) and flat["faces"] == 2
+    with pytest.raises(Exception, match="nose_summary"):
+        D.nose_summary({"x": torch.ones(2)})
 
 
 def test_side_mad_metrics_end_to_end(tmp_path, monkeypatch):

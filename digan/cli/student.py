@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pathlib import Path
 from typing import Optional
 
@@ -335,7 +333,7 @@ def bench_objective_fit_cmd(
 
     from digan.cli.common import print_table
     from digan.errors import DiganError
-    from digan.student.recoverability import objective_fit
+    from digan.student.recoverability import objective_fit, objective_fit_report
     from digan.utils.io import write_json
     from digan.utils.progress import console
 
@@ -349,11 +347,8 @@ def bench_objective_fit_cmd(
     res = objective_fit(st, data, n_faces=n_faces, steps=steps, lr=lr, inversion_steps=inversion_steps,
                         overrides=list(overrides or []), targets=targets,
                         log=lambda step, row: console.print(f"step {step}: MAD {row['mad']:.1f} deg, detail {row['detail_corr']:+.2f}", highlight=False))
-    rows = [[str(r["step"]), f"{r['loss']['total']:.4f}" if "loss" in r else "-", f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}",
-             f"{r['face_mad']:.1f}", f"{r['detail_corr']:+.2f}", f"{r['detail_size']:.2f}x", f"{r['roughness_ratio']:.2f}x",
-             f"{r['nose_ratio']:.2f}x" if math.isfinite(r.get("nose_ratio", float("nan"))) else "n/a"]
-            for r in res["curve"]]
-    print_table(f"objective fit, {targets} targets", ["step", "loss", "SIDE e-2", "MAD", "face", "detail", "size", "rough", "nose"], rows)
+    print_table(f"objective fit, {targets} targets", ["step", "loss", "SIDE e-2", "MAD", "face", "detail", "size", "rough", "nose"],
+                objective_fit_report(res))
     for name, label in (("flat_plane", "flat plane"), ("prior_posed", "prior at DV's pose")):
         r = res["references"][name]
         console.print(f"{label + ' (step 0 pixels)':<36} SIDE {r['side'] * 100:.3f}e-2, MAD {r['mad']:.1f} deg", highlight=False)

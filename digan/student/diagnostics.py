@@ -490,7 +490,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
     from evaluate.methods import Rendered
     from dataclasses import replace
 
-    from evaluate.metrics.depth3d import (depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, nose_protrusion,
+    from evaluate.metrics.depth3d import (depth_detail_agreement, depth_roughness, erode_mask, flat_plane_errors, nose_protrusion, nose_summary,
                                           reconstruction_errors)
 
     s, g = student, student.g3d
@@ -590,10 +590,7 @@ def reconstruction_report(student: Student, gt: dict[str, torch.Tensor], true_ya
         cm = gt["canonical_mask"] if "canonical_mask" in gt else (cd < cd.amax(dim=(2, 3), keepdim=True) - 1e-3).float()
         nose = nose_protrusion({"student": e2.depth.cpu(), "one_head": one.depth.cpu().expand(n, -1, -1, -1), "prior": prior},
                                cd, cm)
-        t_mean = _mean(nose["truth"])
-        out["nose"] = {k: _mean(v) for k, v in nose.items()}
-        out["nose"].update(faces=int(torch.isfinite(nose["truth"]).sum()),
-                           **{f"{k}_ratio": (out["nose"][k] / t_mean if t_mean > 0 else float("nan")) for k in ("student", "one_head", "prior")})
+        out["nose"] = nose_summary(nose)
     if "rotation" in gt:  # the same estimate at the true rotation: what a perfect pose would give
         from digan.render.types import View
 

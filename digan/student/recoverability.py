@@ -45,7 +45,7 @@ import torch
 
 from digan.errors import DiganError
 
-__all__ = ["RecoverConfig", "SETTINGS", "recover_shape", "recover_report", "objective_fit"]
+__all__ = ["RecoverConfig", "SETTINGS", "recover_shape", "recover_report", "objective_fit", "objective_fit_report"]
 
 #: name -> (pose, albedo, use flip)
 SETTINGS: dict[str, tuple[str, str, bool]] = {
@@ -115,7 +115,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
     from digan.student.model import G3D, make_renderer, raw_to_depth
     from digan.student.perceptual import build_perceptual
     from digan.student.diagnostics import DETAIL_SIGMA_64
-    from evaluate.metrics.depth3d import depth_detail_agreement, erode_mask, mad_per_image, nose_protrusion, side_per_image
+    from evaluate.metrics.depth3d import depth_detail_agreement, erode_mask, mad_per_image, nose_protrusion, nose_summary, side_per_image
 
     cfg = cfg or RecoverConfig()
     scfg = student_cfg or make_config("tiny")
@@ -172,10 +172,7 @@ def recover_shape(synth_dir: str | Path, student_cfg: Any = None, cfg: RecoverCo
         n_ = normals_from_depth(depth, scfg.renderer.fov)
         detail, _ = depth_detail_agreement(depth, c_depth, inner_face, DETAIL_SIGMA_64 * size / 64)
         # the nose: its tip's protrusion out of its flanks over the truth's (bench shape's nose_ratio)
-        nose = nose_protrusion({"fit": depth}, c_depth, c_mask)
-        ok = torch.isfinite(nose["fit"]) & torch.isfinite(nose["truth"])
-        t_mean = float(nose["truth"][ok].mean()) if bool(ok.any()) else float("nan")
-        nose_ratio = float(nose["fit"][ok].mean()) / t_mean if bool(ok.any()) and t_mean > 0 else float("nan")
+        nose_ratio = nose_summary(nose_protrusion({"fit": depth}, c_depth, c_mask))["fit_ratio"]
         return {"side": float(side_per_image(depth, c_depth, eval_mask).mean()),
                 "mad": float(mad_per_image(n_, c_normal, eval_mask).mean()),
                 "roughness": _laplacian_abs(depth, eval_mask),
@@ -422,3 +419,13 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     return {"curve": curve, "final": curve[-1], "references": refs, "seconds": round(time.perf_counter() - t0, 2),
             "config": {"n_faces": int(n), "steps": int(steps), "lr": float(lr), "inversion_steps": int(inversion_steps),
                        "targets": targets, "overrides": list(overrides or []), "seed": int(seed), "synth": str(synth_dir)}}
+
+
+def objective_fit_report(result: dict[str, Any]) -> list[list[str]]:
+    """Table rows of :func:`objective_fit`'s curve for printing (step, the loss averaged since
+    the last evaluation, SIDE x1e-2, MAD, inner-face MAD, detail correlation and size,
+    roughness / truth, the nose's protrusion over the truth's)."""
+    return [[str(r["step"]), f"{r['loss']['total']:.4f}" if "loss" in r else "-", f"{r['side'] * 100:.3f}", f"{r['mad']:.1f}",
+             f"{r['face_mad']:.1f}", f"{r['detail_corr']:+.2f}", f"{r['detail_size']:.2f}x", f"{r['roughness_ratio']:.2f}x",
+             _ratio(r.get("nose_ratio"))]
+            for r in result["curve"]]

@@ -67,6 +67,7 @@ __all__ = [
     "laplacian_5pt",
     "depth_roughness",
     "nose_protrusion",
+    "nose_summary",
     "SIDE",
     "MAD",
 ]
@@ -291,6 +292,26 @@ def nose_protrusion(preds: dict[str, torch.Tensor], true: torch.Tensor, mask: to
         for name, d in maps.items():
             x = d[i, 0].double()
             out[name][i] = float((x[r, c - reach] + x[r, c + reach]) / 2 - x[r, c])
+    return out
+
+
+def nose_summary(protrusions: dict[str, torch.Tensor]) -> dict[str, float]:
+    """:func:`nose_protrusion`'s per-image output summed up: each name's mean over the images
+    where it is finite, ``NAME_ratio`` = that mean over the truth's (NaN unless the truth's mean
+    is > 0; no ratio for ``"truth"`` itself), and ``faces``, the images where the truth's tip
+    could be scored. The one place the nose ratio is computed (``bench shape``, ``bench
+    recover``, ``bench objective-fit``, ``train --eval-data``)."""
+    if "truth" not in protrusions:
+        raise DiganError("nose_summary needs nose_protrusion's output, which holds 'truth'")
+
+    def mean(x: torch.Tensor) -> float:
+        v = x[torch.isfinite(x)]
+        return float(v.double().mean()) if v.numel() else float("nan")
+
+    out = {k: mean(v) for k, v in protrusions.items()}
+    t = out["truth"]
+    out.update({f"{k}_ratio": (out[k] / t if t > 0 else float("nan")) for k in protrusions if k != "truth"})
+    out["faces"] = int(torch.isfinite(protrusions["truth"]).sum())
     return out
 
 
