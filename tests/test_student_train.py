@@ -874,6 +874,20 @@ def test_cycle_image_trains_m_through_the_image_and_the_reader_on_teacher_images
         build_g3d(_cfg(), teacher).read_held(img)
 
 
+def _run_reading_codes(g, obj):
+    """One objective step on 3 fixed latents (kept for inspection) -> (total, logs, the last
+    (view_raw, light_raw) that DV/DL read in it: those of the perturbed codes w')."""
+    codes = []
+    decompose = g.decompose
+    g.decompose = lambda w: codes.append(decompose(w)) or codes[-1]
+    try:
+        torch.manual_seed(3)
+        total, logs = obj(torch.randn(3, 32), keep=True)
+    finally:
+        g.decompose = decompose
+    return total, logs, codes[-1]
+
+
 def test_perturb_view_image_renders_at_what_the_teachers_image_shows(teacher):
     """loss.perturb_view=image: the reader R exists (and is fitted to DV/DL's readings of G(w),
     a term that trains R only), the perturbation render is made at R's reading of G(w') (and
@@ -890,13 +904,7 @@ def test_perturb_view_image_renders_at_what_the_teachers_image_shows(teacher):
             with torch.no_grad():
                 last.weight.zero_()
                 last.bias.copy_(torch.tensor([0.1, 0.4, 0.0, 0.2, 0.3, -0.5, 0.25]))
-        codes = []
-        decompose = g.decompose
-        g.decompose = lambda w: codes.append(decompose(w)) or codes[-1]
-        torch.manual_seed(3)
-        total, logs = obj(torch.randn(3, 32), keep=True)
-        g.decompose = decompose
-        view_p, light_p = codes[-1]  # DV/DL(w'), the last reading (the first is of w)
+        total, logs, (view_p, light_p) = _run_reading_codes(g, obj)  # DV/DL(w'): the last reading
         if mode == "image":
             bias = torch.tanh(last.bias.detach())  # R's output layer is tanh
             view_r = torch.cat([bias[:3].expand(3, -1), view_p[:, 3:]], 1)
@@ -1142,6 +1150,58 @@ def test_pose_anchor_on_samples_reads_every_sample_and_perturbed_image(teacher, 
     cfg_t = _cfg("train.steps=1", "loss.pose_anchor_samples=1", f"train.pose_detector={tmp_path / 'no.onnx'}")
     with pytest.raises(DiganError, match="train.pose_detector=PATH"):
         train(cfg_t, tmp_path / "run", teacher=teacher, show_progress=False)
+
+
+def test_perturb_view_detector_renders_at_dv_plus_the_detected_turn(teacher):
+    """loss.perturb_view=detector: the perturbation render stands at DV's (pitch, yaw) of the
+    unperturbed code plus the change the detector reads from G(w) to G(w') (a face the detector
+    misses keeps DV(w')), with roll and translation from DV(w') and DL(w')'s light; the view is
+    held (no gradient reaches DV through it). Each image is read once per step, also with
+    loss.pose_anchor_samples on; without a reader it is a one-line error naming the setting."""
+    only_pert = ["loss.identity=0", "loss.rec=0", "loss.cycle=0", "loss.w_reg=0", "loss.albedo=0",
+                 "loss.canonical_symmetry=0", "loss.flip=0", "loss.perturb=2", "loss.perturb_view=detector"]
+    seen = []
+
+    def reader(images):  # G(w) reads (pitch, yaw) = (1, 2) + row; G(w') (5, 20) + row; a miss
+        seen.append(images.shape[0])
+        n = images.shape[0] // 2
+        out = np.zeros((2 * n, 2), dtype=np.float32)
+        out[:n] = [1.0, 2.0]
+        out[n:] = [5.0, 20.0]
+        out[:n] += np.arange(n)[:, None]
+        out[n:] += np.arange(n)[:, None]
+        out[n + 1] = np.nan  # the detector misses the second perturbed face
+        return out
+
+    torch.manual_seed(0)
+    b = get_builder("digan")(_cfg(*only_pert), teacher)
+    g, obj = b.core, b.objective
+    torch.manual_seed(3)
+    with pytest.raises(DiganError, match="train.pose_detector"):
+        obj(torch.randn(3, 32))
+    obj.pose_reader = reader
+    total, logs, (view_p, light_p) = _run_reading_codes(g, obj)
+    assert seen == [6]  # G(w) and G(w') of 3 codes, in one call
+    view_w = obj.last["est"].view_raw
+    rr = float(obj.cfg.model.rotation_range)
+    turn = torch.tensor([4.0, 18.0]) / rr  # the detected change, the same for every row here
+    want_rot = view_w[:, :2] + turn
+    want_rot[1] = view_p[1, :2].detach()  # missed: DV(w')
+    view_r = torch.cat([want_rot, view_p[:, 2:].detach()], 1)
+    with torch.no_grad():
+        want = g.render(obj.last["est"], obj.renderer, view=g.view_net.to_view(view_r),
+                        light=g.light_net.to_light(light_p)).image
+    torch.testing.assert_close(obj.last["perturbed"], want)
+    for t in (view_p,):
+        t.retain_grad()
+    total.backward()
+    assert view_p.grad is None or view_p.grad.abs().sum() == 0  # the view is held
+    # with pose_anchor_samples as well, the same readings serve both terms: one call per step
+    seen.clear()
+    b2 = get_builder("digan")(_cfg(*only_pert, "loss.pose_anchor_samples=5"), teacher)
+    b2.objective.pose_reader = reader
+    _, logs2 = b2.objective(torch.randn(3, 32))
+    assert seen == [6] and torch.isfinite(logs2["pose_anchor_samples"])
 
 
 def test_landmark_parallax_trains_the_depth_alone(teacher):

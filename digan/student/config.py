@@ -283,8 +283,12 @@ class LossConfig:
     # w' as turned by V' (bench shape, "M turns G(w) / DV by"), so with "code" the render is
     # turned further than its target and every shape scored on it prefers ~0.5-0.75x its
     # relief; reading the image pairs G(w') with the view it shows, however far M turned it.
-    # Experimental (docs/shape-history.md).
-    perturb_view: Literal["code", "image"] = "code"
+    # Experimental (docs/shape-history.md). "detector": pitch and yaw are DV's reading of the
+    # unperturbed code w plus the turn the face detector (train.pose_detector) reads between
+    # G(w) and G(w'), held; roll, translation and light stay DV/DL's of w'. Why: R learns DV's
+    # readings and so inherits their bias; the detector is independent of the model, and the
+    # difference of two readings of one face cancels its per-face offset. Experimental.
+    perturb_view: Literal["code", "image", "detector"] = "code"
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
     perceptual_scales: int = 3

@@ -345,6 +345,7 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     from digan.student.inference import Student
     from digan.student.method import invert_teacher
     from digan.student.registry import get_builder
+    from digan.student.train import attach_pose_reader
 
     if targets not in ("teacher", "exact"):
         raise DiganError(f"targets must be 'teacher' or 'exact', got {targets!r}")
@@ -361,6 +362,7 @@ def objective_fit(student: Any, synth_dir: str | Path, n_faces: int = 16, steps:
     torch.manual_seed(seed)
     built = get_builder(cfg.model.name)(cfg, student.teacher, dev)
     obj, g3d = built.objective, built.core
+    attach_pose_reader(obj, cfg)  # the terms that read the teacher's images' pose, as in training
     try:
         g3d.load_state_dict(g.state_dict())
     except RuntimeError as e:

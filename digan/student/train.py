@@ -328,6 +328,19 @@ def _param_groups(core: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
             groups[lr_scale(p)].append(p)
     return [{"params": ps, "lr": cfg.train.lr * s, "lr_scale": s} for s, ps in groups.items()]
 
+def attach_pose_reader(obj: Any, cfg: StudentConfig) -> None:
+    """Give the objective the face detector's pose reader (``train.pose_detector``) when a term
+    reads the teacher's images on the fly (``loss.pose_anchor_samples`` > 0 or
+    ``loss.perturb_view="detector"``); a missing detector file is a one-line error naming the
+    setting."""
+    if float(cfg.loss.pose_anchor_samples) > 0 or cfg.loss.perturb_view == "detector":
+        from digan.faces.onnx_models import resolve_model
+        from digan.faces.pipeline import FacePipeline
+
+        det = resolve_model("detector", cfg.train.pose_detector, flag="--set train.pose_detector=PATH")
+        obj.pose_reader = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads).read_pose
+
+
 def train(
     cfg: StudentConfig,
     out_dir: str | Path,
@@ -522,12 +535,7 @@ def _train(cfg: StudentConfig, out: Path, teacher: Any, teacher_path: str | Path
     elif landmarked:
         raise DiganError("loss.landmark_parallax needs train.inverted_data (the real images whose keypoints it reads); "
                          "use calibrate-view, or set loss.landmark_parallax=0 and loss.landmark_parallax_shared=0")
-    if float(cfg.loss.pose_anchor_samples) > 0:  # every rank reads its own samples' pose
-        from digan.faces.onnx_models import resolve_model
-        from digan.faces.pipeline import FacePipeline
-
-        det = resolve_model("detector", cfg.train.pose_detector, flag="--set train.pose_detector=PATH")
-        obj.pose_reader = FacePipeline(detector=str(det), recognizer=False, threads=cfg.train.threads).read_pose
+    attach_pose_reader(obj, cfg)  # every rank reads its own samples' pose
     model = obj
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
