@@ -287,7 +287,8 @@ class LossConfig:
     # unperturbed code w plus the turn the face detector (train.pose_detector) reads between
     # G(w) and G(w'), held; roll, translation and light stay DV/DL's of w'. Why: R learns DV's
     # readings and so inherits their bias; the detector is independent of the model, and the
-    # difference of two readings of one face cancels its per-face offset. Experimental.
+    # difference of two readings of one face cancels its per-face offset. Measured worse on two
+    # training seeds (MAD +0.9-1.3 deg; docs/shape-history.md, "Twenty-seventh session").
     perturb_view: Literal["code", "image", "detector"] = "code"
     perceptual: Literal["auto", "vgg16", "laplacian_pyramid", "none"] = "auto"
     perceptual_path: Optional[str] = None
