@@ -1192,8 +1192,7 @@ def test_perturb_view_detector_renders_at_dv_plus_the_detected_turn(teacher):
         want = g.render(obj.last["est"], obj.renderer, view=g.view_net.to_view(view_r),
                         light=g.light_net.to_light(light_p)).image
     torch.testing.assert_close(obj.last["perturbed"], want)
-    for t in (view_p,):
-        t.retain_grad()
+    view_p.retain_grad()
     total.backward()
     assert view_p.grad is None or view_p.grad.abs().sum() == 0  # the view is held
     # with pose_anchor_samples as well, the same readings serve both terms: one call per step

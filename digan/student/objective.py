@@ -138,33 +138,24 @@ class DistillationObjective(nn.Module):
         #: images (B,3,S,S) in [-1,1] -> (B,2) detector-read (pitch, yaw) in degrees, NaN where
         #: no face is found (loss.pose_anchor_samples; a face pipeline's read_pose), or None
         self.pose_reader: Any = None
-        self._reads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _read_pose(self, *batches: torch.Tensor) -> torch.Tensor:
-        """(sum B,2) the detector's (pitch, yaw) in degrees of each image of ``batches``, NaN
-        where it finds no face. A batch already read in this forward is not read again (the
-        memo, keyed by the tensor, is cleared at each forward); the others go to the detector in
-        one call."""
-        new = [x for x in batches if id(x) not in self._reads]
-        if new:
-            if self.pose_reader is None:
-                raise DiganError("this objective has no pose reader (loss.pose_anchor_samples or "
-                                 "loss.perturb_view=detector; set train.pose_detector=PATH)")
-            x = torch.cat([b.detach().clamp(-1, 1) for b in new]).cpu()
-            read = torch.as_tensor(self.pose_reader(x), dtype=new[0].dtype).to(new[0].device)
-            for b, r in zip(new, read.split([b.shape[0] for b in new])):
-                self._reads[id(b)] = (b, r)  # the tensor is kept so that its id is not reused
-        return torch.cat([self._reads[id(b)][1] for b in batches])
+    def _read_pose(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,2) the detector's (pitch, yaw) in degrees of ``images`` (B,3,S,S), NaN where it
+        finds no face (``pose_reader``)."""
+        if self.pose_reader is None:
+            raise DiganError("this objective has no pose reader (loss.pose_anchor_samples or "
+                             "loss.perturb_view=detector; set train.pose_detector=PATH)")
+        read = self.pose_reader(images.detach().clamp(-1, 1).cpu())
+        return torch.as_tensor(read, dtype=images.dtype).to(images.device)
 
-    def _detector_view(self, view_raw: torch.Tensor, view_raw_p: torch.Tensor, target: torch.Tensor,
-                       regen: torch.Tensor) -> torch.Tensor:
-        """``loss.perturb_view="detector"``: the raw view of the perturbed render. Pitch and yaw
-        are DV's reading of the unperturbed code plus the change the detector reads between the
-        teacher's two images, G(w) -> G(w') (so the detector's own bias per face cancels);
-        roll and translation are DV's reading of w'. Rows where either image has no detected
-        face keep DV(w'). Detached: the view is given, the render teaches depth, albedo, light."""
-        read = self._read_pose(target, regen)
-        n = target.shape[0]
+    def _detector_view(self, view_raw: torch.Tensor, view_raw_p: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+        """``loss.perturb_view="detector"``: the raw view of the perturbed render, from ``read``
+        (2B,2), the detector's readings of G(w) (first B rows) and G(w'). Pitch and yaw are DV's
+        reading of the unperturbed code plus the change the detector reads between the two
+        images (so the detector's own bias per face cancels); roll and translation are DV's
+        reading of w'. Rows where either image has no detected face keep DV(w'). Detached: the
+        view is given, the render teaches depth, albedo, light."""
+        n = view_raw.shape[0]
         delta = (read[n:] - read[:n]) / float(self.cfg.model.rotation_range)
         turned = view_raw[:, :2] + delta
         ok = torch.isfinite(turned)
@@ -185,7 +176,7 @@ class DistillationObjective(nn.Module):
         :func:`digan.student.recoverability.objective_fit`)."""
         cfg, lc = self.cfg, self.cfg.loss
         g3d, teacher, renderer = self.g3d, self.teacher, self.renderer
-        self._reads = {}  # the detector's readings of this forward's images (_read_pose)
+        det_read = None  # (2B,2) the detector's readings of G(w) and G(w') (perturb_view=detector)
         anchor = None  # (k,2) detector-read pitch, yaw of the first k codes (loss.pose_anchor)
         kps = None  # (k,5,2) detector keypoints of the first k codes' images (loss.landmark_parallax)
         if batch is not None:
@@ -249,7 +240,8 @@ class DistillationObjective(nn.Module):
                 elif lc.perturb_view == "detector" and regen is not None:
                     # render at DV(w) turned by the turn the detector reads between G(w) and
                     # G(w'), not at the turn DV reads in the code w'
-                    view_r = self._detector_view(est.view_raw, view_raw_p, target, regen)
+                    det_read = self._read_pose(torch.cat([target, regen]))
+                    view_r = self._detector_view(est.view_raw, view_raw_p, det_read)
                 pert_img = g3d.render(est_p, renderer, view=g3d.view_net.to_view(view_r),
                                       light=g3d.light_net.to_light(light_r)).image
             if lc.perturb > 0:
@@ -291,13 +283,12 @@ class DistillationObjective(nn.Module):
                 logs["w_reg"] = wr.detach()
         if lc.pose_anchor_samples > 0 and self.pose_reader is not None:
             k0 = anchor.shape[0] if anchor is not None else 0  # those codes have their cached anchors
-            preds, imgs = [est.view_raw[k0:, :2]], [target if id(target) in self._reads else target[k0:]]
+            preds, imgs = [est.view_raw[k0:, :2]], [target[k0:]]
             if need_perturb and regen is not None:
                 preds.append(g3d.decompose(w_p.detach())[0][:, :2])
                 imgs.append(regen)
-            read = self._read_pose(*imgs)
-            if imgs[0] is target:  # read whole by perturb_view=detector: its anchored rows left out
-                read = torch.cat([read[k0:target.shape[0]], read[target.shape[0]:]])
+            # perturb_view=detector has read G(w) and G(w') already: those readings, the anchored rows left out
+            read = det_read[k0:] if det_read is not None else self._read_pose(torch.cat(imgs))
             ps = lc.pose_anchor_samples * L.pose_anchor_loss(torch.cat(preds), read / float(cfg.model.rotation_range), (1.0, 1.0))
             total = total + ps
             logs["pose_anchor_samples"] = ps.detach()

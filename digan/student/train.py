@@ -328,6 +328,7 @@ def _param_groups(core: torch.nn.Module, cfg: Any) -> list[dict[str, Any]]:
             groups[lr_scale(p)].append(p)
     return [{"params": ps, "lr": cfg.train.lr * s, "lr_scale": s} for s, ps in groups.items()]
 
+
 def attach_pose_reader(obj: Any, cfg: StudentConfig) -> None:
     """Give the objective the face detector's pose reader (``train.pose_detector``) when a term
     reads the teacher's images on the fly (``loss.pose_anchor_samples`` > 0 or
