@@ -30,6 +30,10 @@
 # On a fresh clone (its own data sets and caches) the DIGAN student differs from the bundled one
 # (twenty-fifth session: tuning MAD 23.4 against 22.0 deg, within the training-seed spread); the
 # bundle reproduces bit for bit only from the original runs' caches (docs/shape-history.md).
+# Its nose does not come back either: two fresh-clone reruns of DIGAN (twenty-eighth session, one
+# and two threads) met every numeric target but drew 0.01x / 0.05x of the truth's nose, below the
+# prior's 0.13x (the bundle 0.15x): "Twenty-eighth session: the bundle's nose does not come back
+# on a fresh clone" in docs/shape-history.md.
 #
 #   ./scripts/train_bundled.sh            # train all four, then package DIGAN and LiftGAN
 #   STEPS=2400 ./scripts/train_bundled.sh # another budget (the same for every model)
